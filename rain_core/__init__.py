@@ -1,0 +1,1 @@
+"""rain_core: the RAIN model stack and streaming engine; knows nothing of the server."""

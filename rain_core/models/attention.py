@@ -1,0 +1,133 @@
+"""Attention pieces shared by the RAIN UNets.
+
+* `ReferenceAttnProcessor`: the spatial self-attention of the denoising UNet, which attends
+  over its own tokens followed by the reference bank of the matching reference-net block.
+  The bank is the same for every frame and every call of a stream, so its key/value
+  projections can be computed once per reference (`ReferenceKV`) instead of per frame.
+* `TemporalAttention`: AnimateDiff's temporal self-attention over the frame axis, with a
+  sinusoidal position encoding added to its input.
+* `reference_blocks`: the spatial transformer blocks of an SD-layout UNet in bank order
+  (d00 d01 d10 ... m u10 ... u32), shared by the reference net (which writes banks) and the
+  denoising UNet (which reads them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ReferenceKV:
+    """Key/value projections of one reference bank, per stream: [B, L, heads*dim_head]."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+
+
+# One block's reference: either its bank (normalised reference tokens, [B, L, C]), projected
+# on every call, or the cached projections of that bank.
+BlockReference = Union[torch.Tensor, ReferenceKV]
+
+
+def project_reference(attn: Attention, reference: BlockReference) -> ReferenceKV:
+    if isinstance(reference, ReferenceKV):
+        return reference
+    return ReferenceKV(key=attn.to_k(reference), value=attn.to_v(reference))
+
+
+def _split_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    batch, length, inner = x.shape
+    return x.view(batch, length, attn.heads, inner // attn.heads).transpose(1, 2)
+
+
+class ReferenceAttnProcessor:
+    """Scaled-dot-product attention whose self-attention keys and values are extended by a reference.
+
+    The UNet hands each block its reference through `cross_attention_kwargs`, which diffusers'
+    `BasicTransformerBlock` forwards to both of its attentions; it extends the self-attention
+    and is ignored by the cross-attention (which attends to the CLIP context instead).
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        reference: BlockReference | None = None,
+    ) -> torch.Tensor:
+        if attention_mask is not None:
+            raise ValueError("ReferenceAttnProcessor does not take an attention mask")
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(context)
+        value = attn.to_v(context)
+
+        if reference is not None and encoder_hidden_states is None:
+            ref = project_reference(attn, reference)
+            # hidden_states holds the frames of each stream back to back: [(B F), N, C].
+            frames = hidden_states.shape[0] // ref.key.shape[0]
+            key = torch.cat([key, ref.key.repeat_interleave(frames, dim=0)], dim=1)
+            value = torch.cat([value, ref.value.repeat_interleave(frames, dim=0)], dim=1)
+
+        out = F.scaled_dot_product_attention(
+            _split_heads(attn, query), _split_heads(attn, key), _split_heads(attn, value), scale=attn.scale
+        )
+        batch, heads, length, dim_head = out.shape
+        out = out.transpose(1, 2).reshape(batch, length, heads * dim_head).to(query.dtype)
+        out = attn.to_out[0](out)
+        return attn.to_out[1](out)
+
+
+class TemporalAttention(Attention):
+    """Self-attention across frames at each spatial position (AnimateDiff "Temporal_Self").
+
+    Takes and returns [(B F), N, C]; attends over F for each of the B*N positions.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, max_frames: int | None):
+        super().__init__(query_dim=dim, heads=heads, dim_head=dim_head, bias=False)
+        # Checkpoints store the encoding table as `pos_encoder.pe`.
+        self.pos_encoder = SinusoidalPositionalEmbedding(dim, max_frames) if max_frames else None
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
+        batch_frames, tokens, channels = hidden_states.shape
+        batch = batch_frames // num_frames
+        x = hidden_states.view(batch, num_frames, tokens, channels).transpose(1, 2)
+        x = x.reshape(batch * tokens, num_frames, channels)
+        if self.pos_encoder is not None:
+            if num_frames > self.pos_encoder.pe.shape[1]:
+                raise ValueError(
+                    f"{num_frames} frames exceed the temporal position encoding's "
+                    f"{self.pos_encoder.pe.shape[1]}"
+                )
+            x = self.pos_encoder(x)
+        x = super().forward(x)
+        x = x.view(batch, tokens, num_frames, channels).transpose(1, 2)
+        return x.reshape(batch_frames, tokens, channels)
+
+
+def reference_blocks(unet: nn.Module) -> Iterator[tuple[str, BasicTransformerBlock]]:
+    """The spatial transformer blocks of an SD-layout UNet, named in bank order.
+
+    Down block i, layer j is `d{i}{j}`; the mid block's is `m`; up block i, layer j is `u{i}{j}`.
+    """
+    for i, block in enumerate(unet.down_blocks):
+        for j, attention in enumerate(getattr(block, "attentions", None) or ()):
+            yield f"d{i}{j}", attention.transformer_blocks[0]
+    mid_attentions = list(getattr(unet.mid_block, "attentions", None) or ())
+    for j, attention in enumerate(mid_attentions):
+        yield ("m" if len(mid_attentions) == 1 else f"m{j}"), attention.transformer_blocks[0]
+    for i, block in enumerate(unet.up_blocks):
+        for j, attention in enumerate(getattr(block, "attentions", None) or ()):
+            yield f"u{i}{j}", attention.transformer_blocks[0]

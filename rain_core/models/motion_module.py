@@ -1,0 +1,80 @@
+"""AnimateDiff "Vanilla" motion module: temporal self-attention over the frames of a video.
+
+Hidden states travel through the UNet as [(B F), C, H, W] (frames of each stream back to
+back); the module attends along F at each spatial position and adds its output to its input.
+Key names follow the AnimateDiff checkpoints (`temporal_transformer.transformer_blocks.N.
+attention_blocks.M`, `norms.M`, `ff`, `ff_norm`).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention import FeedForward
+from torch import nn
+
+from rain_core.config import MotionModuleConfig
+from rain_core.models.attention import TemporalAttention
+
+
+class TemporalTransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, num_attentions: int, max_frames: int | None):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList(
+            [TemporalAttention(dim, heads, dim_head, max_frames) for _ in range(num_attentions)]
+        )
+        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attentions)])
+        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.ff_norm = nn.LayerNorm(dim)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        for attention, norm in zip(self.attention_blocks, self.norms):
+            hidden_states = attention(norm(hidden_states), num_frames) + hidden_states
+        return self.ff(self.ff_norm(hidden_states)) + hidden_states
+
+
+class TemporalTransformer(nn.Module):
+    def __init__(self, channels: int, config: MotionModuleConfig):
+        super().__init__()
+        heads = config.num_attention_heads
+        dim_head = channels // heads // config.temporal_attention_dim_div
+        inner = heads * dim_head
+        max_frames = config.temporal_position_encoding_max_len if config.temporal_position_encoding else None
+        self.norm = nn.GroupNorm(config.norm_num_groups, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, inner)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                TemporalTransformerBlock(inner, heads, dim_head, len(config.attention_block_types), max_frames)
+                for _ in range(config.num_transformer_block)
+            ]
+        )
+        self.proj_out = nn.Linear(inner, channels)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        batch_frames, channels, height, width = hidden_states.shape
+        residual = hidden_states
+        x = self.norm(hidden_states).permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)
+        x = self.proj_in(x)
+        for block in self.transformer_blocks:
+            x = block(x, num_frames)
+        x = self.proj_out(x)
+        x = x.reshape(batch_frames, height, width, channels).permute(0, 3, 1, 2)
+        return x + residual
+
+
+class MotionModule(nn.Module):
+    """One motion module, inserted after a resnet/attention pair of the denoising UNet."""
+
+    def __init__(self, channels: int, config: MotionModuleConfig):
+        super().__init__()
+        if channels % config.num_attention_heads:
+            raise ValueError(
+                f"motion module: {channels} channels are not divisible by "
+                f"num_attention_heads={config.num_attention_heads}"
+            )
+        self.temporal_transformer = TemporalTransformer(channels, config)
+        # New motion modules start as the identity, as in AnimateDiff.
+        nn.init.zeros_(self.temporal_transformer.proj_out.weight)
+        nn.init.zeros_(self.temporal_transformer.proj_out.bias)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return self.temporal_transformer(hidden_states, num_frames)

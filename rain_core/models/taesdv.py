@@ -1,0 +1,124 @@
+"""TAESDV: the tiny video autoencoder for SD latents, with a streaming decoder.
+
+The decoder's ten memory blocks each combine a frame's features with those of the frame
+before it. Decoding a stream in slices of P frames therefore needs, for each memory block,
+the input it saw for the last frame of the previous slice: that is the decoder memory the
+stream carries from call to call. Module indices match the published `taesdv.pth`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+
+class _SoftClamp(nn.Module):
+    """Squashes latents smoothly into (-3, 3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class _Block(nn.Module):
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Sequential(_conv(n_in, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out))
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.fuse = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+class MemoryBlock(nn.Module):
+    """A block that also sees the previous frame's input (`memory`)."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Sequential(_conv(n_in * 2, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out))
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(torch.cat([x, memory], 1)) + self.skip(x))
+
+
+class TAESDV(nn.Module):
+    def __init__(self, latent_channels: int = 4, channels: int = 64):
+        super().__init__()
+        c = channels
+        self.latent_channels = latent_channels
+        self.channels = channels
+        self.encoder = nn.Sequential(
+            _conv(3, c), _Block(c, c),
+            _conv(c, c, stride=2, bias=False), _Block(c, c), _Block(c, c), _Block(c, c),
+            _conv(c, c, stride=2, bias=False), _Block(c, c), _Block(c, c), _Block(c, c),
+            _conv(c, c, stride=2, bias=False), _Block(c, c), _Block(c, c), _Block(c, c),
+            _conv(c, latent_channels),
+        )  # fmt: skip
+        self.decoder = nn.Sequential(
+            _SoftClamp(), _conv(latent_channels, c), nn.ReLU(),
+            MemoryBlock(c, c), MemoryBlock(c, c), MemoryBlock(c, c), nn.Upsample(scale_factor=2), _conv(c, c, bias=False),
+            MemoryBlock(c, c), MemoryBlock(c, c), MemoryBlock(c, c), nn.Upsample(scale_factor=2), _conv(c, c, bias=False),
+            MemoryBlock(c, c), MemoryBlock(c, c), MemoryBlock(c, c), nn.Upsample(scale_factor=2), _conv(c, c, bias=False),
+            MemoryBlock(c, c), _conv(c, 3),
+        )  # fmt: skip
+
+    @property
+    def num_memories(self) -> int:
+        return sum(isinstance(b, MemoryBlock) for b in self.decoder)
+
+    def memory_shapes(self, batch: int, latent_height: int, latent_width: int) -> list[tuple[int, ...]]:
+        """Shapes of the carried decoder memory for a stream of the given latent size."""
+        shapes, scale = [], 1
+        for block in self.decoder:
+            if isinstance(block, nn.Upsample):
+                scale *= 2
+            elif isinstance(block, MemoryBlock):
+                shapes.append((batch, self.channels, latent_height * scale, latent_width * scale))
+        return shapes
+
+    def initial_memory(self, batch: int, latent_height: int, latent_width: int, *, device=None, dtype=None) -> list[torch.Tensor]:
+        """The memory of a stream that has decoded nothing yet: zeros."""
+        return [torch.zeros(s, device=device, dtype=dtype) for s in self.memory_shapes(batch, latent_height, latent_width)]
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames [N, 3, H, W] in [0, 1] -> latents [N, C, H/8, W/8]."""
+        return self.encoder(frames)
+
+    def decode_stream(
+        self, latents: torch.Tensor, memory: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Decode the next T frames of a stream.
+
+        Args:
+            latents: [N, T, C, h, w], the next T latent frames of N streams.
+            memory: for each memory block, its input for the stream's previous frame, [N, c, h', w']
+                (zeros for a stream's first frame).
+
+        Returns:
+            frames [N, T, 3, 8h, 8w] (not clamped) and the memory to carry into the next call.
+        """
+        batch, frames, channels, height, width = latents.shape
+        if len(memory) != self.num_memories:
+            raise ValueError(f"decoder memory has {len(memory)} entries, expected {self.num_memories}")
+        x = latents.reshape(batch * frames, channels, height, width)
+        carried = iter(memory)
+        new_memory = []
+        for block in self.decoder:
+            if isinstance(block, MemoryBlock):
+                per_stream = x.view(batch, frames, *x.shape[1:])
+                previous = next(carried)
+                # Each frame's memory is the frame before it; the first frame's is the carried one.
+                shifted = torch.cat([previous.unsqueeze(1), per_stream[:, :-1]], dim=1)
+                new_memory.append(per_stream[:, -1].clone())
+                x = block(x, shifted.reshape(x.shape))
+            else:
+                x = block(x)
+        return x.view(batch, frames, *x.shape[1:]), new_memory
