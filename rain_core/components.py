@@ -1,0 +1,194 @@
+"""The set of networks one RAIN model is made of, built from a config and loaded from files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rain_core.config import RainConfig
+from rain_core.models import DenoisingUNet, PoseGuider, ReferenceUNet, TAESDV
+from rain_core.scheduler import StreamingLCMScheduler
+from rain_core.weights import (
+    SAFETENSORS_SUFFIXES,
+    TORCH_SUFFIXES,
+    WeightsError,
+    check_state_dict,
+    load_weights,
+    read_state_dict,
+)
+
+logger = logging.getLogger(__name__)
+
+# Checkpoint file stems per component, first the published name. The denoising UNet is
+# published as `motion_unet.pth`; the golden fixtures call it `denoising_unet`.
+CHECKPOINT_STEMS: dict[str, tuple[str, ...]] = {
+    "reference_unet": ("reference_unet",),
+    "denoising_unet": ("motion_unet", "denoising_unet"),
+    "pose_guider": ("pose_guider",),
+    "decoder": ("taesdv",),
+}
+# Diffusers/transformers folders of the SD parts that encode the reference image.
+VAE_FOLDER = "sd-vae-ft-mse"
+IMAGE_ENCODER_FOLDER = "image_encoder"
+# The SD VAE's latent scaling factor.
+VAE_SCALING = 0.18215
+
+
+def find_checkpoint(weights_dir: Path, component: str) -> Path:
+    """The file of `component` in `weights_dir` (`.safetensors` preferred over torch files)."""
+    for stem in CHECKPOINT_STEMS[component]:
+        for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+            candidate = weights_dir / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    names = " or ".join(f"{s}.pth/.safetensors" for s in CHECKPOINT_STEMS[component])
+    raise WeightsError(f"{weights_dir}: no {component} checkpoint (looked for {names})")
+
+
+@dataclass
+class RainComponents:
+    """The trainable networks of RAIN plus its scheduler; the image encoders are optional.
+
+    `vae` (diffusers `AutoencoderKL`) and `image_encoder` (transformers
+    `CLIPVisionModelWithProjection`) only encode the reference image; profiles that bring
+    their own reference encoding leave them out.
+    """
+
+    config: RainConfig
+    pose_guider: PoseGuider
+    reference_unet: ReferenceUNet
+    denoising_unet: DenoisingUNet
+    decoder: TAESDV
+    scheduler: StreamingLCMScheduler
+    vae: nn.Module | None = None
+    image_encoder: nn.Module | None = None
+
+    @classmethod
+    def build(cls, config: RainConfig, *, device: str | torch.device | None = None) -> RainComponents:
+        """Freshly initialised networks; on `device="meta"` nothing is allocated."""
+        with torch.device(device) if device is not None else nullcontext():
+            networks = dict(
+                pose_guider=PoseGuider(**config.pose_guider.model_dump()),
+                reference_unet=ReferenceUNet(**config.unet.diffusers_kwargs()),
+                denoising_unet=DenoisingUNet(unet=config.unet.model_dump(), denoising=config.denoising_unet.model_dump()),
+                decoder=TAESDV(**config.taesdv.model_dump()),
+            )
+        # The scheduler's tables are data, never meta.
+        return cls(config=config, scheduler=StreamingLCMScheduler.from_rain_config(config.scheduler), **networks)
+
+    @classmethod
+    def from_weights_dir(
+        cls, config: RainConfig, weights_dir: str | Path, *, with_image_encoders: bool = True
+    ) -> RainComponents:
+        """Load every network from `weights_dir` and move it to the config's device and dtype.
+
+        The networks are built on the meta device and take the checkpoint tensors directly, so
+        the full-size model is never allocated twice.
+        """
+        weights_dir = Path(weights_dir)
+        if not weights_dir.is_dir():
+            raise WeightsError(f"{weights_dir}: weights directory does not exist")
+        files = {name: find_checkpoint(weights_dir, name) for name in CHECKPOINT_STEMS}
+        components = cls.build(config, device="meta")
+        for name, path in files.items():
+            logger.info("loading %s from %s", name, path)
+            load_weights(getattr(components, name), path)
+            _check_materialised(name, getattr(components, name), path)
+        if with_image_encoders:
+            components.vae = load_vae(weights_dir / VAE_FOLDER)
+            components.image_encoder = load_image_encoder(weights_dir / IMAGE_ENCODER_FOLDER, config.clip_embed_dim)
+        return components.to(config.torch_device, config.torch_dtype)
+
+    def networks(self) -> Iterator[tuple[str, nn.Module]]:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, nn.Module):
+                yield field.name, value
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> RainComponents:
+        for _, network in self.networks():
+            network.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return self
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """Whether one part of a weights directory is present and fits the configured model."""
+
+    name: str
+    path: Path | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def check_weights_dir(config: RainConfig, weights_dir: str | Path, *, with_image_encoders: bool = True) -> list[PartStatus]:
+    """Check every part of `weights_dir` against `config` without building the full-size model.
+
+    Checkpoints are compared key by key and shape by shape with a meta-device model, the
+    encoder folders are only looked for; nothing large is allocated.
+    """
+    weights_dir = Path(weights_dir)
+    meta = RainComponents.build(config, device="meta")
+    statuses = []
+    for name in CHECKPOINT_STEMS:
+        try:
+            path = find_checkpoint(weights_dir, name)
+            check_state_dict(getattr(meta, name), read_state_dict(path), path)
+        except WeightsError as exc:
+            statuses.append(PartStatus(name, None, str(exc)))
+        else:
+            statuses.append(PartStatus(name, path, None))
+    if with_image_encoders:
+        for name, folder in (("vae", VAE_FOLDER), ("image_encoder", IMAGE_ENCODER_FOLDER)):
+            path = weights_dir / folder
+            found = (path / "config.json").is_file()
+            statuses.append(PartStatus(name, path if found else None, None if found else f"{path}: folder missing"))
+    return statuses
+
+
+def _check_materialised(name: str, network: nn.Module, path: Path) -> None:
+    left = [k for k, t in network.state_dict(keep_vars=True).items() if t.is_meta]
+    left += [k for k, t in network.named_buffers() if t.is_meta]
+    if left:
+        raise WeightsError(f"{path}: {name} still has uninitialised tensors after loading: {left[:5]}")
+
+
+def load_vae(folder: Path) -> nn.Module:
+    """The SD VAE (`AutoencoderKL`) from a diffusers folder; only its encoder is used."""
+    from diffusers import AutoencoderKL
+
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: VAE folder missing (diffusers AutoencoderKL format, e.g. sd-vae-ft-mse)")
+    try:
+        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{folder}: cannot load the VAE ({exc})") from None
+    if vae.config.latent_channels != 4:
+        raise WeightsError(f"{folder}: VAE has {vae.config.latent_channels} latent channels, RAIN needs 4")
+    return vae
+
+
+def load_image_encoder(folder: Path, embed_dim: int) -> nn.Module:
+    """The CLIP vision encoder with projection (sd-image-variations' `image_encoder`)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: image encoder folder missing (transformers CLIPVisionModelWithProjection)")
+    try:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{folder}: cannot load the image encoder ({exc})") from None
+    if encoder.config.projection_dim != embed_dim:
+        raise WeightsError(
+            f"{folder}: image encoder projects to {encoder.config.projection_dim} dims, the UNets expect {embed_dim}"
+        )
+    return encoder
