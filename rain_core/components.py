@@ -51,13 +51,24 @@ def find_checkpoint(weights_dir: Path, component: str) -> Path:
     raise WeightsError(f"{weights_dir}: no {component} checkpoint (looked for {names})")
 
 
+class LearnedContext(nn.Module):
+    """A learned cross-attention context token, for profiles that do without CLIP."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+
+    def forward(self, batch: int = 1) -> torch.Tensor:
+        return self.token.expand(batch, -1, -1)
+
+
 @dataclass
 class RainComponents:
     """The trainable networks of RAIN plus its scheduler; the image encoders are optional.
 
     `vae` (diffusers `AutoencoderKL`) and `image_encoder` (transformers
-    `CLIPVisionModelWithProjection`) only encode the reference image; profiles that bring
-    their own reference encoding leave them out.
+    `CLIPVisionModelWithProjection`) only encode the reference image. Without them the
+    reference latents come from TAESDV's encoder and the context from `context`.
     """
 
     config: RainConfig
@@ -68,6 +79,7 @@ class RainComponents:
     scheduler: StreamingLCMScheduler
     vae: nn.Module | None = None
     image_encoder: nn.Module | None = None
+    context: LearnedContext | None = None
 
     @classmethod
     def build(cls, config: RainConfig, *, device: str | torch.device | None = None) -> RainComponents:
@@ -103,6 +115,31 @@ class RainComponents:
         if with_image_encoders:
             components.vae = load_vae(weights_dir / VAE_FOLDER)
             components.image_encoder = load_image_encoder(weights_dir / IMAGE_ENCODER_FOLDER, config.clip_embed_dim)
+        return components.to(config.torch_device, config.torch_dtype)
+
+    @classmethod
+    def random(cls, config: RainConfig, *, seed: int = 0) -> RainComponents:
+        """Random weights on the config's device and dtype, for benchmarks and tests.
+
+        Built on the meta device and filled in place on the target device, so that the
+        full-size model is neither initialised on the CPU nor allocated twice. No weight is
+        left at zero (the zero-initialised output layers would hide work from a benchmark).
+        """
+        components = cls.build(config, device="meta")
+        components.context = LearnedContext(config.clip_embed_dim).to("meta")
+        generator = torch.Generator(config.torch_device).manual_seed(seed)
+        for _, network in components.networks():
+            network.to_empty(device=config.torch_device)
+            for name, tensor in network.state_dict(keep_vars=True).items():
+                if name.endswith("pos_encoder.pe"):
+                    _fill_position_encoding(tensor)
+                    continue
+                with torch.no_grad():
+                    fan_in = tensor[0].numel() if tensor.dim() > 1 else 1
+                    std = fan_in**-0.5 if tensor.dim() > 1 else 0.02
+                    tensor.normal_(0.0, std, generator=generator)
+                    if tensor.dim() == 1 and name.endswith("weight"):
+                        tensor.add_(1.0)
         return components.to(config.torch_device, config.torch_dtype)
 
     def networks(self) -> Iterator[tuple[str, nn.Module]]:
@@ -153,6 +190,15 @@ def check_weights_dir(config: RainConfig, weights_dir: str | Path, *, with_image
             found = (path / "config.json").is_file()
             statuses.append(PartStatus(name, path if found else None, None if found else f"{path}: folder missing"))
     return statuses
+
+
+def _fill_position_encoding(pe: torch.Tensor) -> None:
+    """Recompute a motion module's sinusoidal table in place (it is data, not a weight)."""
+    from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+
+    table = SinusoidalPositionalEmbedding(pe.shape[-1], pe.shape[1]).pe
+    with torch.no_grad():
+        pe.copy_(table.to(pe.device))
 
 
 def _check_materialised(name: str, network: nn.Module, path: Path) -> None:

@@ -19,3 +19,19 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str, rtol: float = GOLDEN_RTOL) -> None:
     error = relative_error(actual, expected)
     assert error < rtol, f"{name}: relative L2 error {error:.3e} >= {rtol:.0e}"
+
+
+class ReplayNoise:
+    """A noise source that hands out given tensors in order, checking each shape.
+
+    Drives the engine with a fixture's noise instead of its seeded generator.
+    """
+
+    def __init__(self, tensors):
+        self.tensors = list(tensors)
+
+    def __call__(self, shape, *, device, dtype):
+        assert self.tensors, f"engine asked for more noise than given ({tuple(shape)})"
+        tensor = self.tensors.pop(0)
+        assert tuple(tensor.shape) == tuple(shape), f"engine asked for {tuple(shape)}, next noise is {tuple(tensor.shape)}"
+        return tensor.to(device=device, dtype=dtype)

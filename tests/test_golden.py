@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from rain_core.models import guidance_scale_embedding
-from rain_core.stream_step import Conditioning, QueueState, QueueStep
-from tests.helpers import assert_close
+from rain_core.engine import Conditioning, QueueModel, QueueSnapshot, StreamEngine
+from rain_core.reference_encoder import ReferenceEncoding
+from tests.helpers import ReplayNoise, assert_close
 
 STREAM_STEPS = 3
 
@@ -89,25 +90,35 @@ def test_streaming_decoder(golden_components, golden_cases):
         assert_close(memory, golden_cases[f"decoder.memory_out.{i}"], f"decoder.memory_out.{i}")
 
 
-def test_chained_streaming_steps(golden_config, golden_components, golden_cases, reference):
-    step = QueueStep(golden_components)
-    state = QueueState(
-        latents=golden_cases["stream.init.sample"],
-        pose_features=golden_cases["stream.init.pose_cond_fea"],
-        decoder_memory=golden_components.decoder.initial_memory(
-            1, golden_config.latent_height, golden_config.latent_width
-        ),
-    )
-    conditioning = Conditioning(clip_embeds=golden_cases["reference.clip_embeds"], reference=reference)
+@pytest.mark.parametrize("cache_kv", [False, True], ids=["bank", "cached_kv"])
+def test_chained_streaming_steps(golden_components, golden_cases, golden_config, cache_kv):
+    """Three calls of the streaming engine, driven with the fixture's noise, through its public API."""
+    p = golden_config.frames_per_group
+    init = golden_cases["stream.init.sample"]
+    noise = [init[:, :, -p:]]  # the group the engine draws at start-up; restore replaces it
     for k in range(STREAM_STEPS):
-        out = step(
-            state,
-            conditioning,
-            golden_cases[f"stream.{k}.pose"],
-            golden_cases[f"stream.{k}.add_noise"],
-            golden_cases[f"stream.{k}.new_noise"],
-        )
-        state = out.state
-        assert_close(out.frames, golden_cases[f"stream.{k}.frames_unclamped"], f"stream.{k}.frames_unclamped")
-        assert_close(out.frames.clamp(0, 1), golden_cases[f"stream.{k}.frames"], f"stream.{k}.frames")
-        assert_close(state.latents, golden_cases[f"stream.{k}.sample_after"], f"stream.{k}.sample_after")
+        noise += [golden_cases[f"stream.{k}.add_noise"], golden_cases[f"stream.{k}.new_noise"]]
+    engine = StreamEngine(golden_components, noise=ReplayNoise(noise), cache_reference_kv=cache_kv)
+    engine.set_reference_encoding(
+        ReferenceEncoding(clip_embeds=golden_cases["reference.clip_embeds"], latents=golden_cases["reference.latents"])
+    )
+    memory = golden_components.decoder.initial_memory(1, golden_config.latent_height, golden_config.latent_width)
+    engine.restore(QueueSnapshot(init, golden_cases["stream.init.pose_cond_fea"], memory))
+    for k in range(STREAM_STEPS):
+        frames = engine.step(golden_cases[f"stream.{k}.pose"][0].transpose(0, 1))  # [P, 3, H, W]
+        assert_close(frames, golden_cases[f"stream.{k}.frames"][0], f"stream.{k}.frames")
+        assert_close(engine.snapshot().latents, golden_cases[f"stream.{k}.sample_after"], f"stream.{k}.sample_after")
+    assert engine.noise.tensors == [], "the engine consumed less noise than the fixture's stream"
+
+
+def test_streaming_call_unclamped(golden_config, golden_components, golden_cases, reference):
+    """The model work of one call, before the engine clamps the frames."""
+    model = QueueModel(golden_components)
+    p = golden_config.frames_per_group
+    conditioning = Conditioning(clip_embeds=golden_cases["reference.clip_embeds"], reference=reference)
+    features = torch.cat([golden_cases["stream.init.pose_cond_fea"], model.pose_features(golden_cases["stream.0.pose"])], 2)
+    with torch.no_grad():
+        stepped = model.denoise(golden_cases["stream.init.sample"], features, conditioning, golden_cases["stream.0.add_noise"])
+        memory = golden_components.decoder.initial_memory(1, golden_config.latent_height, golden_config.latent_width)
+        frames, _ = golden_components.decoder.decode_stream(stepped[:, :, :p].transpose(1, 2), memory)
+    assert_close(frames, golden_cases["stream.0.frames_unclamped"], "stream.0.frames_unclamped")
