@@ -117,6 +117,10 @@ class RainComponents:
             components.image_encoder = load_image_encoder(weights_dir / IMAGE_ENCODER_FOLDER, config.clip_embed_dim)
         return components.to(config.torch_device, config.torch_dtype)
 
+    @property
+    def has_reference_encoder(self) -> bool:
+        return self.image_encoder is not None or self.context is not None
+
     @classmethod
     def random(cls, config: RainConfig, *, seed: int = 0) -> RainComponents:
         """Random weights on the config's device and dtype, for benchmarks and tests.
@@ -150,7 +154,9 @@ class RainComponents:
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> RainComponents:
         for _, network in self.networks():
-            network.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            # nn.Module.to, not diffusers' override: that one warns about fp32-kept modules on
+            # every dtype cast even when a model keeps none (diffusers 0.42).
+            nn.Module.to(network, device=device, dtype=dtype).eval().requires_grad_(False)
         return self
 
 

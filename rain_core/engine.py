@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -85,11 +85,6 @@ class StageTimer:
         self.counts.clear()
 
 
-@contextmanager
-def _untimed(_stage: str) -> Iterator[None]:
-    yield
-
-
 @dataclass
 class Conditioning:
     """What a reference contributes to every call: CLIP context [B, 1, D] and per-block banks or K/V."""
@@ -126,7 +121,11 @@ class QueueModel:
             device=self.device, dtype=self.dtype
         )
         self.reference_encoder: ReferenceEncoder | None = None
-        self.timer = _untimed
+        # Benchmarks set a StageTimer; live use runs untimed.
+        self.timer: StageTimer | None = None
+
+    def _timed(self, stage: str):
+        return self.timer(stage) if self.timer is not None else nullcontext()
 
     def encode_reference(self, image) -> ReferenceEncoding:
         if self.reference_encoder is None:
@@ -142,7 +141,7 @@ class QueueModel:
         return Conditioning(clip_embeds=clip, reference=reference)
 
     def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
-        with self.timer("pose_guider"):
+        with self._timed("pose_guider"):
             return self.components.pose_guider(pose)
 
     def denoise(
@@ -151,7 +150,7 @@ class QueueModel:
         """One UNet pass and LCM step over the newest `latents.shape[2]` frames of the queue."""
         frames = latents.shape[2]
         timesteps = self.timesteps[-frames:]
-        with self.timer("unet"):
+        with self._timed("unet"):
             model_output = self.components.denoising_unet(
                 latents,
                 timesteps,
@@ -160,14 +159,14 @@ class QueueModel:
                 time_cond=self.time_cond,
                 reference=conditioning.reference,
             ).sample
-        with self.timer("scheduler"):
+        with self._timed("scheduler"):
             return self.components.scheduler.step_frames(
                 model_output, timesteps, latents, step_noise, self.config.num_inference_steps
             ).prev_sample
 
     def decode(self, latents: torch.Tensor, memory: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """[B, C, P, h, w] clean latents -> frames [B, P, 3, H, W] clamped to [0, 1], new memory."""
-        with self.timer("decoder"):
+        with self._timed("decoder"):
             frames, memory = self.components.decoder.decode_stream(latents.transpose(1, 2), memory)
             return frames.clamp_(0, 1), memory
 

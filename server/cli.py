@@ -3,19 +3,80 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
+import torch
+
 from rain_core.components import RainComponents, check_weights_dir
-from rain_core.config import PROFILES, ConfigError, profile_config
+from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
+from rain_core.video_io import MediaError
+from rain_core.weights import WeightsError
 
 logger = logging.getLogger("rain_avatar")
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="official", choices=sorted(PROFILES), help="model profile")
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, default_profile: str = "official") -> None:
+    parser.add_argument("--profile", default=default_profile, choices=sorted(PROFILES), help="model profile")
     parser.add_argument("--weights", type=Path, default=None, help="weights directory of the profile")
+    parser.add_argument("--random-weights", action="store_true", help="random weights (speed measurements only)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                        help="default: float16 on CUDA, float32 on the CPU")
+    parser.add_argument("--groups", type=_positive_int, default=None, help="G: noise groups (= LCM steps)")
+    parser.add_argument("--per-group", type=_positive_int, default=None, help="P: frames per group")
+    parser.add_argument("--seed", type=int, default=None, help="noise seed of the stream")
+
+
+def model_config(args: argparse.Namespace) -> RainConfig:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
+    overrides: dict = {"device": device, "dtype": dtype}
+    if args.groups is not None:
+        overrides.update(noise_groups=args.groups, num_inference_steps=args.groups)
+    if args.per_group is not None:
+        overrides["frames_per_group"] = args.per_group
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return profile_config(args.profile).with_overrides(**overrides)
+
+
+def load_components(args: argparse.Namespace) -> RainComponents:
+    config = model_config(args)
+    if args.random_weights:
+        if args.weights is not None:
+            raise ConfigError("give either --weights or --random-weights, not both")
+        return RainComponents.random(config, seed=config.seed)
+    if args.weights is None:
+        raise ConfigError(
+            f"profile {config.name!r} needs --weights DIR (or --random-weights to measure speed with random weights)"
+        )
+    has_encoders = (args.weights / "image_encoder").is_dir() or config.name == "official"
+    return RainComponents.from_weights_dir(config, args.weights, with_image_encoders=has_encoders)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -24,7 +85,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta = RainComponents.build(config, device="meta")
     out = sys.stdout
     out.write(f"profile {config.name}: G={config.noise_groups} groups x P={config.frames_per_group} frames, "
-              f"{config.num_inference_steps} LCM steps, {config.width}x{config.height}, {config.dtype} on {config.device}\n")
+              f"{config.num_inference_steps} LCM steps, {config.width}x{config.height}\n")
     out.write(f"  first frame after {config.queue_length} driving frames; {config.frames_per_group} frames per UNet call\n")
     for name, network in meta.networks():
         params = sum(p.numel() for p in network.parameters())
@@ -33,9 +94,38 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     statuses = check_weights_dir(config, args.weights)
     for status in statuses:
-        out.write(f"  [{'ok' if status.ok else 'MISSING' if status.path is None else 'BAD'}] {status.name}: "
-                  f"{status.path if status.ok else status.problem}\n")
+        label = "ok" if status.ok else "MISSING" if status.path is None else "BAD"
+        out.write(f"  [{label}] {status.name}: {status.path if status.ok else status.problem}\n")
     return 0 if all(s.ok for s in statuses) else 1
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    """Animate a reference image with a driving video into an MP4."""
+    from rain_core.animate import animate
+    from rain_core.engine import StreamEngine
+    from rain_core.video_io import load_image, VideoReader
+
+    # Check the inputs before the (slow) model load.
+    load_image(args.reference)
+    VideoReader(args.driving).close()
+    components = load_components(args)
+    result = animate(StreamEngine(components, seed=args.seed), args.reference, args.driving, args.out, fps=args.fps)
+    sys.stdout.write(f"wrote {result.frames} frames at {result.fps:g} fps to {result.path}\n")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure the streaming engine's steady-state speed."""
+    from rain_core.bench import as_dict, run_bench
+
+    components = load_components(args)
+    result = as_dict(run_bench(components, seconds=args.seconds, progress=not args.json))
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return 0
+    for key, value in result.items():
+        sys.stdout.write(f"{key:<28} {value:.4g}\n" if isinstance(value, float) else f"{key:<28} {value}\n")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,19 +134,37 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("info", help="describe a model profile and check a weights directory")
-    _add_model_options(info)
+    info.add_argument("--profile", default="official", choices=sorted(PROFILES), help="model profile")
+    info.add_argument("--weights", type=Path, default=None, help="weights directory to check")
     info.set_defaults(run=cmd_info)
+
+    animate = commands.add_parser("animate", help="animate a reference image with a driving video (offline)")
+    animate.add_argument("--reference", type=Path, required=True, help="character image")
+    animate.add_argument("--driving", type=Path, required=True, help="driving video (pose images)")
+    animate.add_argument("--out", type=Path, required=True, help="output MP4")
+    animate.add_argument("--fps", type=_positive_float, default=None, help="output fps (default: the driving video's)")
+    _add_model_options(animate)
+    animate.set_defaults(run=cmd_animate)
+
+    bench = commands.add_parser("bench", help="measure the streaming engine's speed")
+    _add_model_options(bench, default_profile="tiny")
+    bench.add_argument("--seconds", type=_positive_float, default=5.0, help="seconds per fps measurement")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except ConfigError as exc:
-        parser.exit(2, f"rain-avatar: error: {exc}\n")
+    except (ConfigError, WeightsError, MediaError) as exc:
+        parser.exit(2, f"rain-avatar {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "rain-avatar: interrupted\n")
     return 1
 
 

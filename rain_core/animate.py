@@ -1,0 +1,91 @@
+"""Offline animation: a reference image and a driving video in, an MP4 of the character out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from rain_core.engine import StreamEngine, frames_to_uint8
+from rain_core.video_io import MediaError, VideoReader, VideoWriter, atomic_output, load_image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FPS = 16.0
+
+
+@dataclass
+class AnimateResult:
+    frames: int
+    fps: float
+    path: Path
+
+
+def _fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def animate(
+    engine: StreamEngine,
+    reference: str | Path,
+    driving: str | Path,
+    out: str | Path,
+    *,
+    fps: float | None = None,
+    progress: bool = True,
+) -> AnimateResult:
+    """Animate `reference` with the driving video's frames (already driving images) into `out`.
+
+    The output has one frame per driving frame: the queue holds G*P frames, so the stream is
+    flushed at the end by repeating the last driving image until every input frame is out.
+    """
+    config = engine.config
+    p = config.frames_per_group
+    reference_image = load_image(reference)
+    with VideoReader(driving) as reader:
+        rate = fps or reader.fps or DEFAULT_FPS
+        if not 0 < rate <= 240:
+            raise MediaError(f"fps must be in (0, 240], got {rate}")
+        engine.set_reference(reference_image)
+        engine.reset()
+        with atomic_output(out) as partial:
+            writer = VideoWriter(partial, config.width, config.height, rate)
+            bar = tqdm(total=reader.frame_count, unit="frame", desc="animate", disable=not progress)
+            try:
+                written, seen, group = 0, 0, []
+
+                def emit(frames) -> None:
+                    nonlocal written
+                    if frames is None:
+                        return
+                    for image in frames_to_uint8(frames)[: max(seen - written, 0)]:
+                        writer.write(image)
+                        written += 1
+                        bar.update(1)
+
+                last_image = None
+                for image in reader:
+                    last_image = _fit(image, config.width, config.height)
+                    group.append(last_image)
+                    seen += 1
+                    if len(group) == p:
+                        emit(engine.step(np.stack(group)))
+                        group = []
+                if seen == 0:
+                    raise MediaError(f"{driving}: the video has no frames")
+                # Flush: pad the last group and push the queue through with the last image.
+                while written < seen:
+                    group += [last_image] * (p - len(group))
+                    emit(engine.step(np.stack(group)))
+                    group = []
+            finally:
+                bar.close()
+                writer.close()
+    logger.info("wrote %d frames at %.2f fps to %s", written, rate, out)
+    return AnimateResult(frames=written, fps=rate, path=Path(out))
