@@ -128,6 +128,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_driving(args: argparse.Namespace) -> int:
+    """Measure camera frames per second through landmark extraction and drawing."""
+    import numpy as np
+
+    from rain_core.driving.bench import as_dict, run_driving_bench
+    from rain_core.video_io import load_image
+
+    photo = np.asarray(load_image(args.image))
+    result = as_dict(run_driving_bench(photo, mode=args.mode, seconds=args.seconds,
+                                       output_size=(args.output_size, args.output_size)))
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        for key, value in result.items():
+            sys.stdout.write(f"{key:<16} {value:.4g}\n" if isinstance(value, float) else f"{key:<16} {value}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rain-avatar", description="Live RAIN avatars over WebRTC.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -151,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=_positive_float, default=5.0, help="seconds per fps measurement")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=cmd_bench)
+
+    driving = commands.add_parser("bench-driving", help="measure webcam-frame -> driving-image speed (CPU)")
+    driving.add_argument("--image", type=Path, required=True,
+                         help="photo of a person; a moving 640x480 clip is made from it")
+    driving.add_argument("--mode", choices=["face", "body"], default="face")
+    driving.add_argument("--output-size", type=_positive_int, default=512, help="driving image side in pixels")
+    driving.add_argument("--seconds", type=_positive_float, default=5.0)
+    driving.add_argument("--json", action="store_true", help="print one JSON object")
+    driving.set_defaults(run=cmd_bench_driving)
     return parser
 
 

@@ -1,5 +1,14 @@
 """Driving signals: camera frames -> landmarks -> driving images the models were trained on."""
 
+from rain_core.driving.landmarks import Landmarks
+from rain_core.driving.pipeline import DrivingPipeline
 from rain_core.driving.settings import DrivingSettings, DrivingSettingsError, FaceCalibration, SmoothingSettings
 
-__all__ = ["DrivingSettings", "DrivingSettingsError", "FaceCalibration", "SmoothingSettings"]
+__all__ = [
+    "DrivingPipeline",
+    "DrivingSettings",
+    "DrivingSettingsError",
+    "FaceCalibration",
+    "Landmarks",
+    "SmoothingSettings",
+]

