@@ -33,6 +33,8 @@ CHECKPOINT_STEMS: dict[str, tuple[str, ...]] = {
     "pose_guider": ("pose_guider",),
     "decoder": ("taesdv",),
 }
+# Profiles with `reference_encoder="taesdv"` also have a learned context token.
+CONTEXT_STEM = "context"
 # Diffusers/transformers folders of the SD parts that encode the reference image.
 VAE_FOLDER = "sd-vae-ft-mse"
 IMAGE_ENCODER_FOLDER = "image_encoder"
@@ -42,12 +44,13 @@ VAE_SCALING = 0.18215
 
 def find_checkpoint(weights_dir: Path, component: str) -> Path:
     """The file of `component` in `weights_dir` (`.safetensors` preferred over torch files)."""
-    for stem in CHECKPOINT_STEMS[component]:
+    stems = CHECKPOINT_STEMS.get(component, (CONTEXT_STEM,) if component == "context" else ())
+    for stem in stems:
         for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
             candidate = weights_dir / f"{stem}{suffix}"
             if candidate.is_file():
                 return candidate
-    names = " or ".join(f"{s}.pth/.safetensors" for s in CHECKPOINT_STEMS[component])
+    names = " or ".join(f"{s}.pth/.safetensors" for s in stems)
     raise WeightsError(f"{weights_dir}: no {component} checkpoint (looked for {names})")
 
 
@@ -91,6 +94,8 @@ class RainComponents:
                 denoising_unet=DenoisingUNet(unet=config.unet.model_dump(), denoising=config.denoising_unet.model_dump()),
                 decoder=TAESDV(**config.taesdv.model_dump()),
             )
+            if config.reference_encoder == "taesdv":
+                networks["context"] = LearnedContext(config.clip_embed_dim)
         # The scheduler's tables are data, never meta.
         return cls(config=config, scheduler=StreamingLCMScheduler.from_rain_config(config.scheduler), **networks)
 
@@ -107,6 +112,9 @@ class RainComponents:
         if not weights_dir.is_dir():
             raise WeightsError(f"{weights_dir}: weights directory does not exist")
         files = {name: find_checkpoint(weights_dir, name) for name in CHECKPOINT_STEMS}
+        if config.reference_encoder == "taesdv":
+            files["context"] = find_checkpoint(weights_dir, "context")
+            with_image_encoders = False
         components = cls.build(config, device="meta")
         for name, path in files.items():
             logger.info("loading %s from %s", name, path)
@@ -130,7 +138,8 @@ class RainComponents:
         left at zero (the zero-initialised output layers would hide work from a benchmark).
         """
         components = cls.build(config, device="meta")
-        components.context = LearnedContext(config.clip_embed_dim).to("meta")
+        if components.context is None:
+            components.context = LearnedContext(config.clip_embed_dim).to("meta")
         generator = torch.Generator(config.torch_device).manual_seed(seed)
         for _, network in components.networks():
             network.to_empty(device=config.torch_device)

@@ -180,6 +180,13 @@ class RainConfig(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     taesdv: TAESDVConfig = TAESDVConfig()
     clip_embed_dim: int = Field(768, ge=1)
+    # How the reference image is encoded: "sd" = SD VAE latents + CLIP image embedding (the
+    # published model); "taesdv" = TAESDV's own encoder + a learned context token (models
+    # trained here, which need no download).
+    reference_encoder: Literal["sd", "taesdv"] = "sd"
+    # What the driving images show: RAIN-v0.1's coloured face-landmark patterns, or an
+    # OpenPose-style body with hands and face dots.
+    driving_mode: Literal["face", "body"] = "face"
     guidance_scale: float = 2.5
     num_inference_steps: int = Field(4, ge=1)
     noise_groups: int = Field(4, ge=1)
@@ -327,7 +334,30 @@ def tiny_config(**overrides: Any) -> RainConfig:
     return RainConfig(**base)
 
 
-PROFILES = {"official": official_config, "tiny": tiny_config}
+def demo_config(**overrides: Any) -> RainConfig:
+    """The small model trained here on synthetic cartoon characters and bundled with the
+    package: 128x128, G=3 groups x P=2 frames, TAESDV-class codec and a learned context token."""
+    base: dict[str, Any] = dict(
+        name="demo",
+        unet=UNetConfig(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32),
+        denoising_unet=DenoisingUNetConfig(cond_proj_dim=32),
+        pose_guider=PoseGuiderConfig(conditioning_embedding_channels=32, block_out_channels=(8, 16, 32, 32)),
+        taesdv=TAESDVConfig(channels=16),
+        clip_embed_dim=32,
+        reference_encoder="taesdv",
+        driving_mode="body",
+        num_inference_steps=3,
+        noise_groups=3,
+        frames_per_group=2,
+        height=128,
+        width=128,
+        seed=42,
+    )
+    base.update(overrides)
+    return RainConfig(**base)
+
+
+PROFILES = {"official": official_config, "tiny": tiny_config, "demo": demo_config}
 
 
 def profile_config(name: str, **overrides: Any) -> RainConfig:

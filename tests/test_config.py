@@ -21,7 +21,7 @@ def test_official_profile_is_rain_v01():
 
 def test_profiles_by_name():
     assert profile_config("tiny") == tiny_config()
-    with pytest.raises(ConfigError, match="unknown profile 'huge'; known profiles: official, tiny"):
+    with pytest.raises(ConfigError, match="unknown profile 'huge'; known profiles: demo, official, tiny"):
         profile_config("huge")
 
 

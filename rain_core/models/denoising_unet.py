@@ -76,6 +76,14 @@ class _VideoBlock(nn.Module):
     resnets: nn.ModuleList
     attentions: nn.ModuleList | None
     motion_modules: nn.ModuleList | None
+    # Set by diffusers' `enable_gradient_checkpointing` (with `_gradient_checkpointing_func`).
+    gradient_checkpointing = False
+
+    def _run(self, module: nn.Module, *args):
+        """Call `module`, through activation checkpointing while training with it enabled."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(module, *args)
+        return module(*args)
 
     def _layer(
         self,
@@ -86,7 +94,7 @@ class _VideoBlock(nn.Module):
         references: list[BlockReference | None],
         num_frames: int,
     ) -> torch.Tensor:
-        hidden_states = self.resnets[index](hidden_states, temb)
+        hidden_states = self._run(self.resnets[index], hidden_states, temb)
         if self.attentions is not None:
             reference = references[index]
             hidden_states = self.attentions[index](
@@ -96,7 +104,7 @@ class _VideoBlock(nn.Module):
                 return_dict=False,
             )[0]
         if self.motion_modules is not None:
-            hidden_states = self.motion_modules[index](hidden_states, num_frames)
+            hidden_states = self._run(self.motion_modules[index], hidden_states, num_frames)
         return hidden_states
 
 
@@ -139,7 +147,7 @@ class MidBlock(_VideoBlock):
 
     def forward(self, hidden_states, temb, context, references, num_frames):
         # The mid block opens with a lone resnet; its one layer is then attention -> motion -> resnet.
-        hidden_states = self.resnets[0](hidden_states, temb)
+        hidden_states = self._run(self.resnets[0], hidden_states, temb)
         reference = references[0]
         hidden_states = self.attentions[0](
             hidden_states,
@@ -148,8 +156,8 @@ class MidBlock(_VideoBlock):
             return_dict=False,
         )[0]
         if self.motion_modules is not None:
-            hidden_states = self.motion_modules[0](hidden_states, num_frames)
-        return self.resnets[1](hidden_states, temb)
+            hidden_states = self._run(self.motion_modules[0], hidden_states, num_frames)
+        return self._run(self.resnets[1], hidden_states, temb)
 
 
 class UpBlock(_VideoBlock):
@@ -193,7 +201,8 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
             `cache_reference`); blocks left out attend to their own frame only.
     """
 
-    _supports_gradient_checkpointing = False
+    # Activation checkpointing per resnet, spatial transformer and motion module (training).
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, unet: dict, denoising: dict):
@@ -272,7 +281,6 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
         return [name for name, _ in reference_blocks(self)]
 
     # Reference -------------------------------------------------------------------------
-    @torch.no_grad()
     def cache_reference(self, banks: Mapping[str, torch.Tensor]) -> dict[str, ReferenceKV]:
         """Project each reference bank [B, L, C] through its block's self-attention keys/values once.
 

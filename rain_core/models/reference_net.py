@@ -32,7 +32,6 @@ class ReferenceUNet(UNet2DConditionModel):
     def bank_names(self) -> list[str]:
         return [name for name, _ in reference_blocks(self)]
 
-    @torch.no_grad()
     def compute_banks(self, latents: torch.Tensor, clip_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reference latents [B, 4, h, w] and CLIP embeds [B, 1, D] -> bank name -> [B, h_i*w_i, C_i]."""
         banks: dict[str, torch.Tensor] = {}

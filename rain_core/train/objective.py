@@ -1,0 +1,66 @@
+"""RAIN's training objective: a clip noised group by group, as the streaming queue holds it.
+
+A clip of G*P frames is split into G groups; group g (oldest first) is noised to the g-th
+smallest inference timestep, optionally jittered. The model is trained to predict what the
+scheduler's `prediction_type` says (v for the published scheduler) for all frames at once,
+so training sees exactly the staggered queue the engine runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rain_core.config import RainConfig
+from rain_core.scheduler import StreamingLCMScheduler
+
+
+def staggered_timesteps(
+    scheduler: StreamingLCMScheduler,
+    config: RainConfig,
+    *,
+    batch: int = 1,
+    jitter: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-frame training timesteps [batch, G*P]: ascending by group, each group at one level.
+
+    `jitter` moves each group's level by a uniform integer in [-jitter, jitter] (the same for
+    the group's P frames), clipped to the schedule, and never past the neighbouring groups.
+    """
+    levels = scheduler.streaming_timesteps(config.num_inference_steps).flip(0)  # ascending
+    groups = levels.unsqueeze(0).repeat(batch, 1)
+    if jitter:
+        offsets = torch.randint(-jitter, jitter + 1, groups.shape, generator=generator)
+        groups = (groups + offsets).clamp(0, scheduler.config.num_train_timesteps - 1)
+        groups, _ = groups.sort(dim=1)
+    return groups.repeat_interleave(config.frames_per_group, dim=1)
+
+
+def _per_frame(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B, F] -> broadcastable over [B, C, F, h, w]."""
+    return values[:, None, :, None, None].to(like.dtype)
+
+
+def noise_latents(scheduler: StreamingLCMScheduler, clean: torch.Tensor, noise: torch.Tensor,
+                  timesteps: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps, with a timestep per frame. Latents [B, C, F, h, w]."""
+    alpha = _per_frame(scheduler.alphas_cumprod.to(clean.device)[timesteps], clean)
+    return alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
+
+
+def prediction_target(scheduler: StreamingLCMScheduler, clean: torch.Tensor, noise: torch.Tensor,
+                      timesteps: torch.Tensor) -> torch.Tensor:
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return clean
+    if kind == "v_prediction":
+        alpha = _per_frame(scheduler.alphas_cumprod.to(clean.device)[timesteps], clean)
+        return alpha.sqrt() * noise - (1 - alpha).sqrt() * clean
+    raise ValueError(f"prediction_type {kind!r} is not supported")
+
+
+def diffusion_loss(model_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(model_output.float(), target.float())

@@ -1,0 +1,291 @@
+"""`rain-avatar train`: RAIN's staggered-noise training of any profile.
+
+AdamW, gradient clipping, an EMA of the weights (diffusers' `EMAModel`), bf16 autocast on
+CUDA, optional activation checkpointing, resumable checkpoints (safetensors weights + a torch
+file with the optimiser, EMA and random states), a progress bar, periodic validation clips
+written as MP4, determinism with a seed and a time bound (`max_minutes`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from rain_core.components import RainComponents
+from rain_core.models.embeddings import guidance_scale_embedding
+from rain_core.train.data import ClipBatch, ClipDataset, collate
+from rain_core.train.evaluate import animate_clip
+from rain_core.train.objective import diffusion_loss, noise_latents, prediction_target, staggered_timesteps
+from rain_core.video_io import VideoWriter
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE = ("reference_unet", "denoising_unet", "pose_guider", "context")
+# Saved checkpoint file names; weights use the names `RainComponents.from_weights_dir` reads.
+WEIGHT_FILES = {
+    "reference_unet": "reference_unet.safetensors",
+    "denoising_unet": "denoising_unet.safetensors",
+    "pose_guider": "pose_guider.safetensors",
+    "context": "context.safetensors",
+    "decoder": "taesdv.safetensors",
+}
+STATE_FILE = "training_state.pt"
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(2, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+    timestep_jitter: int = Field(0, ge=0, le=500)
+    # Parts that stay as loaded (fine-tuning the official model freezes most of it).
+    freeze: tuple[str, ...] = ()
+    gradient_checkpointing: bool = False
+    # bf16 autocast on CUDA; ignored on the CPU.
+    mixed_precision: bool = True
+    seed: int = 0
+    max_minutes: float | None = Field(None, gt=0)
+    checkpoint_every: int = Field(250, ge=1)
+    validate_every: int = Field(500, ge=1)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    minutes: float
+    output_dir: Path
+
+
+def _trainable(components: RainComponents, settings: TrainSettings) -> dict[str, nn.Module]:
+    unknown = set(settings.freeze) - set(TRAINABLE) - {"decoder"}
+    if unknown:
+        raise ValueError(f"freeze: unknown parts {sorted(unknown)}; parts are {list(TRAINABLE)}")
+    parts = {}
+    for name in TRAINABLE:
+        module = getattr(components, name)
+        if module is None:
+            continue
+        trainable = name not in settings.freeze
+        module.requires_grad_(trainable).train(trainable)
+        if trainable:
+            parts[name] = module
+    components.decoder.requires_grad_(False).eval()
+    if not parts:
+        raise ValueError("every part is frozen: nothing to train")
+    return parts
+
+
+class Trainer:
+    def __init__(self, components: RainComponents, dataset: ClipDataset, settings: TrainSettings,
+                 output_dir: str | Path, *, validation: ClipDataset | None = None):
+        self.components = components
+        self.config = components.config
+        self.dataset = dataset
+        self.validation = validation
+        self.settings = settings
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.device = self.config.torch_device
+        if components.context is None and components.image_encoder is None:
+            raise ValueError("training needs a reference context: a learned context token or a CLIP encoder")
+        torch.manual_seed(settings.seed)
+        self.parts = _trainable(components, settings)
+        if settings.gradient_checkpointing:
+            for name in ("denoising_unet", "reference_unet"):
+                if name in self.parts:
+                    self.parts[name].enable_gradient_checkpointing()
+        parameters = [p for m in self.parts.values() for p in m.parameters()]
+        self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.ema = EMAModel(parameters, decay=settings.ema_decay)
+        self.noise_generator = torch.Generator(self.device).manual_seed(settings.seed)
+        self.jitter_generator = torch.Generator().manual_seed(settings.seed + 1)
+        self.step = 0
+        self.time_cond = guidance_scale_embedding(self.config.guidance_scale, self.config.denoising_unet.cond_proj_dim)
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to 10% over the run."""
+        s = self.settings
+        if step < s.warmup_steps:
+            return (step + 1) / s.warmup_steps
+        progress = min(1.0, (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    # One step ---------------------------------------------------------------------------
+    def batch_indices(self, step: int) -> list[int]:
+        """The data of a step depends only on the seed and the step: resuming replays nothing."""
+        b = self.settings.batch_size
+        return [self.settings.seed * 1_000_003 + step * b + i for i in range(b)]
+
+    def loss(self, batch: ClipBatch) -> torch.Tensor:
+        c = self.components
+        device, dtype = self.device, self.config.torch_dtype
+        frames = batch.frames.to(device, dtype)
+        driving = batch.driving.to(device, dtype)
+        reference = batch.reference.to(device, dtype)
+        b, _, t, h, w = frames.shape
+        with torch.no_grad():
+            clean = c.decoder.encode(frames.transpose(1, 2).reshape(b * t, 3, h, w))
+            clean = clean.view(b, t, *clean.shape[1:]).transpose(1, 2)
+            reference_latents = c.decoder.encode(reference)
+        context = c.context(batch=b) if c.context is not None else None
+        timesteps = staggered_timesteps(c.scheduler, self.config, batch=b, jitter=self.settings.timestep_jitter,
+                                        generator=self.jitter_generator).to(device)
+        noise = torch.randn(clean.shape, generator=self.noise_generator, device=device, dtype=clean.dtype)
+        noisy = noise_latents(c.scheduler, clean, noise, timesteps)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+                                  and self.settings.mixed_precision)
+        with autocast:
+            banks = c.reference_unet.compute_banks(reference_latents, context)
+            output = c.denoising_unet(
+                noisy, timesteps, context,
+                pose_features=c.pose_guider(driving),
+                time_cond=self.time_cond.to(device, dtype),
+                reference=banks,
+            ).sample
+        return diffusion_loss(output, prediction_target(c.scheduler, clean, noise, timesteps))
+
+    def train_step(self) -> float:
+        batch = collate(self.dataset, self.batch_indices(self.step))
+        loss = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for m in self.parts.values() for p in m.parameters()],
+                                       self.settings.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.step([p for m in self.parts.values() for p in m.parameters()])
+        self.step += 1
+        return float(loss.detach())
+
+    # Run --------------------------------------------------------------------------------
+    def run(self, *, progress: bool = True) -> TrainResult:
+        s = self.settings
+        start = time.monotonic()
+        deadline = start + 60 * s.max_minutes if s.max_minutes else None
+        loss = float("nan")
+        smoothed = None
+        with tqdm(total=s.steps, initial=self.step, desc="train", unit="step", disable=not progress) as bar:
+            while self.step < s.steps:
+                loss = self.train_step()
+                smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
+                if self.step % s.checkpoint_every == 0:
+                    self.save()
+                if self.validation is not None and self.step % s.validate_every == 0:
+                    self.write_validation_clip()
+                if deadline is not None and time.monotonic() >= deadline:
+                    logger.info("max_minutes reached at step %d", self.step)
+                    break
+        self.save()
+        return TrainResult(steps=self.step, final_loss=smoothed if smoothed is not None else loss,
+                           minutes=(time.monotonic() - start) / 60, output_dir=self.output_dir)
+
+    # Checkpoints ------------------------------------------------------------------------
+    def save(self, directory: Path | None = None) -> Path:
+        """Raw weights + training state in `directory`; EMA weights (what inference uses) in `directory/ema`."""
+        directory = directory or self.output_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_weights(directory)
+        with self.ema_weights():
+            self._save_weights(directory / "ema")
+        torch.save(
+            {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict(),
+                "noise_generator": self.noise_generator.get_state(),
+                "jitter_generator": self.jitter_generator.get_state(),
+                "settings": self.settings.model_dump(),
+            },
+            directory / STATE_FILE,
+        )
+        (directory / "config.json").write_text(self.config.model_dump_json(indent=1))
+        return directory
+
+    def _save_weights(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, filename in WEIGHT_FILES.items():
+            module = getattr(self.components, name)
+            if module is not None:
+                state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+                save_file(state, str(directory / filename))
+
+    def resume(self, directory: str | Path | None = None) -> bool:
+        """Continue from a checkpoint written by `save`; False when there is none."""
+        directory = Path(directory or self.output_dir)
+        state_path = directory / STATE_FILE
+        if not state_path.is_file():
+            return False
+        for name, filename in WEIGHT_FILES.items():
+            module = getattr(self.components, name)
+            if module is not None and (directory / filename).is_file():
+                module.load_state_dict(load_file(str(directory / filename), device=str(self.device)))
+        state = torch.load(state_path, map_location=self.device, weights_only=False)
+        self.step = state["step"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.ema.load_state_dict(state["ema"])
+        self.noise_generator.set_state(state["noise_generator"].cpu() if self.device.type == "cpu"
+                                       else state["noise_generator"])
+        self.jitter_generator.set_state(state["jitter_generator"].cpu())
+        logger.info("resumed from %s at step %d", directory, self.step)
+        return True
+
+    @contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Inside the block the trained parts hold the EMA weights; the raw ones come back after."""
+        params = [p for m in self.parts.values() for p in m.parameters()]
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
+
+    def write_validation_clip(self, clips: int = 1) -> Path:
+        """Animate a validation character with the EMA weights into `validation/step_N.mp4`."""
+        path = self.output_dir / "validation" / f"step_{self.step:06d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.ema_weights():
+            for module in self.parts.values():
+                module.eval()
+            try:
+                frames, driving, reference = self.validation.clip(0)
+                output = animate_clip(self.components, driving, reference, seed=self.settings.seed)
+            finally:
+                for module in self.parts.values():
+                    module.train()
+        writer = VideoWriter(path, self.config.width * 3, self.config.height, 16)
+        try:
+            for truth, drive, out in zip(frames, driving, output):
+                writer.write(np.concatenate([drive, out, truth], axis=1))
+        finally:
+            writer.close()
+        return path
+
+
+def write_model_card(directory: Path, card: dict) -> None:
+    (directory / "model_card.json").write_text(json.dumps(card, indent=1))
