@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from rain_core.driving import DrivingPipeline
 from rain_core.engine import StreamEngine, frames_to_uint8
 from rain_core.video_io import MediaError, VideoReader, VideoWriter, atomic_output, load_image
 
@@ -38,9 +39,13 @@ def animate(
     out: str | Path,
     *,
     fps: float | None = None,
+    driving_pipeline: DrivingPipeline | None = None,
     progress: bool = True,
 ) -> AnimateResult:
-    """Animate `reference` with the driving video's frames (already driving images) into `out`.
+    """Animate `reference` with a driving video into `out`.
+
+    With a `driving_pipeline` the video shows a person (a webcam recording) and each frame is
+    turned into a driving image; without one its frames already are driving images.
 
     The output has one frame per driving frame: the queue holds G*P frames, so the stream is
     flushed at the end by repeating the last driving image until every input frame is out.
@@ -71,6 +76,8 @@ def animate(
 
                 last_image = None
                 for image in reader:
+                    if driving_pipeline is not None:
+                        image = driving_pipeline(image, seen / rate)
                     last_image = _fit(image, config.width, config.height)
                     group.append(last_image)
                     seen += 1

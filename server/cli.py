@@ -102,6 +102,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_animate(args: argparse.Namespace) -> int:
     """Animate a reference image with a driving video into an MP4."""
     from rain_core.animate import animate
+    from rain_core.driving import DrivingPipeline, DrivingSettings
     from rain_core.engine import StreamEngine
     from rain_core.video_io import load_image, VideoReader
 
@@ -109,7 +110,16 @@ def cmd_animate(args: argparse.Namespace) -> int:
     load_image(args.reference)
     VideoReader(args.driving).close()
     components = load_components(args)
-    result = animate(StreamEngine(components, seed=args.seed), args.reference, args.driving, args.out, fps=args.fps)
+    config = components.config
+    pipeline = None
+    if args.driving_kind == "person":
+        pipeline = DrivingPipeline(DrivingSettings(mode=config.driving_mode), width=config.width, height=config.height)
+    try:
+        result = animate(StreamEngine(components, seed=args.seed), args.reference, args.driving, args.out,
+                         fps=args.fps, driving_pipeline=pipeline)
+    finally:
+        if pipeline is not None:
+            pipeline.close()
     sys.stdout.write(f"wrote {result.frames} frames at {result.fps:g} fps to {result.path}\n")
     return 0
 
@@ -195,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     animate = commands.add_parser("animate", help="animate a reference image with a driving video (offline)")
     animate.add_argument("--reference", type=Path, required=True, help="character image")
-    animate.add_argument("--driving", type=Path, required=True, help="driving video (pose images)")
+    animate.add_argument("--driving", type=Path, required=True, help="driving video")
+    animate.add_argument("--driving-kind", choices=["person", "pose"], default="person",
+                         help="'person': a video of a person (webcam-style), turned into driving images; "
+                              "'pose': its frames already are driving images")
     animate.add_argument("--out", type=Path, required=True, help="output MP4")
     animate.add_argument("--fps", type=_positive_float, default=None, help="output fps (default: the driving video's)")
     _add_model_options(animate)

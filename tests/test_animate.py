@@ -45,7 +45,7 @@ def reference_png(tmp_path) -> Path:
 
 
 def _animate(reference, driving, out, *extra) -> int:
-    return main(["animate", "--profile", "tiny", "--random-weights", "--device", "cpu",
+    return main(["animate", "--profile", "tiny", "--random-weights", "--device", "cpu", "--driving-kind", "pose",
                  "--reference", str(reference), "--driving", str(driving), "--out", str(out), *extra])
 
 
@@ -60,6 +60,28 @@ def test_animate_writes_one_frame_per_driving_frame(tmp_path, reference_png, cap
     assert fps == pytest.approx(12)
     assert "wrote 10 frames" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["driving.mp4", "out.mp4", "reference.png"]
+
+
+def test_animate_from_a_video_of_a_person(tmp_path, reference_png):
+    """The default: a webcam-style recording, turned into driving images by the driving pipeline."""
+    from rain_core.driving.synthetic_clip import synthetic_clip
+
+    photo = np.asarray(Image.open(MEDIA / "astronaut.png").convert("RGB"))
+    frames, _ = synthetic_clip(photo, 9, (320, 240))
+    driving = tmp_path / "person.mp4"
+    container = av.open(str(driving), mode="w")
+    stream = container.add_stream("libx264", rate=16)
+    stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+    for frame in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    out = tmp_path / "out.mp4"
+    assert main(["animate", "--profile", "tiny", "--random-weights", "--device", "cpu", "--reference",
+                 str(reference_png), "--driving", str(driving), "--out", str(out)]) == 0
+    assert _read(out)[:2] == (9, (64, 64))
 
 
 def test_animate_fps_option(tmp_path, reference_png):
