@@ -15,7 +15,6 @@ import numpy as np
 
 from rain_core.driving.body_render import render_body
 from rain_core.driving.extractor import Extractor, FaceMeshExtractor, HolisticExtractor, check_frame
-from rain_core.driving.face_render import render_face
 from rain_core.driving.geometry import analysis_view
 from rain_core.driving.landmarks import Landmarks
 from rain_core.driving.neutral import neutral_body, neutral_face
@@ -125,5 +124,9 @@ class DrivingPipeline:
         s = self._settings
         if s.mode == "body":
             return render_body(landmarks, self.width, self.height)
+        # Imported here: the face renderer lands from its own branch, and body mode (and every
+        # module that only needs `rain_core.driving.landmarks`) must import without it.
+        from rain_core.driving.face_render import render_face
+
         calibration = s.calibration if s.retarget else None
         return render_face(landmarks.face, self.width, self.height, calibration)
