@@ -1,0 +1,1 @@
+"""Training helpers: synthetic data generated on the fly."""
