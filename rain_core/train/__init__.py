@@ -1,1 +1,1 @@
-"""Training RAIN models: data, the staggered-noise objective, the trainer, the demo codec, evaluation."""
+"""Training RAIN models: data (synthetic characters, videos), the staggered-noise objective, the trainer, the demo codec, evaluation."""
