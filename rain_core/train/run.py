@@ -21,7 +21,7 @@ from rain_core.train.trainer import Trainer, TrainResult, TrainSettings
 logger = logging.getLogger(__name__)
 
 # Share of the time budget the codec gets when it is trained from scratch.
-CODEC_TIME_SHARE = 0.12
+CODEC_TIME_SHARE = 0.2
 
 
 def make_dataset(config: RainConfig, data: str, cache_dir: Path, *, split: str = "train"):
@@ -46,8 +46,8 @@ def train_model(config: RainConfig, data: str, output_dir: Path, settings: Train
     needs_codec = config.reference_encoder == "taesdv" and init_weights is None and not resumed
     if needs_codec:
         budget = settings.max_minutes * CODEC_TIME_SHARE if settings.max_minutes else None
-        l1 = train_codec(components.decoder, dataset, steps=codec_steps, seed=settings.seed, max_minutes=budget,
-                         progress=progress)
+        l1 = train_codec(components.decoder, dataset, steps=codec_steps, batch_size=2, seed=settings.seed,
+                         max_minutes=budget, progress=progress)
         logger.info("codec trained: reconstruction L1 %.4f", l1)
         (output_dir / "codec.json").write_text(json.dumps({"l1": l1, "steps": codec_steps}))
     if settings.max_minutes:
