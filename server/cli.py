@@ -12,6 +12,7 @@ import torch
 
 from rain_core.components import RainComponents, check_weights_dir
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
+from rain_core.profile_select import fetch_hint, resolve_profile, uses_image_encoders
 from rain_core.video_io import MediaError
 from rain_core.weights import WeightsError
 
@@ -75,8 +76,10 @@ def load_components(args: argparse.Namespace) -> RainComponents:
         raise ConfigError(
             f"profile {config.name!r} needs --weights DIR (or --random-weights to measure speed with random weights)"
         )
-    has_encoders = (args.weights / "image_encoder").is_dir() or config.name == "official"
-    return RainComponents.from_weights_dir(config, args.weights, with_image_encoders=has_encoders)
+    # Every missing part is named before the (slow) load starts.
+    _, weights = resolve_profile(config.name, args.weights)
+    encoders = uses_image_encoders(config.name, weights)
+    return RainComponents.from_weights_dir(config, weights, with_image_encoders=encoders)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -92,7 +95,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         out.write(f"  {name:<16} {params / 1e6:9.2f} M parameters\n")
     if args.weights is None:
         return 0
-    return _check_weights(config, args.weights)
+    code = _check_weights(config, args.weights)
+    if code and config.name == "official":
+        out.write(f"  {fetch_hint(args.weights)}\n")
+    return code
 
 
 def _check_weights(config: RainConfig, weights: Path) -> int:

@@ -25,10 +25,12 @@ import pytest
 import torch
 
 import rain_core.fetch_weights as fetch_module
+from rain_core import profile_select
 from rain_core.components import RainComponents, check_weights_dir
 from rain_core.config import tiny_config
 from rain_core.fetch_weights import fetch_weights, git_blob_sha1
 from rain_core.models import TAESDV, PoseGuider
+from rain_core.profile_select import resolve_profile
 from rain_core.weights import WeightsError
 from rain_core.weights_lock import LOCK_NAME
 from rain_core.weights_manifest import OFFICIAL_WEIGHTS, TAESDV_COMMIT, WeightsManifest
@@ -207,6 +209,7 @@ def test_full_fetch_into_an_empty_dir(tmp_path, hub_calls, file_server, manifest
     assert all(status.ok for status in check_weights_dir(tiny_config(), weights))
     components = RainComponents.from_weights_dir(tiny_config(), weights)
     assert components.vae is not None and components.image_encoder is not None
+    assert resolve_profile("tiny", weights) == ("tiny", weights)
 
 
 def test_second_run_verifies_and_downloads_nothing(tmp_path, hub_calls, file_server, manifest):
@@ -369,3 +372,59 @@ def test_cli_reports_a_damaged_file(tmp_path, hub_calls, manifest, capsys, monke
         main(["fetch-weights", "--dir", str(tmp_path)])
     assert info.value.code == 2
     assert f"error: {tmp_path / 'pose_guider.pth'}: size 4 bytes differs" in capsys.readouterr().err
+
+
+def test_cli_info_on_an_incomplete_dir_says_how_to_fetch(tmp_path, capsys):
+    assert main(["info", "--profile", "official", "--weights", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "[MISSING] reference_unet" in out
+    assert f"rain-avatar fetch-weights --dir {tmp_path}`" in out
+
+
+def test_cli_commands_name_every_missing_part_before_loading(tmp_path, capsys):
+    (tmp_path / "taesdv.pth").write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--profile", "tiny", "--weights", str(tmp_path), "--device", "cpu"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "profile 'tiny': incomplete weights (reference_unet: " in err
+    assert "denoising_unet: " in err and "pose_guider: " in err
+    assert f"decoder: {tmp_path / 'taesdv.pth'}: unreadable" in err
+
+
+# Choosing the profile --------------------------------------------------------------------
+
+def test_requested_official_with_an_incomplete_dir_names_every_missing_part(tmp_path):
+    with pytest.raises(WeightsError) as info:
+        resolve_profile("official", tmp_path)
+    message = str(info.value)
+    for part in ("reference_unet", "denoising_unet", "pose_guider", "decoder", "vae", "image_encoder"):
+        assert f"{part}: " in message
+    assert f"rain-avatar fetch-weights --dir {tmp_path}" in message
+
+
+def test_a_requested_profile_lacking_one_part_names_only_that_part(tmp_path, hub_calls, manifest):
+    fetch_weights(tmp_path, manifest)
+    (tmp_path / "motion_unet.pth").unlink()
+    with pytest.raises(WeightsError, match=r"profile 'tiny': incomplete weights \(denoising_unet: [^;]*\)$"):
+        resolve_profile("tiny", tmp_path)
+
+
+@pytest.mark.parametrize("weights_dir", [None, "absent", "empty"])
+def test_no_requested_profile_and_no_complete_weights(tmp_path, weights_dir):
+    if weights_dir is not None:
+        weights_dir = tmp_path / weights_dir
+        if weights_dir.name == "empty":
+            weights_dir.mkdir()
+    with pytest.raises(WeightsError, match="no profile has complete weights .*rain-avatar fetch-weights --dir"):
+        resolve_profile(None, weights_dir)
+
+
+def test_no_requested_profile_takes_the_first_complete_one(tmp_path, hub_calls, manifest, monkeypatch):
+    fetched = tmp_path / "fetched"
+    fetch_weights(fetched, manifest)
+    monkeypatch.setattr(profile_select, "AUTO_PROFILES", (("tiny", None),))
+    assert resolve_profile(None, fetched) == ("tiny", fetched)
+    # A bundled fallback (the future demo profile) is one more entry, with its own directory.
+    monkeypatch.setattr(profile_select, "AUTO_PROFILES", (("official", None), ("tiny", fetched)))
+    assert resolve_profile(None, tmp_path / "empty") == ("tiny", fetched)
