@@ -105,12 +105,16 @@ def _download_hub(source: HubSource, name: str, weights_dir: Path) -> None:
 def _download_url(item: UrlFile, weights_dir: Path, profile: str) -> None:
     final = weights_dir / item.target
     if final.is_file():
-        # Put there by hand, or fetched before the lock file existed: checked, then recorded.
-        _check_url_file(final, item, profile)
-        return
+        # Not in the lock (put there by hand, or from an older manifest): kept if it is the
+        # pinned file, else replaced, as huggingface_hub replaces an outdated file.
+        try:
+            _check_url_file(final, item, profile)
+            return
+        except WeightsError as exc:
+            logger.warning("%s: %s; downloading the pinned file", final, exc)
     part = final.with_name(final.name + ".part")
     final.parent.mkdir(parents=True, exist_ok=True)
-    download_resumable(item.url, part)
+    _download_resumable(item.url, part)
     try:
         _check_url_file(part, item, profile)
     except WeightsError:
@@ -119,12 +123,14 @@ def _download_url(item: UrlFile, weights_dir: Path, profile: str) -> None:
     os.replace(part, final)
 
 
-def download_resumable(url: str, part: Path) -> None:
+def _download_resumable(url: str, part: Path) -> None:
     """Download `url` into `part`, continuing from the bytes `part` already holds."""
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        response = urllib.request.urlopen(request, timeout=_TIMEOUT)
+        # A fresh opener reads the proxy settings of the environment as they are now
+        # (urlopen's shared one keeps those of its first use).
+        response = urllib.request.build_opener().open(request, timeout=_TIMEOUT)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             # Range Not Satisfiable from the end of the file: the part is already whole.

@@ -59,10 +59,6 @@ class WeightsManifest:
     hub: tuple[HubSource, ...] = ()
     urls: tuple[UrlFile, ...] = ()
 
-    def targets(self) -> list[str]:
-        """Every file's path inside the weights directory, in fetch order."""
-        return [target for source in self.hub for _, target in source.targets()] + [u.target for u in self.urls]
-
 
 # RAIN-v0.1, the published checkpoints (the denoising UNet is `motion_unet.pth`).
 # Revisions are branch names: the Hub's commit ids could not be looked up when this was

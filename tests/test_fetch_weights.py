@@ -266,6 +266,22 @@ def test_a_missing_file_is_downloaded_again_and_checked_against_the_lock(tmp_pat
         hub_file.write_bytes(original)
 
 
+def test_a_newer_pin_in_the_manifest_replaces_the_file_and_its_record(tmp_path, hub_calls, file_server, manifest):
+    fetch_weights(tmp_path, manifest)
+    torch.manual_seed(1)
+    newer = _torch_bytes(TAESDV().state_dict())
+    file_server.files["/v2/taesdv.pth"] = newer
+    (taesdv,) = manifest.urls
+    moved = dataclasses.replace(taesdv, url=taesdv.url.replace("/taesdv.pth", "/v2/taesdv.pth"),
+                                git_blob_sha1=_blob_id(newer))
+    results = fetch_weights(tmp_path, dataclasses.replace(manifest, urls=(moved,)))
+
+    assert [(r.target, r.action) for r in results if r.action == "fetched"] == [("taesdv.pth", "fetched")]
+    assert (tmp_path / "taesdv.pth").read_bytes() == newer
+    record = json.loads((tmp_path / LOCK_NAME).read_text())["files"]["taesdv.pth"]
+    assert record["source"] == moved.url and record["sha256"] == hashlib.sha256(newer).hexdigest()
+
+
 def test_an_interrupted_download_resumes_where_it_stopped(tmp_path, hub_calls, file_server, manifest, taesdv_bytes):
     half = len(taesdv_bytes) // 2
     (tmp_path / "taesdv.pth.part").write_bytes(taesdv_bytes[:half])
