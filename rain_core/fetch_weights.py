@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from rain_core.components import RainComponents
 from rain_core.config import profile_config
 from rain_core.weights import WeightsError, check_state_dict, read_state_dict
-from rain_core.weights_lock import WeightsLock
+from rain_core.weights_lock import WeightsLock, hash_file
 from rain_core.weights_manifest import OFFICIAL_WEIGHTS, HubSource, UrlFile, WeightsManifest
 
 logger = logging.getLogger(__name__)
@@ -172,11 +172,7 @@ def _copy_body(response: http.client.HTTPResponse, part: Path, offset: int, tota
 
 def git_blob_sha1(path: Path) -> str:
     """The id git gives the file's content (`git hash-object`)."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with path.open("rb") as file:
-        while chunk := file.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hash_file(path, hashlib.sha1(f"blob {path.stat().st_size}\0".encode()))
 
 
 def _check_url_file(path: Path, item: UrlFile, profile: str) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rain_core.weights import WeightsError
 
@@ -30,12 +31,24 @@ class LockEntry:
     sha256: str
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+class Digest(Protocol):
+    """What `hash_file` needs of a hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def hash_file(path: Path, digest: Digest) -> str:
+    """Feed the file to `digest` in chunks (weights are GBs) and return its hex digest."""
     with path.open("rb") as file:
         while chunk := file.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    return hash_file(path, hashlib.sha256())
 
 
 class WeightsLock:
