@@ -194,9 +194,14 @@ def check_weights_dir(config: RainConfig, weights_dir: str | Path, *, with_image
     for name in CHECKPOINT_STEMS:
         try:
             path = find_checkpoint(weights_dir, name)
-            check_state_dict(getattr(meta, name), read_state_dict(path), path)
         except WeightsError as exc:
             statuses.append(PartStatus(name, None, str(exc)))
+            continue
+        try:
+            check_state_dict(getattr(meta, name), read_state_dict(path), path)
+        except WeightsError as exc:
+            # Present but of another layout: keep the path, so that it reads as bad, not missing.
+            statuses.append(PartStatus(name, path, str(exc)))
         else:
             statuses.append(PartStatus(name, path, None))
     if with_image_encoders:

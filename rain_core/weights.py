@@ -31,16 +31,17 @@ class WeightsError(RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the model; the message names the file."""
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, *, suffix: str | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from `.safetensors` or a torch file, on the CPU.
 
-    Torch files are memory-mapped where their format allows, so that a 3 GB checkpoint is not
-    held twice while it is copied into a model.
+    The format follows the file's suffix, or `suffix` for a file under a temporary name (a
+    download still called `taesdv.pth.part`). Torch files are memory-mapped where their
+    format allows, so that a 3 GB checkpoint is not held twice while it is copied into a model.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
-    suffix = path.suffix.lower()
+    suffix = (suffix or path.suffix).lower()
     try:
         if suffix in SAFETENSORS_SUFFIXES:
             state = load_file(str(path), device="cpu")

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 from rain_core.components import RainComponents, check_weights_dir
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
+from rain_core.profile_select import fetch_hint, resolve_profile, uses_image_encoders
 from rain_core.video_io import MediaError
 from rain_core.weights import WeightsError
 
@@ -83,8 +84,10 @@ def load_components(args: argparse.Namespace) -> RainComponents:
         raise ConfigError(
             f"profile {config.name!r} needs --weights DIR (or --random-weights to measure speed with random weights)"
         )
-    has_encoders = (args.weights / "image_encoder").is_dir() or config.name == "official"
-    return RainComponents.from_weights_dir(config, args.weights, with_image_encoders=has_encoders)
+    # Every missing part is named before the (slow) load starts.
+    _, weights = resolve_profile(config.name, args.weights)
+    encoders = uses_image_encoders(config.name, weights)
+    return RainComponents.from_weights_dir(config, weights, with_image_encoders=encoders)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -100,11 +103,30 @@ def cmd_info(args: argparse.Namespace) -> int:
         out.write(f"  {name:<16} {params / 1e6:9.2f} M parameters\n")
     if args.weights is None:
         return 0
-    statuses = check_weights_dir(config, args.weights)
+    code = _check_weights(config, args.weights)
+    if code and config.name == "official":
+        out.write(f"  {fetch_hint(args.weights)}\n")
+    return code
+
+
+def _check_weights(config: RainConfig, weights: Path) -> int:
+    """Write one line per part of a weights directory; 0 when all fit the profile."""
+    statuses = check_weights_dir(config, weights)
     for status in statuses:
         label = "ok" if status.ok else "MISSING" if status.path is None else "BAD"
-        out.write(f"  [{label}] {status.name}: {status.path if status.ok else status.problem}\n")
+        sys.stdout.write(f"  [{label}] {status.name}: {status.path if status.ok else status.problem}\n")
     return 0 if all(s.ok for s in statuses) else 1
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    """Download the official profile's weights into one directory, then check them like `info`."""
+    from rain_core.fetch_weights import fetch_weights
+    from rain_core.weights_lock import LOCK_NAME
+
+    for result in fetch_weights(args.dir):
+        sys.stdout.write(f"  [{result.action}] {args.dir / result.target}\n")
+    sys.stdout.write(f"sizes and sha256 recorded in {args.dir / LOCK_NAME}\n")
+    return _check_weights(profile_config("official"), args.dir)
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
@@ -221,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--fps", type=_positive_float, default=None, help="output fps (default: the driving video's)")
     _add_model_options(animate)
     animate.set_defaults(run=cmd_animate)
+
+    fetch = commands.add_parser("fetch-weights", help="download the official weights into one directory")
+    fetch.add_argument("--dir", type=Path, default=Path("weights"), help="weights directory (default: ./weights)")
+    fetch.set_defaults(run=cmd_fetch_weights)
 
     bench = commands.add_parser("bench", help="measure the streaming engine's speed")
     _add_model_options(bench, default_profile="tiny")

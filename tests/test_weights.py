@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rain_core.components import RainComponents, find_checkpoint, load_image_encoder, load_vae
+from rain_core.components import RainComponents, check_weights_dir, find_checkpoint, load_image_encoder, load_vae
 from rain_core.config import RainConfig
 from rain_core.models import PoseGuider
 from rain_core.weights import WeightsError, load_weights, read_state_dict
@@ -170,3 +170,12 @@ def test_image_encoder_folders(tmp_path):
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(WeightsError, match="cannot load the image encoder"):
         load_image_encoder(tmp_path / "broken", embed_dim=12)
+
+
+def test_weights_dir_check_tells_a_bad_part_from_a_missing_one(tmp_path, golden_config, golden_dir):
+    shutil.copy(golden_dir / "weights" / "pose_guider.safetensors", tmp_path / "taesdv.safetensors")
+    statuses = {s.name: s for s in check_weights_dir(golden_config, tmp_path, with_image_encoders=False)}
+    assert statuses["decoder"].path == tmp_path / "taesdv.safetensors"
+    assert "does not fit TAESDV" in statuses["decoder"].problem
+    assert statuses["pose_guider"].path is None
+    assert "no pose_guider checkpoint" in statuses["pose_guider"].problem

