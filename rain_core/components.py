@@ -191,7 +191,8 @@ def check_weights_dir(config: RainConfig, weights_dir: str | Path, *, with_image
     weights_dir = Path(weights_dir)
     meta = RainComponents.build(config, device="meta")
     statuses = []
-    for name in CHECKPOINT_STEMS:
+    parts = [*CHECKPOINT_STEMS, *(["context"] if config.reference_encoder == "taesdv" else [])]
+    for name in parts:
         try:
             path = find_checkpoint(weights_dir, name)
         except WeightsError as exc:
@@ -204,7 +205,7 @@ def check_weights_dir(config: RainConfig, weights_dir: str | Path, *, with_image
             statuses.append(PartStatus(name, path, str(exc)))
         else:
             statuses.append(PartStatus(name, path, None))
-    if with_image_encoders:
+    if with_image_encoders and config.reference_encoder == "sd":
         for name, folder in (("vae", VAE_FOLDER), ("image_encoder", IMAGE_ENCODER_FOLDER)):
             path = weights_dir / folder
             found = (path / "config.json").is_file()

@@ -164,6 +164,8 @@ class SchedulerConfig(_Section):
 class TAESDVConfig(_Section):
     latent_channels: int = Field(4, ge=1)
     channels: int = Field(64, ge=1)
+    # 3 is the published layout; the demo's own codec uses 1 (faster to train and run).
+    blocks_per_stage: int = Field(3, ge=1)
 
 
 class RainConfig(_Section):
@@ -344,7 +346,7 @@ def demo_config(**overrides: Any) -> RainConfig:
         unet=UNetConfig(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, in_channels=8, out_channels=8),
         denoising_unet=DenoisingUNetConfig(cond_proj_dim=32),
         pose_guider=PoseGuiderConfig(conditioning_embedding_channels=32, block_out_channels=(8, 16, 32, 32)),
-        taesdv=TAESDVConfig(channels=16, latent_channels=8),
+        taesdv=TAESDVConfig(channels=16, latent_channels=8, blocks_per_stage=1),
         clip_embed_dim=32,
         reference_encoder="taesdv",
         driving_mode="body",

@@ -13,10 +13,12 @@ from rain_core.components import IMAGE_ENCODER_FOLDER, check_weights_dir
 from rain_core.config import profile_config
 from rain_core.weights import WeightsError
 
+# The demo model trained here on synthetic characters ships inside the package.
+DEMO_WEIGHTS_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 # Profiles tried in order when none is requested: (profile, its bundled weights directory, or
-# None for the directory given by the user). The bundled demo model (a later issue) is one
-# more entry, ("demo", DEMO_WEIGHTS_DIR), after which a box without downloaded weights still starts.
-AUTO_PROFILES: tuple[tuple[str, Path | None], ...] = (("official", None),)
+# None for the directory given by the user). With the demo last, a box without downloaded
+# weights still starts.
+AUTO_PROFILES: tuple[tuple[str, Path | None], ...] = (("official", None), ("demo", DEMO_WEIGHTS_DIR))
 
 
 def fetch_hint(weights_dir: Path | None) -> str:

@@ -47,8 +47,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_model_options(parser: argparse.ArgumentParser, *, default_profile: str = "official") -> None:
-    parser.add_argument("--profile", default=default_profile, choices=sorted(PROFILES), help="model profile")
+def _add_model_options(parser: argparse.ArgumentParser, *, default_profile: str | None = None) -> None:
+    parser.add_argument("--profile", default=default_profile, choices=sorted(PROFILES),
+                        help="model profile (default: official when --weights holds it complete, "
+                             "else the bundled demo model)" if default_profile is None else "model profile")
     parser.add_argument("--weights", type=Path, default=None, help="weights directory of the profile")
     parser.add_argument("--random-weights", action="store_true", help="random weights (speed measurements only)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -59,7 +61,7 @@ def _add_model_options(parser: argparse.ArgumentParser, *, default_profile: str 
     parser.add_argument("--seed", type=int, default=None, help="noise seed of the stream")
 
 
-def model_config(args: argparse.Namespace) -> RainConfig:
+def model_config(args: argparse.Namespace, profile: str | None = None) -> RainConfig:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine")
@@ -71,21 +73,21 @@ def model_config(args: argparse.Namespace) -> RainConfig:
         overrides["frames_per_group"] = args.per_group
     if args.seed is not None:
         overrides["seed"] = args.seed
-    return profile_config(args.profile).with_overrides(**overrides)
+    return profile_config(profile or args.profile).with_overrides(**overrides)
 
 
 def load_components(args: argparse.Namespace) -> RainComponents:
-    config = model_config(args)
     if args.random_weights:
         if args.weights is not None:
             raise ConfigError("give either --weights or --random-weights, not both")
+        if args.profile is None:
+            raise ConfigError("--random-weights needs --profile")
+        config = model_config(args)
         return RainComponents.random(config, seed=config.seed)
-    if args.weights is None:
-        raise ConfigError(
-            f"profile {config.name!r} needs --weights DIR (or --random-weights to measure speed with random weights)"
-        )
-    # Every missing part is named before the (slow) load starts.
-    _, weights = resolve_profile(config.name, args.weights)
+    # The profile to run (official when its weights are complete, else the bundled demo), with
+    # every missing part named before the (slow) load starts.
+    profile, weights = resolve_profile(args.profile, args.weights)
+    config = model_config(args, profile)
     encoders = uses_image_encoders(config.name, weights)
     return RainComponents.from_weights_dir(config, weights, with_image_encoders=encoders)
 

@@ -50,25 +50,24 @@ class MemoryBlock(nn.Module):
 
 
 class TAESDV(nn.Module):
-    def __init__(self, latent_channels: int = 4, channels: int = 64):
+    """`blocks_per_stage=3` is the published layout (and its module indices); smaller codecs
+    trained here use fewer blocks per resolution."""
+
+    def __init__(self, latent_channels: int = 4, channels: int = 64, blocks_per_stage: int = 3):
         super().__init__()
-        c = channels
+        c, n = channels, blocks_per_stage
         self.latent_channels = latent_channels
         self.channels = channels
-        self.encoder = nn.Sequential(
-            _conv(3, c), _Block(c, c),
-            _conv(c, c, stride=2, bias=False), _Block(c, c), _Block(c, c), _Block(c, c),
-            _conv(c, c, stride=2, bias=False), _Block(c, c), _Block(c, c), _Block(c, c),
-            _conv(c, c, stride=2, bias=False), _Block(c, c), _Block(c, c), _Block(c, c),
-            _conv(c, latent_channels),
-        )  # fmt: skip
-        self.decoder = nn.Sequential(
-            _SoftClamp(), _conv(latent_channels, c), nn.ReLU(),
-            MemoryBlock(c, c), MemoryBlock(c, c), MemoryBlock(c, c), nn.Upsample(scale_factor=2), _conv(c, c, bias=False),
-            MemoryBlock(c, c), MemoryBlock(c, c), MemoryBlock(c, c), nn.Upsample(scale_factor=2), _conv(c, c, bias=False),
-            MemoryBlock(c, c), MemoryBlock(c, c), MemoryBlock(c, c), nn.Upsample(scale_factor=2), _conv(c, c, bias=False),
-            MemoryBlock(c, c), _conv(c, 3),
-        )  # fmt: skip
+        encoder: list[nn.Module] = [_conv(3, c), _Block(c, c)]
+        for _ in range(3):
+            encoder += [_conv(c, c, stride=2, bias=False), *(_Block(c, c) for _ in range(n))]
+        encoder.append(_conv(c, latent_channels))
+        self.encoder = nn.Sequential(*encoder)
+        decoder: list[nn.Module] = [_SoftClamp(), _conv(latent_channels, c), nn.ReLU()]
+        for _ in range(3):
+            decoder += [*(MemoryBlock(c, c) for _ in range(n)), nn.Upsample(scale_factor=2), _conv(c, c, bias=False)]
+        decoder += [MemoryBlock(c, c), _conv(c, 3)]
+        self.decoder = nn.Sequential(*decoder)
 
     @property
     def num_memories(self) -> int:

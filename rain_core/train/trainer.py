@@ -116,20 +116,21 @@ class Trainer:
                     self.parts[name].enable_gradient_checkpointing()
         parameters = [p for m in self.parts.values() for p in m.parameters()]
         self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        # Fraction of the run done, by steps or by the time budget, whichever is further.
+        self.progress = 0.0
+        self.minutes_trained = 0.0
         self.ema = EMAModel(parameters, decay=settings.ema_decay)
         self.noise_generator = torch.Generator(self.device).manual_seed(settings.seed)
         self.jitter_generator = torch.Generator().manual_seed(settings.seed + 1)
         self.step = 0
         self.time_cond = guidance_scale_embedding(self.config.guidance_scale, self.config.denoising_unet.cond_proj_dim)
 
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to 10% over the run."""
+    def learning_rate(self) -> float:
+        """Linear warm-up, then cosine decay to 10% over the run (steps or time budget)."""
         s = self.settings
-        if step < s.warmup_steps:
-            return (step + 1) / s.warmup_steps
-        progress = min(1.0, (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        if self.step < s.warmup_steps:
+            return s.learning_rate * (self.step + 1) / s.warmup_steps
+        return s.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, self.progress))))
 
     # One step ---------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
@@ -168,12 +169,13 @@ class Trainer:
     def train_step(self) -> float:
         batch = collate(self.dataset, self.batch_indices(self.step))
         loss = self.loss(batch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for m in self.parts.values() for p in m.parameters()],
                                        self.settings.grad_clip)
         self.optimizer.step()
-        self.scheduler.step()
         self.ema.step([p for m in self.parts.values() for p in m.parameters()])
         self.step += 1
         return float(loss.detach())
@@ -182,20 +184,22 @@ class Trainer:
     def run(self, *, progress: bool = True) -> TrainResult:
         s = self.settings
         start = time.monotonic()
-        deadline = start + 60 * s.max_minutes if s.max_minutes else None
+        already = self.minutes_trained
         loss = float("nan")
         smoothed = None
         with tqdm(total=s.steps, initial=self.step, desc="train", unit="step", disable=not progress) as bar:
             while self.step < s.steps:
                 loss = self.train_step()
+                self.minutes_trained = already + (time.monotonic() - start) / 60
+                self.progress = max(self.step / s.steps, self.minutes_trained / s.max_minutes if s.max_minutes else 0.0)
                 smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
                 bar.update(1)
-                bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
+                bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{self.learning_rate():.1e}")
                 if self.step % s.checkpoint_every == 0:
                     self.save()
                 if self.validation is not None and self.step % s.validate_every == 0:
                     self.write_validation_clip()
-                if deadline is not None and time.monotonic() >= deadline:
+                if self.progress >= 1.0:
                     logger.info("max_minutes reached at step %d", self.step)
                     break
         self.save()
@@ -214,7 +218,8 @@ class Trainer:
             {
                 "step": self.step,
                 "optimizer": self.optimizer.state_dict(),
-                "lr_scheduler": self.scheduler.state_dict(),
+                "minutes_trained": self.minutes_trained,
+                "progress": self.progress,
                 "ema": self.ema.state_dict(),
                 "noise_generator": self.noise_generator.get_state(),
                 "jitter_generator": self.jitter_generator.get_state(),
@@ -246,7 +251,8 @@ class Trainer:
         state = torch.load(state_path, map_location=self.device, weights_only=False)
         self.step = state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.minutes_trained = state["minutes_trained"]
+        self.progress = state["progress"]
         self.ema.load_state_dict(state["ema"])
         self.noise_generator.set_state(state["noise_generator"].cpu() if self.device.type == "cpu"
                                        else state["noise_generator"])
