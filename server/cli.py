@@ -92,6 +92,17 @@ def load_components(args: argparse.Namespace) -> RainComponents:
     return RainComponents.from_weights_dir(config, weights, with_image_encoders=encoders)
 
 
+def _print_result(result: dict, as_json: bool) -> None:
+    """One JSON object, or one aligned `key value` line per figure."""
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    width = max(len(key) for key in result) + 2
+    for key, value in result.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        sys.stdout.write(f"{key:<{width}}{shown}\n")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a profile and, with --weights, check that directory part by part."""
     config = profile_config(args.profile)
@@ -162,11 +173,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     components = load_components(args)
     result = as_dict(run_bench(components, seconds=args.seconds, progress=not args.json))
-    if args.json:
-        sys.stdout.write(json.dumps(result) + "\n")
-        return 0
-    for key, value in result.items():
-        sys.stdout.write(f"{key:<28} {value:.4g}\n" if isinstance(value, float) else f"{key:<28} {value}\n")
+    _print_result(result, args.json)
     return 0
 
 
@@ -180,11 +187,7 @@ def cmd_bench_driving(args: argparse.Namespace) -> int:
     photo = np.asarray(load_image(args.image))
     result = as_dict(run_driving_bench(photo, mode=args.mode, seconds=args.seconds,
                                        output_size=(args.output_size, args.output_size)))
-    if args.json:
-        sys.stdout.write(json.dumps(result) + "\n")
-    else:
-        for key, value in result.items():
-            sys.stdout.write(f"{key:<16} {value:.4g}\n" if isinstance(value, float) else f"{key:<16} {value}\n")
+    _print_result(result, args.json)
     return 0
 
 
@@ -217,11 +220,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     components = load_components(args)
     dataset = SyntheticClips(components.config, frames=args.frames, split="val")
     result = as_dict(evaluate(components, dataset, clips=args.clips, seed=components.config.seed))
-    if args.json:
-        sys.stdout.write(json.dumps(result) + "\n")
-    else:
-        for key, value in result.items():
-            sys.stdout.write(f"{key:<28} {value:.4g}\n" if isinstance(value, float) else f"{key:<28} {value}\n")
+    _print_result(result, args.json)
     return 0
 
 
