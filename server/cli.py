@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from rain_core.components import RainComponents, check_weights_dir
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
-from rain_core.profile_select import fetch_hint, resolve_profile, uses_image_encoders
+from rain_core.profile_select import AUTO_PROFILES, fetch_hint, resolve_profile, uses_image_encoders
 from rain_core.video_io import MediaError
 from rain_core.weights import WeightsError
 
@@ -84,6 +84,10 @@ def load_components(args: argparse.Namespace) -> RainComponents:
             raise ConfigError("--random-weights needs --profile")
         config = model_config(args)
         return RainComponents.random(config, seed=config.seed)
+    if args.profile is not None and args.weights is None and args.profile not in dict(AUTO_PROFILES):
+        raise ConfigError(
+            f"profile {args.profile!r} needs --weights DIR (or --random-weights to measure speed with random weights)"
+        )
     # The profile to run (official when its weights are complete, else the bundled demo), with
     # every missing part named before the (slow) load starts.
     profile, weights = resolve_profile(args.profile, args.weights)
