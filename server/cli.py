@@ -228,6 +228,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the live WebRTC server (settings: these options over the RAIN_* environment)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from server.core.config import Settings
+    from server.main import create_app
+
+    options = {
+        "HOST": args.host, "PORT": args.port, "MAX_SESSIONS": args.max_sessions, "PROFILE": args.profile,
+        "WEIGHTS": args.weights, "RANDOM_WEIGHTS": args.random_weights or None, "DEVICE": args.device,
+        "DTYPE": args.dtype, "GROUPS": args.groups, "PER_GROUP": args.per_group, "SEED": args.seed,
+        "LOG_LEVEL": "DEBUG" if args.verbose else None,
+    }
+    try:
+        settings = Settings(**{key: value for key, value in options.items() if value is not None})
+    except ValidationError as exc:
+        raise ConfigError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    if settings.WEIGHTS is not None and not settings.WEIGHTS.is_dir():
+        raise ConfigError(f"{settings.WEIGHTS}: weights directory does not exist")
+    logging.getLogger("server").setLevel(settings.LOG_LEVEL)
+    # No access log: request paths carry session ids and view tokens.
+    uvicorn.run(create_app(settings), host=settings.HOST, port=settings.PORT,
+                log_level=settings.LOG_LEVEL.lower(), access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rain-avatar", description="Live RAIN avatars over WebRTC.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -290,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--frames", type=_positive_int, default=48)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    serve = commands.add_parser("serve", help="run the live WebRTC server (webcam page, OBS view)")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_positive_int, default=None, help="port (default 8000)")
+    serve.add_argument("--max-sessions", type=_positive_int, default=None, help="live sessions at most (default 4)")
+    _add_model_options(serve, default_profile=None)
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

@@ -3,8 +3,17 @@ of the golden format (default: ../shared/golden beside the repository)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from safetensors.torch import load_file
 
@@ -51,3 +60,76 @@ def golden_components(golden_config: RainConfig, golden_dir: Path) -> RainCompon
 def golden_banks(golden_cases: dict, golden_components: RainComponents) -> dict:
     names = golden_components.denoising_unet.reference_block_names
     return {name: golden_cases[f"reference.bank.{name}"] for name in names}
+
+
+# The live server --------------------------------------------------------------------
+@dataclass
+class LiveServer:
+    """`rain-avatar serve` (tiny profile, random weights) in a subprocess on 127.0.0.1."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_live_server(directory: Path, **env: str) -> LiveServer:
+    """Start a server and wait (bounded) until it answers; `env` adds RAIN_* settings."""
+    port = _free_port()
+    # A developer's own RAIN_* settings must not leak into the tests; cwd has no .env file.
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("RAIN_")}
+    clean.update({
+        "RAIN_ICE_LOOPBACK": "true",  # loopback-only hosts: 127.0.0.1 host candidates
+        "RAIN_ICE_SERVERS": "[]",  # no STUN server
+        "RAIN_TORCH_THREADS": "1",
+        "RAIN_SILENCE_TIMEOUT": "10",
+        "RAIN_LOG_LEVEL": "INFO",
+        **env,
+    })
+    log_path = directory / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--profile", "tiny", "--random-weights",
+             "--port", str(port)],
+            cwd=directory, env=clean, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/api/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_live_server(server)
+    raise RuntimeError(f"the server did not come up in 180 s:\n{server.log()}")
+
+
+def stop_live_server(server: LiveServer, timeout: float = 60) -> int:
+    """SIGTERM (a clean shutdown), then SIGKILL if it hangs; returns the exit code."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(10)
+    return server.process.returncode
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_live_server(tmp_path_factory.mktemp("live-server"), RAIN_MAX_SESSIONS="4")
+    yield server
+    stop_live_server(server)

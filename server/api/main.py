@@ -1,0 +1,11 @@
+"""The JSON API under `/api`."""
+
+from fastapi import APIRouter
+
+from server.api.routes import health, references, sessions, signaling
+
+api_router = APIRouter(prefix="/api")
+api_router.include_router(signaling.router)
+api_router.include_router(references.router)
+api_router.include_router(sessions.router)
+api_router.include_router(health.router)

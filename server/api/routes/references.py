@@ -1,0 +1,73 @@
+"""Character images: upload once, use by id in offers and mid-stream swaps."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+
+from server.api.deps import ReferencesDep, SettingsDep
+from server.references import BadDimensions, NotAnImage, UploadTooLarge, decode_upload
+
+router = APIRouter(prefix="/references", tags=["references"])
+
+# Room for the multipart boundaries and headers around the file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+
+
+class ReferenceCreated(BaseModel):
+    reference_id: str
+    width: int
+    height: int
+
+
+@router.post(
+    "",
+    status_code=201,
+    openapi_extra=UPLOAD_BODY,
+    responses={413: {"description": "too large"}, 415: {"description": "not an image"},
+               422: {"description": "absurd dimensions or no file"}},
+)
+async def upload_reference(request: Request, settings: SettingsDep, references: ReferencesDep) -> ReferenceCreated:
+    """Upload a character image (multipart/form-data, field `file`)."""
+    limit = settings.MAX_UPLOAD_BYTES
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
+        raise HTTPException(413, f"upload is {length} bytes; the limit is {limit} bytes")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(415, "send the image as multipart/form-data in a field named 'file'")
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "multipart field 'file' (the image) is missing")
+        data = await upload.read(limit + 1)
+    finally:
+        await form.close()
+    try:
+        image = await asyncio.to_thread(decode_upload, data, max_bytes=limit, max_pixels=settings.MAX_REFERENCE_PIXELS)
+    except UploadTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    except NotAnImage as exc:
+        raise HTTPException(415, str(exc)) from None
+    except BadDimensions as exc:
+        raise HTTPException(422, str(exc)) from None
+    reference = references.add(image)
+    return ReferenceCreated(reference_id=reference.id, width=image.width, height=image.height)

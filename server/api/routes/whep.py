@@ -1,0 +1,89 @@
+"""WHEP (WebRTC-HTTP Egress Protocol) for viewers: any number of them per session, through `MediaRelay`.
+
+`POST /whep/{session_id}` with an `application/sdp` offer and the session's view token
+(`?token=` or `Authorization: Bearer`) answers `201 Created` with the answer SDP and a
+`Location` to `DELETE` when done. The answer is complete; trickle ICE (PATCH) is not offered.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+
+from server.api.deps import SessionDep, SessionsDep, SettingsDep
+from server.sessions import BadViewToken, CapacityError
+from server.webrtc import OfferError
+
+router = APIRouter(prefix="/whep", tags=["whep"])
+
+MAX_SDP_BYTES = 200_000
+
+
+def _view_token(token: str | None, authorization: str | None) -> str | None:
+    if token is not None:
+        return token
+    if authorization is not None and authorization.lower().startswith("bearer "):
+        return authorization[len("bearer "):].strip()
+    return None
+
+
+@router.post(
+    "/{session_id}",
+    status_code=201,
+    response_class=Response,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}},
+    responses={201: {"content": {"application/sdp": {}}, "description": "the answer SDP"},
+               400: {"description": "bad SDP"}, 401: {"description": "no view token"},
+               403: {"description": "wrong view token"}, 404: {"description": "unknown session"},
+               415: {"description": "not application/sdp"}, 503: {"description": "too many viewers"}},
+)
+async def whep_offer(
+    request: Request,
+    session: SessionDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Query(max_length=64)] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Watch a session: a receive-only SDP offer in, the answer out."""
+    view_token = _view_token(token, authorization)
+    if view_token is None:
+        raise HTTPException(401, "a view token is required (?token=... or Authorization: Bearer ...)")
+    try:
+        sessions.check_view_token(session, view_token)
+    except BadViewToken as exc:
+        raise HTTPException(403, str(exc)) from None
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
+        raise HTTPException(415, "send the offer as Content-Type: application/sdp")
+    body = await request.body()
+    if len(body) > MAX_SDP_BYTES:
+        raise HTTPException(413, f"SDP offer is {len(body)} bytes; the limit is {MAX_SDP_BYTES}")
+    try:
+        sdp = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "SDP offer is not UTF-8 text") from None
+    try:
+        viewer_id, answer = await sessions.open_viewer(session, sdp)
+    except OfferError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except CapacityError as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    headers = {"Location": f"/whep/{session.id}/{viewer_id}"}
+    links = [
+        f'<{url}>; rel="ice-server"'
+        + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
+        for s in settings.ICE_SERVERS
+        for url in ([s.urls] if isinstance(s.urls, str) else s.urls)
+    ]
+    if links:
+        headers["Link"] = ", ".join(links)
+    return Response(answer, status_code=201, media_type="application/sdp", headers=headers)
+
+
+@router.delete("/{session_id}/{viewer_id}", status_code=204, responses={404: {"description": "unknown viewer"}})
+async def whep_stop(viewer_id: str, session: SessionDep, sessions: SessionsDep) -> Response:
+    """Stop watching (the viewer resource named by the `Location` of the POST)."""
+    if not await sessions.close_viewer(session, viewer_id):
+        raise HTTPException(404, "unknown viewer")
+    return Response(status_code=204)

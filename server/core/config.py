@@ -1,0 +1,103 @@
+"""Server settings: one pydantic-settings `Settings`, read from `RAIN_*` environment variables
+(and a `.env` file), overridden by the `rain-avatar serve` options.
+
+`rain_core` never sees this class; the values it needs are passed in.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rain_core.config import PROFILES
+
+# The pages live beside the package in a checkout and in the Docker image (/app/web).
+_CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+def _default_web_dir() -> Path:
+    return _CHECKOUT_WEB_DIR if _CHECKOUT_WEB_DIR.is_dir() else Path.cwd() / "web"
+
+
+class IceServer(BaseModel):
+    """One STUN or TURN server, in the browser's `RTCIceServer` shape."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAIN_", env_file=".env", extra="ignore")
+
+    # Where uvicorn listens.
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(8000, ge=1, le=65535)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # The model: a profile, and its weights or random weights (tiny + random is what tests use).
+    PROFILE: str = "official"
+    WEIGHTS: Path | None = None
+    RANDOM_WEIGHTS: bool = False
+    DEVICE: str | None = None  # default: cuda if available, else cpu
+    DTYPE: Literal["float32", "float16", "bfloat16"] | None = None  # default: float16 on CUDA, float32 on CPU
+    GROUPS: int | None = Field(None, ge=1)
+    PER_GROUP: int | None = Field(None, ge=1)
+    SEED: int | None = None
+    # torch's CPU threads; default on a CPU device: one core fewer than the machine has, so that
+    # the media path (codecs, driving extraction) keeps a core and the OpenMP workers never spin
+    # against it (on 2 cores, 2 torch threads made a step ~5x slower under WebRTC load).
+    TORCH_THREADS: int | None = Field(None, ge=1)
+    # Character used until a session picks one (a path on the server); none: a plain grey card.
+    REFERENCE_IMAGE: Path | None = None
+
+    # Sessions.
+    MAX_SESSIONS: int = Field(4, ge=1)
+    MAX_BATCH: int = Field(8, ge=1)  # most sessions stepped in one batched UNet call
+    FPS: float = Field(16.0, gt=0)  # a session's frame rate until it asks for another
+    MAX_FPS: float = Field(30.0, gt=0)
+    DRIVING_THREADS: int = Field(4, ge=1)  # thread pool of the driving-signal extraction
+    SILENCE_TIMEOUT: float = Field(20.0, gt=0)  # seconds without a webcam frame before a session is reaped
+    MAX_VIEWERS: int = Field(8, ge=1)  # WHEP viewers per session
+
+    # References (character images).
+    MAX_UPLOAD_BYTES: int = Field(10_000_000, ge=1)
+    MAX_REFERENCE_PIXELS: int = Field(40_000_000, ge=64)
+    MAX_REFERENCES: int = Field(64, ge=1)  # kept in memory; the least recently used go first
+    REFERENCE_TTL: float = Field(3600.0, gt=0)  # seconds an unused reference is kept
+
+    # WebRTC.
+    ICE_SERVERS: list[IceServer] = []  # JSON list; empty: host candidates only, no STUN
+    ICE_LOOPBACK: bool = False  # add 127.0.0.1 host candidates (loopback-only hosts, tests)
+    PUBLIC_IP: IPv4Address | IPv6Address | None = None  # advertised beside each host candidate
+
+    # HTTP.
+    CORS_ORIGINS: list[str] = []  # JSON list; empty: no CORS headers at all
+    WEB_DIR: Path = Field(default_factory=_default_web_dir)
+
+    @model_validator(mode="after")
+    def _check_model_source(self) -> Settings:
+        if self.PROFILE not in PROFILES:
+            known = ", ".join(sorted(PROFILES))
+            raise ValueError(f"PROFILE={self.PROFILE!r} is not a profile; known profiles: {known}")
+        if self.RANDOM_WEIGHTS and self.WEIGHTS is not None:
+            raise ValueError("give either a weights directory or random weights, not both")
+        if not self.RANDOM_WEIGHTS and self.WEIGHTS is None:
+            raise ValueError(
+                f"profile {self.PROFILE!r} needs a weights directory (--weights DIR, RAIN_WEIGHTS) or random "
+                "weights (--random-weights, RAIN_RANDOM_WEIGHTS=true: speed and plumbing only)"
+            )
+        if self.FPS > self.MAX_FPS:
+            raise ValueError(f"FPS={self.FPS} exceeds MAX_FPS={self.MAX_FPS}")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings from the environment (what `uvicorn --factory server.main:create_app` uses)."""
+    return Settings()

@@ -1,0 +1,238 @@
+"""The model worker: one thread that owns the models and runs every torch call of the server.
+
+Torch work never runs on the event loop (signaling and media would stall behind it) nor on
+several threads at once. Jobs run in submission order, except that queued `step` jobs of
+different streams are pulled forward and stepped together in one batched UNet call
+(`step_streams`); the jobs of one stream keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rain_core.components import RainComponents
+from rain_core.config import ConfigError, RainConfig, profile_config
+from rain_core.engine import QueueModel, StreamEngine, frames_to_uint8, step_streams
+from server.core.config import Settings
+from server.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+def model_config(settings: Settings) -> RainConfig:
+    """The profile's configuration with the settings' device, dtype, G, P and seed."""
+    device = settings.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available on this machine")
+    dtype = settings.DTYPE or ("float16" if device.startswith("cuda") else "float32")
+    overrides: dict[str, Any] = {"device": device, "dtype": dtype}
+    if settings.GROUPS is not None:
+        overrides.update(noise_groups=settings.GROUPS, num_inference_steps=settings.GROUPS)
+    if settings.PER_GROUP is not None:
+        overrides["frames_per_group"] = settings.PER_GROUP
+    if settings.SEED is not None:
+        overrides["seed"] = settings.SEED
+    return profile_config(settings.PROFILE).with_overrides(**overrides)
+
+
+def load_components(settings: Settings) -> RainComponents:
+    config = model_config(settings)
+    if settings.RANDOM_WEIGHTS:
+        return RainComponents.random(config, seed=config.seed)
+    assert settings.WEIGHTS is not None  # Settings checks it
+    has_encoders = (settings.WEIGHTS / "image_encoder").is_dir() or config.name == "official"
+    return RainComponents.from_weights_dir(config, settings.WEIGHTS, with_image_encoders=has_encoders)
+
+
+@dataclass
+class _Call:
+    fn: Callable[..., Any]
+    args: tuple
+    future: concurrent.futures.Future
+
+
+@dataclass
+class _Step:
+    engine: StreamEngine
+    driving: np.ndarray  # [P, H, W, 3] uint8
+    future: concurrent.futures.Future
+
+
+_STOP = object()
+
+
+class ModelWorker:
+    """Owns the `QueueModel` on its own thread; every engine of the server lives and runs here."""
+
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.max_batch = settings.MAX_BATCH
+        self._jobs: deque = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.model: QueueModel | None = None
+        self.engines: set[StreamEngine] = set()
+        # Every engine still in memory, open or not (their buffers are the per-session model state).
+        self.in_memory: weakref.WeakSet[StreamEngine] = weakref.WeakSet()
+
+    # Life cycle ------------------------------------------------------------------------
+    async def start(self) -> QueueModel:
+        """Start the thread and load the models on it; returns once they are loaded."""
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="rain-model", daemon=True)
+        self._thread.start()
+        self.model = await asyncio.wrap_future(ready)
+        return self.model
+
+    async def stop(self) -> None:
+        if self._thread is None:
+            return
+        with self._cond:
+            self._jobs.append(_STOP)
+            self._cond.notify()
+        await asyncio.to_thread(self._thread.join, 30)
+        self._thread = None
+        self.engines.clear()
+        self.model = None
+
+    @property
+    def config(self) -> RainConfig:
+        assert self.model is not None, "the worker is not started"
+        return self.model.config
+
+    # Jobs ------------------------------------------------------------------------------
+    def _submit(self, job) -> concurrent.futures.Future:
+        if self._thread is None:
+            raise RuntimeError("the model worker is not running")
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify()
+        return job.future
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the model thread, in order with every other job."""
+        return await asyncio.wrap_future(self._submit(_Call(fn, args, concurrent.futures.Future())))
+
+    def step(self, engine: StreamEngine, driving: np.ndarray) -> asyncio.Future:
+        """Queue P driving images for `engine`; resolves to P frames [P, H, W, 3] uint8 or None."""
+        return asyncio.wrap_future(self._submit(_Step(engine, driving, concurrent.futures.Future())))
+
+    async def open_engine(self, seed: int | None = None) -> StreamEngine:
+        engine = await self.run(self._new_engine, seed)
+        self.engines.add(engine)
+        self.in_memory.add(engine)
+        return engine
+
+    async def close_engine(self, engine: StreamEngine) -> None:
+        """Forget an engine once its queued jobs have run (its buffers go with the last reference)."""
+        try:
+            await self.run(lambda: None)
+        finally:
+            self.engines.discard(engine)
+
+    def _new_engine(self, seed: int | None) -> StreamEngine:
+        assert self.model is not None
+        return StreamEngine(self.model, seed=seed)
+
+    # The thread ------------------------------------------------------------------------
+    def _run(self, ready: concurrent.futures.Future) -> None:
+        try:
+            started = time.perf_counter()
+            config = model_config(self.settings)
+            threads = self.settings.TORCH_THREADS
+            if threads is None and config.torch_device.type == "cpu":
+                threads = max(1, (os.cpu_count() or 1) - 1)
+            if threads is not None:
+                torch.set_num_threads(threads)
+            components = load_components(self.settings)
+            model = QueueModel(components)
+            self.model = model
+            logger.info("model %s loaded on %s (%s, %d CPU threads) in %.1f s", model.config.name, model.device,
+                        model.dtype, torch.get_num_threads(), time.perf_counter() - started)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting lifespan
+            ready.set_exception(exc)
+            return
+        ready.set_result(model)
+        while True:
+            with self._cond:
+                while not self._jobs:
+                    self._cond.wait()
+                job = self._jobs.popleft()
+                batch = self._take_batch(job) if isinstance(job, _Step) else None
+            if job is _STOP:
+                break
+            if batch is not None:
+                self._step(batch)
+            else:
+                self._call(job)
+        # Whatever is still queued will never run.
+        with self._cond:
+            pending, self._jobs = list(self._jobs), deque()
+        for job in pending:
+            if job is not _STOP:
+                job.future.set_exception(RuntimeError("the model worker stopped"))
+
+    def _take_batch(self, first: _Step) -> list[_Step]:
+        """`first` plus queued steps of other engines, up to the first non-step job (called under the lock)."""
+        batch, seen, keep = [first], {id(first.engine)}, deque()
+        while self._jobs and len(batch) < self.max_batch:
+            job = self._jobs[0]
+            if not isinstance(job, _Step):
+                break
+            self._jobs.popleft()
+            if id(job.engine) in seen:
+                keep.append(job)  # a later step of a stream already in the batch: next round
+            else:
+                batch.append(job)
+            seen.add(id(job.engine))
+        keep.extend(self._jobs)
+        self._jobs = keep
+        return batch
+
+    def _call(self, job: _Call) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(job.fn(*job.args))
+        except BaseException as exc:  # noqa: BLE001 - the caller gets it
+            job.future.set_exception(exc)
+
+    def _step(self, batch: list[_Step]) -> None:
+        batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            outputs = step_streams([job.engine for job in batch], [job.driving for job in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                logger.warning("stepping a stream failed: %s", exc)
+                batch[0].future.set_exception(exc)
+                return
+            # Find the stream at fault: step each alone, so that one bad stream ends only its session.
+            logger.warning("a batched step of %d streams failed; stepping them one by one", len(batch))
+            for job in batch:
+                try:
+                    out = step_streams([job.engine], [job.driving])[0]
+                    job.future.set_result(None if out is None else frames_to_uint8(out))
+                except Exception as alone:  # noqa: BLE001 - that stream's session ends
+                    job.future.set_exception(alone)
+            return
+        self.metrics.step_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(batch))
+        for job, out in zip(batch, outputs, strict=True):
+            job.future.set_result(None if out is None else frames_to_uint8(out))

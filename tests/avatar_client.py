@@ -1,0 +1,158 @@
+"""aiortc clients of the live server for the tests: the webcam side and a WHEP viewer.
+
+Every wait is bounded (`eventually`), so that a broken server fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from tests.webcam import ClipTrack
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], *, timeout: float, what: str, interval: float = 0.2):
+    """Poll `check` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class FrameSink:
+    """Reads a received video track: how many frames, the latest one, when."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: np.ndarray | None = None
+        self.times: list[float] = []
+        self.task: asyncio.Task | None = None
+
+    def start(self, track: MediaStreamTrack) -> None:
+        self.task = asyncio.ensure_future(self._run(track))
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.last = frame.to_ndarray(format="rgb24")
+                self.count += 1
+                self.times.append(time.monotonic())
+        except MediaStreamError:
+            pass
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _configuration() -> RTCConfiguration:
+    return RTCConfiguration(iceServers=[])  # no STUN: loopback only
+
+
+class WebcamClient:
+    """The webcam page's part, in Python: the clip out; the avatar and the driving image in; control channel."""
+
+    def __init__(self, http: httpx.AsyncClient):
+        self.http = http
+        self.pc = RTCPeerConnection(_configuration())
+        self.avatar = FrameSink()
+        self.preview = FrameSink()
+        self.replies: asyncio.Queue = asyncio.Queue()
+        self.session_id: str | None = None
+        self.view_token: str | None = None
+        self.channel = None
+
+    async def open(self, *, reference_id: str | None = None, params: dict | None = None) -> httpx.Response:
+        pc = self.pc
+        pc.addTrack(ClipTrack())
+        pc.addTransceiver("video", direction="recvonly")
+        self.channel = pc.createDataChannel("control")
+        self.channel.on("message", lambda message: self.replies.put_nowait(json.loads(message)))
+        sinks = iter([self.avatar, self.preview])
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            next(sinks).start(track)
+
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": "offer", "reference_id": reference_id, "params": params}
+        response = await self.http.post("/api/offer", json=body)
+        if response.status_code == 200:
+            answer = response.json()
+            self.session_id, self.view_token = answer["session_id"], answer["view_token"]
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        return response
+
+    async def control(self, message: dict | str, timeout: float = 30.0) -> dict:
+        """Send one control message and return the server's reply to it."""
+        await eventually(lambda: self.channel.readyState == "open", timeout=timeout, what="the control channel")
+        self.channel.send(message if isinstance(message, str) else json.dumps(message))
+        return await asyncio.wait_for(self.replies.get(), timeout)
+
+    async def stats(self) -> dict:
+        response = await self.http.get(f"/api/sessions/{self.session_id}/stats")
+        response.raise_for_status()
+        return response.json()
+
+    async def close(self) -> None:
+        await self.pc.close()
+        await self.avatar.stop()
+        await self.preview.stop()
+
+
+class Viewer:
+    """A WHEP viewer of one session."""
+
+    def __init__(self, http: httpx.AsyncClient):
+        self.http = http
+        self.pc = RTCPeerConnection(_configuration())
+        self.video = FrameSink()
+        self.location: str | None = None
+
+    async def open(self, session_id: str, token: str | None) -> httpx.Response:
+        pc = self.pc
+        pc.addTransceiver("video", direction="recvonly")
+        pc.on("track", self.video.start)
+        await pc.setLocalDescription(await pc.createOffer())
+        params = {"token": token} if token is not None else {}
+        response = await self.http.post(
+            f"/whep/{session_id}", params=params, content=pc.localDescription.sdp,
+            headers={"Content-Type": "application/sdp"},
+        )
+        if response.status_code == 201:
+            self.location = response.headers["location"]
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
+        return response
+
+    async def close(self) -> None:
+        await self.pc.close()
+        await self.video.stop()
+
+
+async def make_offer(*, video: str | None = "sendrecv", audio: bool = False) -> str:
+    """A real SDP offer from aiortc (for the REST tests), with a video section of the given direction."""
+    pc = RTCPeerConnection(_configuration())
+    try:
+        if video is not None:
+            pc.addTransceiver("video", direction=video)
+        if audio:
+            pc.addTransceiver("audio", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()

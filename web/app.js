@@ -1,0 +1,449 @@
+// The webcam page: camera in, avatar out, over one peer connection with the server.
+// Signaling is one JSON exchange (POST /api/offer); parameters go over the "control" data channel.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+let config = null;        // GET /api/config
+let pc = null;            // RTCPeerConnection
+let control = null;       // the "control" data channel
+let camera = null;        // MediaStream from getUserMedia
+let session = null;       // {session_id, view_token}
+let referenceId = null;   // from POST /api/references
+let paused = false;
+let statsTimer = null;
+let controlId = 0;
+const pendingControl = new Map();  // id -> {resolve, reject}
+const params = {};                 // the parameter values the user changed
+
+// --- messages ---------------------------------------------------------------------
+
+function log(message) {
+  const line = `${new Date().toLocaleTimeString()} ${message}\n`;
+  $("log").textContent = line + $("log").textContent.slice(0, 4000);
+}
+
+function showError(error) {
+  const message = error && error.message ? error.message : String(error);
+  $("error").textContent = message;
+  $("error").hidden = false;
+  log(`error: ${message}`);
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+function setState(text) {
+  $("state").textContent = text;
+  document.body.dataset.state = text;
+}
+
+// fetch + the server's {"detail": "..."} as the Error message
+function api(method, path, body) {
+  const options = { method, headers: {} };
+  if (body instanceof FormData) {
+    options.body = body;
+  } else if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  return fetch(path, options).then((response) => {
+    if (response.status === 204) return null;
+    return response.json().catch(() => ({})).then((data) => {
+      if (!response.ok) {
+        const retry = response.headers.get("Retry-After");
+        const detail = typeof data.detail === "string" ? data.detail : response.statusText;
+        throw new Error(`${detail}${retry ? ` (retry in ${retry} s)` : ""}`);
+      }
+      return data;
+    });
+  });
+}
+
+// --- set-up -----------------------------------------------------------------------
+
+function checkSecureContext() {
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    $("notice").textContent =
+      "The camera needs a secure context: open this page over https:// or at http://localhost " +
+      "(for a remote server, an SSH tunnel to localhost works).";
+    $("notice").hidden = false;
+    $("start").disabled = true;
+    return false;
+  }
+  return true;
+}
+
+function listCameras() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return Promise.resolve();
+  return navigator.mediaDevices.enumerateDevices().then((devices) => {
+    const select = $("camera");
+    const chosen = select.value;
+    select.innerHTML = '<option value="">default camera</option>';
+    devices.filter((d) => d.kind === "videoinput").forEach((device, index) => {
+      const option = document.createElement("option");
+      option.value = device.deviceId;
+      option.textContent = device.label || `camera ${index + 1}`;
+      select.appendChild(option);
+    });
+    select.value = chosen;
+  });
+}
+
+function cameraError(error) {
+  switch (error && error.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return new Error("Camera access was denied. Allow the camera for this site in the browser, then press Start again.");
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return new Error("No usable camera was found. Plug one in or pick another in the list.");
+    case "NotReadableError":
+      return new Error("The camera is busy in another application or tab.");
+    default:
+      return error;
+  }
+}
+
+// --- parameters -------------------------------------------------------------------
+
+function resolveRef(schema, node) {
+  if (node && node.$ref) return schema.$defs[node.$ref.split("/").pop()];
+  return node;
+}
+
+function setParam(path, value) {
+  let target = params;
+  path.slice(0, -1).forEach((key) => { target = target[key] = target[key] || {}; });
+  target[path[path.length - 1]] = value;
+  const change = {};
+  let node = change;
+  path.slice(0, -1).forEach((key) => { node = node[key] = {}; });
+  node[path[path.length - 1]] = value;
+  return change;
+}
+
+let sendTimer = null;
+let queuedChange = {};
+
+function mergeChange(into, change) {
+  Object.entries(change).forEach(([key, value]) => {
+    if (value && typeof value === "object") mergeChange(into[key] = into[key] || {}, value);
+    else into[key] = value;
+  });
+}
+
+function queueParams(change) {
+  if (!control || control.readyState !== "open") return;  // sent with the next offer instead
+  mergeChange(queuedChange, change);
+  clearTimeout(sendTimer);
+  sendTimer = setTimeout(() => {
+    const change = queuedChange;
+    queuedChange = {};
+    sendControl("params", change)
+      .then(() => log(`applied ${JSON.stringify(change)}`))
+      .catch(showError);
+  }, 150);
+}
+
+function addField(form, schema, path, node, value) {
+  const name = path[path.length - 1];
+  const row = document.createElement("label");
+  row.className = "field";
+  const label = document.createElement("span");
+  label.textContent = name.replace(/_/g, " ");
+  row.appendChild(label);
+  let input;
+  if (node.enum) {
+    input = document.createElement("select");
+    node.enum.forEach((option) => {
+      const element = document.createElement("option");
+      element.value = element.textContent = option;
+      input.appendChild(element);
+    });
+    input.value = value;
+  } else if (node.type === "boolean") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = Boolean(value);
+  } else {
+    input = document.createElement("input");
+    input.type = "range";
+    const min = node.minimum !== undefined ? node.minimum : node.exclusiveMinimum;
+    const max = node.maximum !== undefined ? node.maximum : node.exclusiveMaximum;
+    input.min = min;
+    input.max = max;
+    input.step = node.type === "integer" ? 1 : (max - min) / 200;
+    input.value = value;
+  }
+  input.name = path.join(".");
+  const shown = document.createElement("output");
+  shown.textContent = input.type === "range" ? Number(value).toFixed(2) : "";
+  input.addEventListener("input", () => {
+    const v = input.type === "checkbox" ? input.checked : input.type === "range" ? Number(input.value) : input.value;
+    if (input.type === "range") shown.textContent = v.toFixed(2);
+    queueParams(setParam(path, v));
+  });
+  row.appendChild(input);
+  row.appendChild(shown);
+  form.appendChild(row);
+}
+
+function addFields(form, schema, node, values, path) {
+  Object.entries(node.properties).forEach(([name, property]) => {
+    const resolved = resolveRef(schema, property);
+    if (resolved.properties) {
+      const fieldset = document.createElement("fieldset");
+      const legend = document.createElement("legend");
+      legend.textContent = name;
+      fieldset.appendChild(legend);
+      addFields(fieldset, schema, resolved, values[name], path.concat(name));
+      form.appendChild(fieldset);
+    } else {
+      addField(form, schema, path.concat(name), resolved, values[name]);
+    }
+  });
+}
+
+function buildParamsForm() {
+  const form = $("params");
+  form.innerHTML = "";
+  addField(form, null, ["fps"], { type: "number", minimum: 1, maximum: config.max_fps }, config.params.fps);
+  addFields(form, config.params_schema, config.params_schema, config.params, []);
+}
+
+function sendControl(type, change) {
+  return new Promise((resolve, reject) => {
+    if (!control || control.readyState !== "open") {
+      reject(new Error("not connected"));
+      return;
+    }
+    const id = ++controlId;
+    pendingControl.set(id, { resolve, reject });
+    control.send(JSON.stringify({ id, type, params: change }));
+    setTimeout(() => {
+      if (pendingControl.delete(id)) reject(new Error(`no answer to "${type}" from the server`));
+    }, 5000);
+  });
+}
+
+function onControlMessage(event) {
+  let reply;
+  try {
+    reply = JSON.parse(event.data);
+  } catch (error) {
+    showError(new Error(`unreadable control reply: ${event.data}`));
+    return;
+  }
+  const waiter = pendingControl.get(reply.id);
+  if (!waiter) {
+    if (!reply.ok) showError(new Error(reply.error));
+    return;
+  }
+  pendingControl.delete(reply.id);
+  if (reply.ok) waiter.resolve(reply);
+  else waiter.reject(new Error(reply.error));
+}
+
+// --- reference --------------------------------------------------------------------
+
+function uploadReference(file) {
+  const preview = $("reference-preview");
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  const form = new FormData();
+  form.append("file", file);
+  return api("POST", "/api/references", form).then((created) => {
+    referenceId = created.reference_id;
+    log(`character uploaded (${created.width}x${created.height})`);
+    if (session) {
+      return api("PUT", `/api/sessions/${session.session_id}/reference`, { reference_id: referenceId })
+        .then(() => log("character swapped"));
+    }
+    return null;
+  });
+}
+
+// --- WebRTC -----------------------------------------------------------------------
+
+function createPeerConnection() {
+  const connection = new RTCPeerConnection({ iceServers: config.ice_servers });
+  connection.addEventListener("connectionstatechange", () => {
+    setState(connection.connectionState);
+    log(`connection ${connection.connectionState}`);
+    if (connection.connectionState === "failed") {
+      showError(new Error("The connection to the server failed (a firewall? a TURN server may be needed)."));
+      stop();
+    }
+  });
+  connection.addEventListener("track", (event) => {
+    // First video section: the avatar; second: the driving image.
+    const index = connection.getTransceivers().indexOf(event.transceiver);
+    const video = index === 0 ? $("output") : $("driving");
+    video.srcObject = new MediaStream([event.track]);
+  });
+  return connection;
+}
+
+function waitForIceGathering(connection) {
+  if (connection.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (connection.iceGatheringState === "complete") {
+        connection.removeEventListener("icegatheringstatechange", done);
+        resolve();
+      }
+    };
+    connection.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 5000);  // send what we have
+  });
+}
+
+function negotiate() {
+  return pc.createOffer()
+    .then((offer) => pc.setLocalDescription(offer))
+    .then(() => waitForIceGathering(pc))
+    .then(() => api("POST", "/api/offer", {
+      sdp: pc.localDescription.sdp,
+      type: pc.localDescription.type,
+      reference_id: referenceId,
+      params,
+    }))
+    .then((answer) => {
+      session = { session_id: answer.session_id, view_token: answer.view_token };
+      return pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
+    });
+}
+
+function start() {
+  clearError();
+  if (!checkSecureContext()) return Promise.resolve();
+  $("start").disabled = true;
+  setState("starting");
+  const deviceId = $("camera").value;
+  const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
+  if (deviceId) video.deviceId = { exact: deviceId };
+  return navigator.mediaDevices.getUserMedia({ video, audio: false })
+    .catch((error) => { throw cameraError(error); })
+    .then((stream) => {
+      camera = stream;
+      $("webcam").srcObject = stream;
+      listCameras().catch(showError);
+      pc = createPeerConnection();
+      pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendrecv", streams: [stream] });
+      pc.addTransceiver("video", { direction: "recvonly" });
+      control = pc.createDataChannel("control");
+      control.addEventListener("message", onControlMessage);
+      control.addEventListener("open", () => log("control channel open"));
+      return negotiate();
+    })
+    .then(() => {
+      ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = false; });
+      $("obs-link").value = obsLink();
+      $("obs-link").hidden = false;
+      statsTimer = setInterval(pollStats, 1000);
+      log("session started");
+    })
+    .catch((error) => {
+      showError(error);
+      stop();
+    });
+}
+
+function stop() {
+  clearInterval(statsTimer);
+  statsTimer = null;
+  const ending = session;
+  session = null;
+  if (control) control.close();
+  control = null;
+  if (pc) pc.close();
+  pc = null;
+  if (camera) camera.getTracks().forEach((track) => track.stop());
+  camera = null;
+  pendingControl.forEach((waiter) => waiter.reject(new Error("session stopped")));
+  pendingControl.clear();
+  ["output", "webcam", "driving"].forEach((id) => { $(id).srcObject = null; });
+  $("overlay").textContent = "";
+  ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = true; });
+  $("start").disabled = !window.isSecureContext;
+  $("obs-link").hidden = true;
+  paused = false;
+  $("pause").textContent = "Pause";
+  setState("idle");
+  if (ending) {
+    return api("DELETE", `/api/sessions/${ending.session_id}`).catch(() => null);  // may already be gone
+  }
+  return Promise.resolve();
+}
+
+// --- stats, OBS link --------------------------------------------------------------
+
+function pollStats() {
+  if (!session) return;
+  api("GET", `/api/sessions/${session.session_id}/stats`)
+    .then((stats) => {
+      const latency = stats.latency_ms === null ? "-" : `${Math.round(stats.latency_ms)} ms`;
+      const warming = stats.frames.sent === 0 ? `  warming up ${Math.round(stats.queue.warmup * 100)}%` : "";
+      $("overlay").textContent =
+        `${stats.fps.output.toFixed(1)} / ${stats.fps.target} fps  latency ${latency}\n` +
+        `queue ${stats.queue.engine_pending} steps, ${stats.queue.output_backlog} frames  ` +
+        `dropped ${stats.frames.dropped}${warming}${stats.paused ? "  PAUSED" : ""}`;
+    })
+    .catch((error) => {
+      showError(error);
+      stop();
+    });
+}
+
+function obsLink() {
+  const query = new URLSearchParams({ token: session.view_token });
+  return `${location.origin}/obs/${encodeURIComponent(session.session_id)}?${query}`;
+}
+
+function copyObsLink() {
+  const link = obsLink();
+  $("obs-link").value = link;
+  if (!navigator.clipboard) {
+    $("obs-link").select();
+    return Promise.resolve(log("select the link and copy it"));
+  }
+  return navigator.clipboard.writeText(link).then(() => log("OBS link copied"));
+}
+
+// --- wiring -----------------------------------------------------------------------
+
+$("start").addEventListener("click", () => { start(); });
+$("stop").addEventListener("click", () => { stop(); });
+$("pause").addEventListener("click", () => {
+  sendControl(paused ? "resume" : "pause")
+    .then((reply) => {
+      paused = reply.paused;
+      $("pause").textContent = paused ? "Resume" : "Pause";
+    })
+    .catch(showError);
+});
+$("reset").addEventListener("click", () => {
+  sendControl("reset").then(() => log("engine reset")).catch(showError);
+});
+$("copy-obs").addEventListener("click", () => { copyObsLink().catch(showError); });
+$("reference-file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) uploadReference(file).catch(showError);
+});
+window.addEventListener("pagehide", () => {
+  if (session) fetch(`/api/sessions/${session.session_id}`, { method: "DELETE", keepalive: true }).catch(() => null);
+});
+
+checkSecureContext();
+api("GET", "/api/config")
+  .then((loaded) => {
+    config = loaded;
+    buildParamsForm();
+    log(`server: profile ${config.profile}, ${config.width}x${config.height}, first frame after ` +
+        `${config.first_frame_latency_frames} frames`);
+    return listCameras();
+  })
+  .catch(showError);
