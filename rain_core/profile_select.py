@@ -71,3 +71,46 @@ def resolve_profile(requested: str | None, weights_dir: str | Path | None) -> tu
             return profile, directory
         tried.append(f"{profile}: {'; '.join(problems)}")
     raise WeightsError(f"no profile has complete weights ({' | '.join(tried)}); {fetch_hint(given)}")
+
+
+def runtime_config(profile: str, *, device: str | None = None, dtype: str | None = None,
+                   groups: int | None = None, per_group: int | None = None, seed: int | None = None):
+    """The profile's configuration on this machine: CUDA and float16 when there is a GPU,
+    else the CPU and float32, unless given; G (and the LCM steps with it), P and the seed."""
+    import torch
+
+    from rain_core.config import ConfigError
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available on this machine")
+    overrides: dict = {"device": device, "dtype": dtype or ("float16" if device.startswith("cuda") else "float32")}
+    if groups is not None:
+        overrides.update(noise_groups=groups, num_inference_steps=groups)
+    if per_group is not None:
+        overrides["frames_per_group"] = per_group
+    if seed is not None:
+        overrides["seed"] = seed
+    return profile_config(profile).with_overrides(**overrides)
+
+
+def load_model(requested: str | None, weights_dir: str | Path | None, *, random_weights: bool = False, **runtime):
+    """The networks to run: random weights for a named profile, or the profile `resolve_profile`
+    picks with its weights (every missing part named before the slow load starts)."""
+    from rain_core.components import RainComponents
+    from rain_core.config import ConfigError
+
+    if random_weights:
+        if weights_dir is not None:
+            raise ConfigError("give either a weights directory or random weights, not both")
+        if requested is None:
+            raise ConfigError("random weights need a profile")
+        config = runtime_config(requested, **runtime)
+        return RainComponents.random(config, seed=config.seed)
+    if requested is not None and weights_dir is None and requested not in dict(AUTO_PROFILES):
+        raise ConfigError(
+            f"profile {requested!r} needs a weights directory (or random weights, to measure speed)"
+        )
+    profile, directory = resolve_profile(requested, weights_dir)
+    config = runtime_config(profile, **runtime)
+    return RainComponents.from_weights_dir(config, directory, with_image_encoders=uses_image_encoders(profile, directory))

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from rain_core.components import RainComponents, check_weights_dir
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
-from rain_core.profile_select import AUTO_PROFILES, fetch_hint, resolve_profile, uses_image_encoders
+from rain_core.profile_select import fetch_hint, load_model, runtime_config
 from rain_core.video_io import MediaError
 from rain_core.weights import WeightsError
 
@@ -61,39 +61,16 @@ def _add_model_options(parser: argparse.ArgumentParser, *, default_profile: str 
     parser.add_argument("--seed", type=int, default=None, help="noise seed of the stream")
 
 
-def model_config(args: argparse.Namespace, profile: str | None = None) -> RainConfig:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-    dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")
-    overrides: dict = {"device": device, "dtype": dtype}
-    if args.groups is not None:
-        overrides.update(noise_groups=args.groups, num_inference_steps=args.groups)
-    if args.per_group is not None:
-        overrides["frames_per_group"] = args.per_group
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    return profile_config(profile or args.profile).with_overrides(**overrides)
+def _runtime(args: argparse.Namespace) -> dict:
+    return dict(device=args.device, dtype=args.dtype, groups=args.groups, per_group=args.per_group, seed=args.seed)
+
+
+def model_config(args: argparse.Namespace) -> RainConfig:
+    return runtime_config(args.profile, **_runtime(args))
 
 
 def load_components(args: argparse.Namespace) -> RainComponents:
-    if args.random_weights:
-        if args.weights is not None:
-            raise ConfigError("give either --weights or --random-weights, not both")
-        if args.profile is None:
-            raise ConfigError("--random-weights needs --profile")
-        config = model_config(args)
-        return RainComponents.random(config, seed=config.seed)
-    if args.profile is not None and args.weights is None and args.profile not in dict(AUTO_PROFILES):
-        raise ConfigError(
-            f"profile {args.profile!r} needs --weights DIR (or --random-weights to measure speed with random weights)"
-        )
-    # The profile to run (official when its weights are complete, else the bundled demo), with
-    # every missing part named before the (slow) load starts.
-    profile, weights = resolve_profile(args.profile, args.weights)
-    config = model_config(args, profile)
-    encoders = uses_image_encoders(config.name, weights)
-    return RainComponents.from_weights_dir(config, weights, with_image_encoders=encoders)
+    return load_model(args.profile, args.weights, random_weights=args.random_weights, **_runtime(args))
 
 
 def _print_result(result: dict, as_json: bool) -> None:

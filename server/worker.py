@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from rain_core.components import RainComponents
-from rain_core.config import ConfigError, RainConfig, profile_config
+from rain_core.config import RainConfig
+from rain_core.profile_select import load_model
 from rain_core.engine import QueueModel, StreamEngine, frames_to_uint8, step_streams
 from server.core.config import Settings
 from server.metrics import Metrics
@@ -32,29 +33,11 @@ from server.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 
-def model_config(settings: Settings) -> RainConfig:
-    """The profile's configuration with the settings' device, dtype, G, P and seed."""
-    device = settings.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device}: CUDA is not available on this machine")
-    dtype = settings.DTYPE or ("float16" if device.startswith("cuda") else "float32")
-    overrides: dict[str, Any] = {"device": device, "dtype": dtype}
-    if settings.GROUPS is not None:
-        overrides.update(noise_groups=settings.GROUPS, num_inference_steps=settings.GROUPS)
-    if settings.PER_GROUP is not None:
-        overrides["frames_per_group"] = settings.PER_GROUP
-    if settings.SEED is not None:
-        overrides["seed"] = settings.SEED
-    return profile_config(settings.PROFILE).with_overrides(**overrides)
-
-
 def load_components(settings: Settings) -> RainComponents:
-    config = model_config(settings)
-    if settings.RANDOM_WEIGHTS:
-        return RainComponents.random(config, seed=config.seed)
-    assert settings.WEIGHTS is not None  # Settings checks it
-    has_encoders = (settings.WEIGHTS / "image_encoder").is_dir() or config.name == "official"
-    return RainComponents.from_weights_dir(config, settings.WEIGHTS, with_image_encoders=has_encoders)
+    return load_model(
+        settings.PROFILE, settings.WEIGHTS, random_weights=settings.RANDOM_WEIGHTS, device=settings.DEVICE,
+        dtype=settings.DTYPE, groups=settings.GROUPS, per_group=settings.PER_GROUP, seed=settings.SEED,
+    )
 
 
 @dataclass
@@ -152,9 +135,9 @@ class ModelWorker:
     def _run(self, ready: concurrent.futures.Future) -> None:
         try:
             started = time.perf_counter()
-            config = model_config(self.settings)
+            device = self.settings.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
             threads = self.settings.TORCH_THREADS
-            if threads is None and config.torch_device.type == "cpu":
+            if threads is None and not device.startswith("cuda"):
                 threads = max(1, (os.cpu_count() or 1) - 1)
             if threads is not None:
                 torch.set_num_threads(threads)

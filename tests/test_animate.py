@@ -124,4 +124,4 @@ def test_a_model_is_required(tmp_path, reference_png, capsys):
     _write_clip(driving, frames=3)
     err = _error(capsys, lambda: main(["animate", "--profile", "tiny", "--reference", str(reference_png),
                                         "--driving", str(driving), "--out", str(tmp_path / "o.mp4")]))
-    assert "needs --weights DIR" in err
+    assert "needs a weights directory" in err

@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     PORT: int = Field(8000, ge=1, le=65535)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # The model: a profile, and its weights or random weights (tiny + random is what tests use).
-    PROFILE: str = "official"
+    # The model: a profile (default: official when WEIGHTS holds it complete, else the bundled
+    # demo), and its weights or random weights (tiny + random is what tests use).
+    PROFILE: str | None = None
     WEIGHTS: Path | None = None
     RANDOM_WEIGHTS: bool = False
     DEVICE: str | None = None  # default: cuda if available, else cpu
@@ -82,16 +83,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_model_source(self) -> Settings:
-        if self.PROFILE not in PROFILES:
+        if self.PROFILE is not None and self.PROFILE not in PROFILES:
             known = ", ".join(sorted(PROFILES))
             raise ValueError(f"PROFILE={self.PROFILE!r} is not a profile; known profiles: {known}")
         if self.RANDOM_WEIGHTS and self.WEIGHTS is not None:
             raise ValueError("give either a weights directory or random weights, not both")
-        if not self.RANDOM_WEIGHTS and self.WEIGHTS is None:
-            raise ValueError(
-                f"profile {self.PROFILE!r} needs a weights directory (--weights DIR, RAIN_WEIGHTS) or random "
-                "weights (--random-weights, RAIN_RANDOM_WEIGHTS=true: speed and plumbing only)"
-            )
+        if self.RANDOM_WEIGHTS and self.PROFILE is None:
+            raise ValueError("random weights need a profile (--profile, RAIN_PROFILE)")
         if self.FPS > self.MAX_FPS:
             raise ValueError(f"FPS={self.FPS} exceeds MAX_FPS={self.MAX_FPS}")
         return self
