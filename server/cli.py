@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from rain_core.components import RainComponents, check_weights_dir
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
-from rain_core.profile_select import fetch_hint, load_model, runtime_config
+from rain_core.profile_select import fetch_hint, load_model, resolve_profile, runtime_config
 from rain_core.video_io import MediaError
 from rain_core.weights import WeightsError
 
@@ -223,8 +223,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings(**{key: value for key, value in options.items() if value is not None})
     except ValidationError as exc:
         raise ConfigError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
-    if settings.WEIGHTS is not None and not settings.WEIGHTS.is_dir():
-        raise ConfigError(f"{settings.WEIGHTS}: weights directory does not exist")
+    if not settings.RANDOM_WEIGHTS:
+        # Which profile, with every missing part named, before uvicorn starts.
+        profile, weights = resolve_profile(settings.PROFILE, settings.WEIGHTS)
+        settings = settings.model_copy(update={"PROFILE": profile, "WEIGHTS": weights})
     logging.getLogger("server").setLevel(settings.LOG_LEVEL)
     # No access log: request paths carry session ids and view tokens.
     uvicorn.run(create_app(settings), host=settings.HOST, port=settings.PORT,

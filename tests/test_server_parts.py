@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import threading
 
 import aioice.ice
@@ -14,6 +15,7 @@ from aioice import Candidate
 from pydantic import ValidationError
 
 from rain_core.weights import WeightsError
+from server import cli
 from server.core.config import Settings
 from server.metrics import Metrics
 from server.tracks import AvatarTrack, FrameSampler
@@ -27,15 +29,34 @@ def tiny_settings(**changes) -> Settings:
 
 
 # Settings ---------------------------------------------------------------------------------
-def test_settings_need_weights_or_random_weights() -> None:
-    with pytest.raises(ValidationError, match="needs a weights directory"):
-        Settings(_env_file=None, PROFILE="tiny")
+def test_settings_check_the_model_source() -> None:
+    assert Settings(_env_file=None).PROFILE is None  # resolve_profile decides when the model loads
+    with pytest.raises(ValidationError, match="random weights need a profile"):
+        Settings(_env_file=None, RANDOM_WEIGHTS=True)
     with pytest.raises(ValidationError, match="not both"):
         Settings(_env_file=None, PROFILE="tiny", RANDOM_WEIGHTS=True, WEIGHTS="/tmp")
     with pytest.raises(ValidationError, match="not a profile"):
         Settings(_env_file=None, PROFILE="huge", RANDOM_WEIGHTS=True)
     with pytest.raises(ValidationError, match="exceeds MAX_FPS"):
         tiny_settings(FPS=40, MAX_FPS=30)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--random-weights"], "random weights need a profile"),
+        (["serve", "--profile", "tiny", "--random-weights", "--weights", "."], "not both"),
+        (["serve", "--profile", "tiny", "--weights", "{missing}"], "profile 'tiny': incomplete weights"),
+    ],
+)
+def test_serve_refuses_a_model_it_cannot_load_before_starting(argv, message, tmp_path, capsys, monkeypatch) -> None:
+    for key in [k for k in os.environ if k.startswith("RAIN_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no .env file
+    argv = [arg.format(missing=tmp_path / "missing") for arg in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_settings_from_the_environment(monkeypatch) -> None:
