@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rain_core.driving import DrivingPipeline
-from rain_core.engine import StreamEngine, frames_to_uint8
+from rain_core.engine import StreamEngine, stream_frames
 from rain_core.video_io import MediaError, VideoReader, VideoWriter, atomic_output, load_image
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ def animate(
     flushed at the end by repeating the last driving image until every input frame is out.
     """
     config = engine.config
-    p = config.frames_per_group
     reference_image = load_image(reference)
     with VideoReader(driving) as reader:
         rate = fps or reader.fps or DEFAULT_FPS
@@ -62,35 +62,24 @@ def animate(
         with atomic_output(out) as partial:
             writer = VideoWriter(partial, config.width, config.height, rate)
             bar = tqdm(total=reader.frame_count, unit="frame", desc="animate", disable=not progress)
-            try:
-                written, seen, group = 0, 0, []
+            read = 0
 
-                def emit(frames) -> None:
-                    nonlocal written
-                    if frames is None:
-                        return
-                    for image in frames_to_uint8(frames)[: max(seen - written, 0)]:
-                        writer.write(image)
-                        written += 1
-                        bar.update(1)
-
-                last_image = None
+            def driving_images() -> Iterator[np.ndarray]:
+                nonlocal read
                 for image in reader:
                     if driving_pipeline is not None:
-                        image = driving_pipeline(image, seen / rate)
-                    last_image = _fit(image, config.width, config.height)
-                    group.append(last_image)
-                    seen += 1
-                    if len(group) == p:
-                        emit(engine.step(np.stack(group)))
-                        group = []
-                if seen == 0:
+                        image = driving_pipeline(image, read / rate)
+                    read += 1
+                    yield _fit(image, config.width, config.height)
+
+            written = 0
+            try:
+                for frame in stream_frames(engine, driving_images()):
+                    writer.write(frame)
+                    written += 1
+                    bar.update(1)
+                if read == 0:
                     raise MediaError(f"{driving}: the video has no frames")
-                # Flush: pad the last group and push the queue through with the last image.
-                while written < seen:
-                    group += [last_image] * (p - len(group))
-                    emit(engine.step(np.stack(group)))
-                    group = []
             finally:
                 bar.close()
                 writer.close()

@@ -66,37 +66,13 @@ def unet_flops_per_call(config: RainConfig) -> int:
         features = torch.empty(1, config.pose_guider.conditioning_embedding_channels, g * p, h, w)
         clip = torch.empty(1, 1, config.clip_embed_dim)
         cond = torch.empty(1, config.denoising_unet.cond_proj_dim)
-        banks = {}
-        for name, block in _bank_shapes(config).items():
-            banks[name] = torch.empty(1, *block)
-        reference = unet.cache_reference(banks)
+        latents = torch.empty(1, config.unet.in_channels, h, w)
+        reference = unet.cache_reference(components.reference_unet.compute_banks(latents, clip))
         timesteps = torch.zeros(g * p, dtype=torch.long)
         counter = FlopCounterMode(display=False)
         with counter:
             unet(sample, timesteps, clip, pose_features=features, time_cond=cond, reference=reference)
     return counter.get_total_flops()
-
-
-def _bank_shapes(config: RainConfig) -> dict[str, tuple[int, int]]:
-    """Bank name -> (tokens, channels), from the UNet layout at the config's latent size."""
-    widths = config.unet.block_out_channels
-    sizes = [(config.latent_height, config.latent_width)]
-    for _ in widths[1:]:
-        h, w = sizes[-1]
-        sizes.append(((h + 1) // 2, (w + 1) // 2))
-    shapes: dict[str, tuple[int, int]] = {}
-    for i, kind in enumerate(config.unet.down_block_types):
-        if kind.startswith("CrossAttn"):
-            for j in range(config.unet.layers_per_block):
-                shapes[f"d{i}{j}"] = (sizes[i][0] * sizes[i][1], widths[i])
-    shapes["m"] = (sizes[-1][0] * sizes[-1][1], widths[-1])
-    n = len(widths)
-    for i, kind in enumerate(config.unet.up_block_types):
-        if kind.startswith("CrossAttn"):
-            level = n - 1 - i
-            for j in range(config.unet.layers_per_block + 1):
-                shapes[f"u{i}{j}"] = (sizes[level][0] * sizes[level][1], widths[level])
-    return shapes
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:

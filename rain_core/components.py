@@ -125,9 +125,6 @@ class RainComponents:
             components.image_encoder = load_image_encoder(weights_dir / IMAGE_ENCODER_FOLDER, config.clip_embed_dim)
         return components.to(config.torch_device, config.torch_dtype)
 
-    @property
-    def has_reference_encoder(self) -> bool:
-        return self.image_encoder is not None or self.context is not None
 
     @classmethod
     def random(cls, config: RainConfig, *, seed: int = 0) -> RainComponents:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
@@ -396,6 +396,36 @@ def _step_batch(engines: Sequence[StreamEngine], poses: Sequence[torch.Tensor]) 
     for i, engine in enumerate(engines):
         engine._advance(stepped[i : i + 1], features[i : i + 1])
     return frames
+
+
+def stream_frames(engine: StreamEngine, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Stream driving images [H, W, 3] uint8 through `engine`; yield one output frame per image.
+
+    Outputs lag the inputs by the queue (G*P frames), so when `images` ends the queue is
+    flushed by repeating the last image until every input has its frame.
+    """
+    p = engine.frames_per_call
+    seen = emitted = 0
+    group: list[np.ndarray] = []
+
+    def step() -> Iterator[np.ndarray]:
+        nonlocal emitted, group
+        frames = engine.step(np.stack(group))
+        group = []
+        if frames is not None:
+            for frame in frames_to_uint8(frames)[: seen - emitted]:
+                emitted += 1
+                yield frame
+
+    last = None
+    for last in images:
+        group.append(last)
+        seen += 1
+        if len(group) == p:
+            yield from step()
+    while emitted < seen:
+        group += [last] * (p - len(group))
+        yield from step()
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:

@@ -16,8 +16,6 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-
 from rain_core.components import RainComponents, check_weights_dir
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
 from rain_core.profile_select import fetch_hint, load_model, resolve_profile, runtime_config

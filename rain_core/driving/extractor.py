@@ -45,13 +45,31 @@ def check_frame(frame: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(frame)
 
 
-class FaceMeshExtractor:
+class _MediapipeExtractor:
+    """The common part: check the frame, run the solution, read its result."""
+
+    _solution = None
+
+    def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
+        frame = check_frame(frame)
+        if frame is None:
+            return Landmarks(timestamp=timestamp)
+        return self._landmarks(self._solution.process(frame), timestamp)
+
+    def _landmarks(self, result, timestamp: float) -> Landmarks:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._solution.close()
+
+
+class FaceMeshExtractor(_MediapipeExtractor):
     """Face only (468 mesh + 10 iris points -> iBUG 68): the fast path for face mode."""
 
     def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self._solution = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False,
             max_num_faces=1,
             refine_landmarks=True,
@@ -59,27 +77,20 @@ class FaceMeshExtractor:
             min_tracking_confidence=min_tracking_confidence,
         )
 
-    def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
-        frame = check_frame(frame)
-        if frame is None:
-            return Landmarks(timestamp=timestamp)
-        result = self._mesh.process(frame)
+    def _landmarks(self, result, timestamp: float) -> Landmarks:
         if not result.multi_face_landmarks:
             return Landmarks(timestamp=timestamp)
         return Landmarks(face=face_from_mediapipe(_points(result.multi_face_landmarks[0])), timestamp=timestamp)
 
-    def close(self) -> None:
-        self._mesh.close()
 
-
-class HolisticExtractor:
+class HolisticExtractor(_MediapipeExtractor):
     """mediapipe Holistic: pose 33 (-> OpenPose 18), face mesh with irises (-> iBUG 68), both hands."""
 
     def __init__(self, model_complexity: int = 1, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5):
         import mediapipe as mp
 
-        self._holistic = mp.solutions.holistic.Holistic(
+        self._solution = mp.solutions.holistic.Holistic(
             static_image_mode=False,
             model_complexity=model_complexity,
             refine_face_landmarks=True,
@@ -87,11 +98,7 @@ class HolisticExtractor:
             min_tracking_confidence=min_tracking_confidence,
         )
 
-    def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
-        frame = check_frame(frame)
-        if frame is None:
-            return Landmarks(timestamp=timestamp)
-        result = self._holistic.process(frame)
+    def _landmarks(self, result, timestamp: float) -> Landmarks:
         return Landmarks(
             face=face_from_mediapipe(_points(result.face_landmarks)) if result.face_landmarks else None,
             body=body_from_mediapipe(_points(result.pose_landmarks)) if result.pose_landmarks else None,
@@ -99,6 +106,3 @@ class HolisticExtractor:
             right_hand=_points(result.right_hand_landmarks)[:, :2] if result.right_hand_landmarks else None,
             timestamp=timestamp,
         )
-
-    def close(self) -> None:
-        self._holistic.close()

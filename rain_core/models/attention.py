@@ -84,7 +84,7 @@ class ReferenceAttnProcessor:
             _split_heads(attn, query), _split_heads(attn, key), _split_heads(attn, value), scale=attn.scale
         )
         batch, heads, length, dim_head = out.shape
-        out = out.transpose(1, 2).reshape(batch, length, heads * dim_head).to(query.dtype)
+        out = out.transpose(1, 2).reshape(batch, length, heads * dim_head)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
 

@@ -116,21 +116,21 @@ class VideoFolderClips:
         from PIL import Image
 
         from rain_core.driving import DrivingPipeline, DrivingSettings
+        from rain_core.driving.geometry import crop_box
         from rain_core.video_io import VideoReader
 
         width, height = self.config.width, self.config.height
         pipeline = DrivingPipeline(DrivingSettings(mode=self.config.driving_mode), width=width, height=height)
         frames, driving = [], []
+        box = None
         try:
             with VideoReader(video) as reader:
                 fps = reader.fps or 16.0
                 for i, frame in enumerate(reader):
                     driving.append(pipeline(frame, i / fps))
                     # The same centred crop the pipeline analysed, at the model size.
-                    from rain_core.driving.geometry import crop_box
-
-                    x0, y0, x1, y1 = crop_box(frame.shape[1], frame.shape[0], width / height,
-                                              pipeline.settings.crop_ratio)
+                    box = box or crop_box(frame.shape[1], frame.shape[0], width / height, pipeline.settings.crop_ratio)
+                    x0, y0, x1, y1 = box
                     view = frame[y0:y1, x0:x1]
                     frames.append(np.asarray(Image.fromarray(view).resize((width, height), Image.BILINEAR)))
         finally:

@@ -17,7 +17,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from rain_core.components import RainComponents
-from rain_core.engine import QueueModel, StreamEngine, frames_to_uint8
+from rain_core.engine import QueueModel, StreamEngine, stream_frames
 
 
 def animate_clip(components: RainComponents | QueueModel, driving: np.ndarray, reference: np.ndarray, *,
@@ -25,17 +25,7 @@ def animate_clip(components: RainComponents | QueueModel, driving: np.ndarray, r
     """Stream a whole clip through a fresh engine; one output frame per driving frame (uint8)."""
     engine = StreamEngine(components, seed=seed)
     engine.set_reference(reference)
-    p = engine.frames_per_call
-    total = len(driving)
-    padded = np.concatenate([driving, np.repeat(driving[-1:], (-total) % p + engine.first_frame_latency_frames, 0)])
-    outputs = []
-    for start in range(0, len(padded), p):
-        frames = engine.step(padded[start : start + p])
-        if frames is not None:
-            outputs.append(frames_to_uint8(frames))
-        if sum(len(o) for o in outputs) >= total:
-            break
-    return np.concatenate(outputs)[:total]
+    return np.stack(list(stream_frames(engine, driving)))
 
 
 def psnr(output: np.ndarray, truth: np.ndarray) -> float:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
 
 from rain_core.components import RainComponents
 from rain_core.config import RainConfig
@@ -56,19 +53,3 @@ def train_model(config: RainConfig, data: str, output_dir: Path, settings: Train
         trainer.settings = settings
     return trainer.run(progress=progress)
 
-
-def export_model(trained_dir: Path, destination: Path, *, dtype: torch.dtype = torch.float16,
-                 card: dict | None = None) -> Path:
-    """Copy a run's EMA weights into a model directory, stored in `dtype` (half the size in fp16)."""
-    source = trained_dir / "ema"
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source}: no EMA weights; train first")
-    destination.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.glob("*.safetensors")):
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-        save_file(state, str(destination / path.name))
-    if (trained_dir / "config.json").is_file():
-        shutil.copy(trained_dir / "config.json", destination / "config.json")
-    if card is not None:
-        (destination / "model_card.json").write_text(json.dumps(card, indent=1))
-    return destination

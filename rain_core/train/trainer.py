@@ -8,7 +8,6 @@ written as MP4, determinism with a seed and a time bound (`max_minutes`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -248,7 +247,7 @@ class Trainer:
             module = getattr(self.components, name)
             if module is not None and (directory / filename).is_file():
                 module.load_state_dict(load_file(str(directory / filename), device=str(self.device)))
-        state = torch.load(state_path, map_location=self.device, weights_only=False)
+        state = torch.load(state_path, map_location=self.device, weights_only=True)
         self.step = state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.minutes_trained = state["minutes_trained"]
@@ -271,7 +270,7 @@ class Trainer:
         finally:
             self.ema.restore(params)
 
-    def write_validation_clip(self, clips: int = 1) -> Path:
+    def write_validation_clip(self) -> Path:
         """Animate a validation character with the EMA weights into `validation/step_N.mp4`."""
         path = self.output_dir / "validation" / f"step_{self.step:06d}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,6 +291,3 @@ class Trainer:
             writer.close()
         return path
 
-
-def write_model_card(directory: Path, card: dict) -> None:
-    (directory / "model_card.json").write_text(json.dumps(card, indent=1))
