@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -163,9 +163,12 @@ class SchedulerConfig(_Section):
 
 class TAESDVConfig(_Section):
     latent_channels: int = Field(4, ge=1)
-    channels: int = Field(64, ge=1)
+    # One width, or four: full resolution down to the latent grid.
+    channels: PositiveInt | tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = 64
     # 3 is the published layout; the demo's own codec uses 1 (faster to train and run).
     blocks_per_stage: int = Field(3, ge=1)
+    # A linear 8x8-patch path beside the conv stacks (not in the published layout).
+    patch_path: bool = False
 
 
 class RainConfig(_Section):
@@ -341,12 +344,12 @@ def demo_config(**overrides: Any) -> RainConfig:
     package: 128x128, G=3 groups x P=2 frames, TAESDV-class codec and a learned context token."""
     base: dict[str, Any] = dict(
         name="demo",
-        # 8 latent channels (SD has 4): the codec is trained here in minutes and reconstructs
+        # 16 latent channels (SD has 4): the codec is trained here in minutes and reconstructs
         # the cartoon frames much better with the wider latent; the UNet barely notices.
-        unet=UNetConfig(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, in_channels=8, out_channels=8),
+        unet=UNetConfig(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, in_channels=16, out_channels=16),
         denoising_unet=DenoisingUNetConfig(cond_proj_dim=32),
         pose_guider=PoseGuiderConfig(conditioning_embedding_channels=32, block_out_channels=(8, 16, 32, 32)),
-        taesdv=TAESDVConfig(channels=16, latent_channels=8, blocks_per_stage=1),
+        taesdv=TAESDVConfig(channels=16, latent_channels=16, blocks_per_stage=1, patch_path=True),
         clip_embed_dim=32,
         reference_encoder="taesdv",
         driving_mode="body",

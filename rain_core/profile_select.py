@@ -15,10 +15,17 @@ from rain_core.weights import WeightsError
 
 # The demo model trained here on synthetic characters ships inside the package.
 DEMO_WEIGHTS_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+# A character the demo model knows (a held-out synthetic one, at rest): the server's default.
+DEMO_CHARACTER = DEMO_WEIGHTS_DIR / "character.png"
 # Profiles tried in order when none is requested: (profile, its bundled weights directory, or
 # None for the directory given by the user). With the demo last, a box without downloaded
 # weights still starts.
 AUTO_PROFILES: tuple[tuple[str, Path | None], ...] = (("official", None), ("demo", DEMO_WEIGHTS_DIR))
+
+
+def sample_character(config) -> Path | None:
+    """The bundled character that suits a model of this profile, if any."""
+    return DEMO_CHARACTER if config.name == "demo" and DEMO_CHARACTER.is_file() else None
 
 
 def fetch_hint(weights_dir: Path | None) -> str:

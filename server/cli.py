@@ -170,6 +170,11 @@ def cmd_bench_driving(args: argparse.Namespace) -> int:
     return 0
 
 
+# A small model from scratch learns fastest near 5e-4; fine-tuning trained weights needs far less.
+SCRATCH_LEARNING_RATE = 5e-4
+FINE_TUNE_LEARNING_RATE = 1e-5
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or fine-tune) a profile with RAIN's staggered-noise objective."""
     from rain_core.train.run import train_model
@@ -180,7 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Weights train in float32 (bf16 autocast on CUDA does the fast math).
         config = config.with_overrides(dtype="float32")
     settings = TrainSettings(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        steps=args.steps, batch_size=args.batch_size,
+        learning_rate=args.learning_rate or (FINE_TUNE_LEARNING_RATE if args.weights else SCRATCH_LEARNING_RATE),
         max_minutes=args.max_minutes, seed=config.seed, freeze=tuple(args.freeze),
         timestep_jitter=args.timestep_jitter, gradient_checkpointing=config.name == "official",
     )
@@ -198,8 +204,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     components = load_components(args)
     dataset = SyntheticClips(components.config, frames=args.frames, split="val")
-    result = as_dict(evaluate(components, dataset, clips=args.clips, seed=components.config.seed))
-    _print_result(result, args.json)
+    result = evaluate(components, dataset, clips=args.clips, seed=components.config.seed)
+    _print_result(as_dict(result), args.json)
+    if args.strip is not None:
+        from PIL import Image
+
+        from rain_core.train.evaluate import frame_strip
+
+        strip = frame_strip(components, dataset, list(range(min(args.clips, 3))), seed=components.config.seed)
+        Image.fromarray(strip).save(args.strip)
+    if args.card is not None:
+        from rain_core.train.export import add_evaluation
+
+        add_evaluation(args.card, result)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Pack a training run's EMA weights as a shippable float16 model directory with a card."""
+    from rain_core.train.export import ExportError, export_model
+
+    try:
+        card = export_model(args.run_dir, args.out, max_bytes=int(args.max_mib * 2**20))
+    except ExportError as exc:
+        raise SystemExit(f"rain-avatar export: error: {exc}") from None
+    sys.stdout.write(f"wrote {args.out} ({card.weight_bytes / 2**20:.1f} MiB); add figures with "
+                     f"`rain-avatar evaluate --weights {args.out} --card {args.out}`\n")
     return 0
 
 
@@ -278,9 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, validation clips)")
     train.add_argument("--steps", type=_positive_int, default=100_000)
     train.add_argument("--batch-size", type=_positive_int, default=2)
-    train.add_argument("--learning-rate", type=_positive_float, default=3e-4)
+    train.add_argument("--learning-rate", type=_positive_float, default=None,
+                       help=f"default {SCRATCH_LEARNING_RATE:g} from scratch, {FINE_TUNE_LEARNING_RATE:g} with --weights")
     train.add_argument("--max-minutes", type=_positive_float, default=None, help="stop after this long")
-    train.add_argument("--codec-steps", type=_positive_int, default=1500,
+    train.add_argument("--codec-steps", type=_positive_int, default=8000,
                        help="steps of the profile's own codec, when it has one")
     train.add_argument("--freeze", nargs="*", default=[], choices=["reference_unet", "denoising_unet",
                                                                     "pose_guider", "context"])
@@ -293,7 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--clips", type=_positive_int, default=8)
     evaluate.add_argument("--frames", type=_positive_int, default=48)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--strip", type=Path, default=None,
+                          help="also write a PNG of driving images, output and true frames")
+    evaluate.add_argument("--card", type=Path, default=None,
+                          help="also write the figures into the model card of this exported model directory")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    export = commands.add_parser("export", help="pack a training run as a float16 model directory with a card")
+    export.add_argument("run_dir", metavar="RUN", type=Path, help="the --out directory of `rain-avatar train`")
+    export.add_argument("--out", type=Path, required=True, help="model directory to write (replaced whole)")
+    export.add_argument("--max-mib", type=_positive_float, default=25.0, help="refuse weights larger than this")
+    export.set_defaults(run=cmd_export)
 
     serve = commands.add_parser("serve", help="run the live WebRTC server (webcam page, OBS view)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")

@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from rain_core.profile_select import sample_character
 from server.api.main import api_router
 from server.api.routes import health, pages, whep
 from server.core.config import Settings, get_settings
@@ -32,12 +33,15 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    image = load_reference_file(settings.REFERENCE_IMAGE) if settings.REFERENCE_IMAGE else grey_card()
+    image = load_reference_file(settings.REFERENCE_IMAGE) if settings.REFERENCE_IMAGE else None
     include_loopback(settings.ICE_LOOPBACK)
     metrics = Metrics()
     worker = ModelWorker(settings, metrics)
     try:
         await worker.start()
+        if image is None:
+            bundled = sample_character(worker.config)
+            image = load_reference_file(bundled) if bundled is not None else grey_card()
         references = ReferenceStore(max_items=settings.MAX_REFERENCES, ttl=settings.REFERENCE_TTL)
         sessions = SessionManager(settings, worker, references, metrics, Reference(id="default", image=image))
         sessions.start()

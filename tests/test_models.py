@@ -6,7 +6,7 @@ import torch
 
 from rain_core.components import RainComponents
 from rain_core.config import tiny_config
-from rain_core.models import guidance_scale_embedding
+from rain_core.models import TAESDV, guidance_scale_embedding
 from tests.helpers import assert_close
 
 
@@ -50,6 +50,29 @@ def test_decoder_memory_makes_slices_equal_one_pass(golden_components, golden_co
     first, memory = decoder.decode_stream(latents[:, :4], decoder.initial_memory(1, h, w))
     second, _ = decoder.decode_stream(latents[:, 4:], memory)
     assert_close(torch.cat([first, second], dim=1), whole, "sliced decode", rtol=1e-6)
+
+
+@torch.no_grad()
+def test_codec_of_per_resolution_widths_with_patch_path_streams_exactly():
+    """The codecs trained here (four widths, linear patch path) keep the streaming contract."""
+    codec = TAESDV(latent_channels=6, channels=(8, 12, 16, 16), blocks_per_stage=1, patch_path=True)
+    generator = torch.Generator().manual_seed(0)
+    for parameter in codec.parameters():
+        parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    frames = torch.rand(6, 3, 40, 24, generator=generator)
+    latents = codec.encode(frames)
+    assert latents.shape == (6, 6, 5, 3)
+    h, w = latents.shape[-2:]
+    assert [s[1] for s in codec.memory_shapes(1, h, w)] == [16, 16, 12, 8]
+    stream = latents.unsqueeze(0)
+    whole, _ = codec.decode_stream(stream, codec.initial_memory(1, h, w))
+    assert whole.shape == (1, 6, 3, 40, 24)
+    first, memory = codec.decode_stream(stream[:, :2], codec.initial_memory(1, h, w))
+    second, _ = codec.decode_stream(stream[:, 2:], memory)
+    assert_close(torch.cat([first, second], dim=1), whole, "sliced decode", rtol=1e-6)
+    # The patch path is part of the encoding.
+    codec.patch_encoder.weight.zero_()
+    assert not torch.allclose(codec.encode(frames), latents)
 
 
 @torch.no_grad()

@@ -103,7 +103,52 @@ def test_codec_training_reduces_reconstruction_error(config):
     frames = collate(FixedClips(config, same=True), [0]).frames
     with torch.no_grad():
         before = codec_loss(codec, frames)[1]
-    train_codec(codec, FixedClips(config, same=True), steps=15, batch_size=1, learning_rate=3e-3, progress=False)
+    result = train_codec(codec, FixedClips(config, same=True), steps=15, batch_size=1, learning_rate=3e-3,
+                         progress=False)
+    assert result.steps == 15
     with torch.no_grad():
         after = codec_loss(codec, frames)[1]
     assert after < before
+
+
+def test_export_packs_the_ema_weights_as_float16_with_a_card(config, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from rain_core.train.evaluate import EvaluationResult
+    from rain_core.train.export import add_evaluation, export_model, read_card
+
+    run = tmp_path / "run"
+    trainer = _trainer(config, run, steps=2, checkpoint_every=1)
+    trainer.run(progress=False)
+    out = tmp_path / "model"
+    card = export_model(run, out)
+    assert card.unet_steps == 2 and card.profile == config.name
+    with safe_open(str(out / "denoising_unet.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    loaded = RainComponents.from_weights_dir(config, out)
+    expected = load_file(str(run / "ema" / "pose_guider.safetensors"))
+    for key, value in loaded.pose_guider.state_dict().items():
+        assert torch.equal(value, expected[key].half().float()), key
+    figures = EvaluationResult(clips=1, frames=6, psnr=30.0, ssim=0.9, baseline_static_psnr=20.0,
+                               baseline_static_ssim=0.8, baseline_blank_driving_psnr=21.0,
+                               baseline_blank_driving_ssim=0.81, flicker=1.0, true_flicker=1.1)
+    add_evaluation(out, figures)
+    assert read_card(out).evaluation["psnr"] == 30.0
+    assert "| this model | 30.00 | 0.900 |" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_export_over_the_size_limit_leaves_the_old_model(config, tmp_path):
+    from rain_core.train.export import ExportError, export_model
+
+    run = tmp_path / "run"
+    _trainer(config, run, steps=1).run(progress=False)
+    out = tmp_path / "model"
+    export_model(run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ExportError, match="limit is"):
+        export_model(run, out, max_bytes=1000)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no staging directory left"
+    with pytest.raises(ExportError, match="not a training run"):
+        export_model(tmp_path / "nothing", out)

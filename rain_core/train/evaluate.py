@@ -85,3 +85,24 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
 
 def as_dict(result: EvaluationResult) -> dict:
     return asdict(result)
+
+
+@torch.inference_mode()
+def frame_strip(components: RainComponents, dataset, indices: list[int], *, columns: int = 8, seed: int = 0) -> np.ndarray:
+    """A picture of the model at work: per clip, rows of driving images, output and true frames,
+    `columns` frames evenly spaced over the clip, after the reference image (uint8 [H, W, 3])."""
+    model = QueueModel(components)
+    blocks = []
+    for index in indices:
+        truth, driving, reference = dataset.clip(index)
+        output = animate_clip(model, driving, reference, seed=seed)
+        picks = np.linspace(0, len(truth) - 1, columns).round().astype(int)
+        blank = np.zeros_like(reference)
+        rows = [
+            [blank, *driving[picks]],
+            [reference, *output[picks]],
+            [blank, *truth[picks]],
+        ]
+        blocks.append(np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0))
+    gap = np.full((4, blocks[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([part for block in blocks for part in (block, gap)][:-1], axis=0)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import torch
 
 from rain_core.components import RainComponents
 from rain_core.config import RainConfig
@@ -17,8 +21,10 @@ from rain_core.train.trainer import Trainer, TrainResult, TrainSettings
 
 logger = logging.getLogger(__name__)
 
+CODEC_FILE = "codec.json"
+RUN_FILE = "run.json"
 # Share of the time budget the codec gets when it is trained from scratch.
-CODEC_TIME_SHARE = 0.2
+CODEC_TIME_SHARE = 0.25
 
 
 def make_dataset(config: RainConfig, data: str, cache_dir: Path, *, split: str = "train"):
@@ -28,7 +34,7 @@ def make_dataset(config: RainConfig, data: str, cache_dir: Path, *, split: str =
 
 
 def train_model(config: RainConfig, data: str, output_dir: Path, settings: TrainSettings, *,
-                init_weights: Path | None = None, codec_steps: int = 1500, resume: bool = False,
+                init_weights: Path | None = None, codec_steps: int = 8000, resume: bool = False,
                 progress: bool = True) -> TrainResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -43,13 +49,18 @@ def train_model(config: RainConfig, data: str, output_dir: Path, settings: Train
     needs_codec = config.reference_encoder == "taesdv" and init_weights is None and not resumed
     if needs_codec:
         budget = settings.max_minutes * CODEC_TIME_SHARE if settings.max_minutes else None
-        l1 = train_codec(components.decoder, dataset, steps=codec_steps, batch_size=2, seed=settings.seed,
-                         max_minutes=budget, progress=progress)
-        logger.info("codec trained: reconstruction L1 %.4f", l1)
-        (output_dir / "codec.json").write_text(json.dumps({"l1": l1, "steps": codec_steps}))
+        codec = train_codec(components.decoder, dataset, steps=codec_steps, seed=settings.seed,
+                            max_minutes=budget, progress=progress)
+        logger.info("codec trained: %d steps, reconstruction L1 %.4f", codec.steps, codec.l1)
+        (output_dir / CODEC_FILE).write_text(json.dumps(asdict(codec)))
     if settings.max_minutes:
         left = settings.max_minutes - (time.monotonic() - started) / 60
         settings = settings.model_copy(update={"max_minutes": max(left, 0.1)})
         trainer.settings = settings
-    return trainer.run(progress=progress)
+    result = trainer.run(progress=progress)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, " \
+              f"{config.device}, torch {torch.__version__}"
+    (output_dir / RUN_FILE).write_text(json.dumps({"machine": machine, "minutes": (time.monotonic() - started) / 60,
+                                                   "unet_steps": result.steps}))
+    return result
 

@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     # the media path (codecs, driving extraction) keeps a core and the OpenMP workers never spin
     # against it (on 2 cores, 2 torch threads made a step ~5x slower under WebRTC load).
     TORCH_THREADS: int | None = Field(None, ge=1)
-    # Character used until a session picks one (a path on the server); none: a plain grey card.
+    # Character used until a session picks one (a path on the server); none: the bundled demo
+    # model's sample character when that model runs, else a plain grey card.
     REFERENCE_IMAGE: Path | None = None
 
     # Sessions.
