@@ -45,6 +45,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _jitter(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= 500:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 500, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def _add_model_options(parser: argparse.ArgumentParser, *, default_profile: str | None = None) -> None:
     parser.add_argument("--profile", default=default_profile, choices=sorted(PROFILES),
                         help="model profile (default: official when --weights holds it complete, "
@@ -173,6 +193,10 @@ def cmd_bench_driving(args: argparse.Namespace) -> int:
 # A small model from scratch learns fastest near 5e-4; fine-tuning trained weights needs far less.
 SCRATCH_LEARNING_RATE = 5e-4
 FINE_TUNE_LEARNING_RATE = 1e-5
+# From scratch, half the clips have one shared noise level, so that the model learns to draw
+# from the reference (a first run without them drifted into blotches within a second of
+# streaming); fine-tuning keeps the published staggered-only objective.
+SCRATCH_SHARED_LEVEL_PROB = 0.5
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -189,6 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate or (FINE_TUNE_LEARNING_RATE if args.weights else SCRATCH_LEARNING_RATE),
         max_minutes=args.max_minutes, seed=config.seed, freeze=tuple(args.freeze),
         timestep_jitter=args.timestep_jitter, gradient_checkpointing=config.name == "official",
+        shared_level_prob=args.shared_level_prob if args.shared_level_prob is not None
+        else (0.0 if args.weights else SCRATCH_SHARED_LEVEL_PROB),
     )
     result = train_model(config, args.data, args.out, settings, init_weights=args.weights,
                          codec_steps=args.codec_steps, resume=args.resume)
@@ -315,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="steps of the profile's own codec, when it has one")
     train.add_argument("--freeze", nargs="*", default=[], choices=["reference_unet", "denoising_unet",
                                                                     "pose_guider", "context"])
-    train.add_argument("--timestep-jitter", type=int, default=0)
+    train.add_argument("--timestep-jitter", type=_jitter, default=0,
+                       help="move each group's noise level by up to this many timesteps (0-500)")
+    train.add_argument("--shared-level-prob", type=_probability, default=None,
+                       help=f"share of clips noised to one level throughout (default {SCRATCH_SHARED_LEVEL_PROB:g} "
+                            "from scratch, 0 with --weights)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.set_defaults(run=cmd_train)
 

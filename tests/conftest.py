@@ -65,7 +65,7 @@ def golden_banks(golden_cases: dict, golden_components: RainComponents) -> dict:
 # The live server --------------------------------------------------------------------
 @dataclass
 class LiveServer:
-    """`rain-avatar serve` (tiny profile, random weights) in a subprocess on 127.0.0.1."""
+    """`rain-avatar serve` in a subprocess on 127.0.0.1."""
 
     url: str
     process: subprocess.Popen
@@ -81,8 +81,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_live_server(directory: Path, **env: str) -> LiveServer:
-    """Start a server and wait (bounded) until it answers; `env` adds RAIN_* settings."""
+RANDOM_TINY = ("--profile", "tiny", "--random-weights")
+
+
+def start_live_server(directory: Path, *, model_args: tuple[str, ...] = RANDOM_TINY, **env: str) -> LiveServer:
+    """Start a server and wait (bounded) until it answers; `env` adds RAIN_* settings.
+    `model_args=()` runs what a bare `rain-avatar serve` runs."""
     port = _free_port()
     # A developer's own RAIN_* settings must not leak into the tests; cwd has no .env file.
     clean = {key: value for key, value in os.environ.items() if not key.startswith("RAIN_")}
@@ -97,8 +101,7 @@ def start_live_server(directory: Path, **env: str) -> LiveServer:
     log_path = directory / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--profile", "tiny", "--random-weights",
-             "--port", str(port)],
+            [sys.executable, "-m", "server.cli", "serve", *model_args, "--port", str(port)],
             cwd=directory, env=clean, stdout=log, stderr=subprocess.STDOUT,
         )
     server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)

@@ -55,6 +55,21 @@ def test_staggered_noise_levels(config):
     assert not torch.equal(groups, levels.expand_as(groups))
 
 
+def test_shared_level_clips(config):
+    scheduler = RainComponents.build(config).scheduler
+    levels = scheduler.streaming_timesteps(config.num_inference_steps).flip(0)
+    staggered = levels.repeat_interleave(config.frames_per_group)
+    timesteps = staggered_timesteps(scheduler, config, batch=200, shared_level_prob=0.5,
+                                    generator=torch.Generator().manual_seed(0))
+    shared = [row for row in timesteps if not torch.equal(row, staggered)]
+    for row in shared:
+        assert row.unique().numel() == 1 and row[0] in levels, "one of the inference levels for the whole clip"
+    assert 60 < len(shared) < 140, "about half the clips"
+    assert {int(row[0]) for row in shared} == set(levels.tolist()), "every level drawn"
+    never = staggered_timesteps(scheduler, config, batch=50, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(never, staggered.expand(50, -1))
+
+
 def test_training_lowers_the_loss_on_a_fixed_batch(config, tmp_path):
     dataset = FixedClips(config, same=True)
     trainer = _trainer(config, tmp_path, dataset, learning_rate=1e-3)

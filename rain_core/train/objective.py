@@ -21,12 +21,17 @@ def staggered_timesteps(
     *,
     batch: int = 1,
     jitter: int = 0,
+    shared_level_prob: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-frame training timesteps [batch, G*P]: ascending by group, each group at one level.
 
     `jitter` moves each group's level by a uniform integer in [-jitter, jitter] (the same for
     the group's P frames), clipped to the schedule, and never past the neighbouring groups.
+    With probability `shared_level_prob` a clip instead has every group at one of those levels,
+    drawn at random: with no cleaner neighbour to copy from, the model has to draw the frames
+    from the reference and the driving images, which is what keeps a stream anchored to its
+    character when the cleanest group is the model's own earlier output.
     """
     levels = scheduler.streaming_timesteps(config.num_inference_steps).flip(0)  # ascending
     groups = levels.unsqueeze(0).repeat(batch, 1)
@@ -34,6 +39,10 @@ def staggered_timesteps(
         offsets = torch.randint(-jitter, jitter + 1, groups.shape, generator=generator)
         groups = (groups + offsets).clamp(0, scheduler.config.num_train_timesteps - 1)
         groups, _ = groups.sort(dim=1)
+    if shared_level_prob:
+        shared = torch.rand(batch, generator=generator) < shared_level_prob
+        pick = torch.randint(0, groups.shape[1], (batch, 1), generator=generator)
+        groups = torch.where(shared[:, None], groups.gather(1, pick).expand_as(groups), groups)
     return groups.repeat_interleave(config.frames_per_group, dim=1)
 
 

@@ -56,6 +56,8 @@ class TrainSettings(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.995, ge=0, lt=1)
     timestep_jitter: int = Field(0, ge=0, le=500)
+    # Share of clips with every group at one noise level (see `staggered_timesteps`).
+    shared_level_prob: float = Field(0.0, ge=0, le=1)
     # Parts that stay as loaded (fine-tuning the official model freezes most of it).
     freeze: tuple[str, ...] = ()
     gradient_checkpointing: bool = False
@@ -150,6 +152,7 @@ class Trainer:
             reference_latents = c.decoder.encode(reference)
         context = c.context(batch=b) if c.context is not None else None
         timesteps = staggered_timesteps(c.scheduler, self.config, batch=b, jitter=self.settings.timestep_jitter,
+                                        shared_level_prob=self.settings.shared_level_prob,
                                         generator=self.jitter_generator).to(device)
         noise = torch.randn(clean.shape, generator=self.noise_generator, device=device, dtype=clean.dtype)
         noisy = noise_latents(c.scheduler, clean, noise, timesteps)
