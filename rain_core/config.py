@@ -128,6 +128,10 @@ class DenoisingUNetConfig(_Section):
     motion_module_type: Literal["Vanilla"] = "Vanilla"
     motion_module_kwargs: MotionModuleConfig = MotionModuleConfig()
     cond_proj_dim: int = Field(512, ge=1)
+    # Not in the published layout (0 = off, as RAIN-v0.1): an additive attention bias from each
+    # frame token to the reference tokens at and around its own place (see
+    # `ReferenceAttnProcessor`). Models trained here from scratch need it to copy the reference.
+    reference_position_bias: float = Field(0.0, ge=0)
 
 
 class PoseGuiderConfig(_Section):
@@ -347,7 +351,7 @@ def demo_config(**overrides: Any) -> RainConfig:
         # 16 latent channels (SD has 4): the codec is trained here in minutes and reconstructs
         # the cartoon frames much better with the wider latent; the UNet barely notices.
         unet=UNetConfig(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, in_channels=16, out_channels=16),
-        denoising_unet=DenoisingUNetConfig(cond_proj_dim=32),
+        denoising_unet=DenoisingUNetConfig(cond_proj_dim=32, reference_position_bias=5.0),
         pose_guider=PoseGuiderConfig(conditioning_embedding_channels=32, block_out_channels=(8, 16, 32, 32)),
         taesdv=TAESDVConfig(channels=16, latent_channels=16, blocks_per_stage=1, patch_path=True),
         clip_embed_dim=32,

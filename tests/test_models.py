@@ -94,3 +94,65 @@ def test_fresh_components_leave_the_unet_input_unchanged():
     module = components.denoising_unet.down_blocks[0].motion_modules[0]
     x = torch.randn(8, 32, 8, 8)
     assert torch.equal(module(x, num_frames=4), x)
+
+
+@torch.no_grad()
+def test_position_bias_makes_each_token_copy_the_reference_at_its_place():
+    """With content-blind logits, a frame token's reference attention lands on its own place."""
+    from diffusers.models.attention_processor import Attention
+
+    from rain_core.models.attention import ReferenceAttnProcessor
+
+    grid, channels = (3, 5), 8
+    attention = Attention(query_dim=channels, heads=1, dim_head=channels)
+    attention.to_q.weight.zero_()  # every logit is the bias alone
+    attention.to_v.weight.copy_(torch.eye(channels))
+    attention.to_out[0].weight.copy_(torch.eye(channels))
+    attention.to_out[0].bias.zero_()
+    tokens = grid[0] * grid[1]
+    frame = torch.zeros(2, tokens, channels)  # two frames of one stream
+    reference = torch.randn(1, tokens, channels, generator=torch.Generator().manual_seed(0))
+    attention.set_processor(ReferenceAttnProcessor(position_bias=12.0))
+    out = attention(frame, reference=reference, grid=grid)
+    nearest = torch.cdist(out[0], reference[0]).argmin(dim=1)
+    assert torch.equal(nearest, torch.arange(tokens)) and torch.equal(out[0], out[1])
+    # Without the bias (the published model) the same attention averages everything.
+    attention.set_processor(ReferenceAttnProcessor())
+    flat = attention(frame, reference=reference, grid=grid)
+    assert torch.allclose(flat[0], flat[0].mean(dim=0, keepdim=True).expand_as(flat[0]), atol=1e-6)
+
+
+@torch.no_grad()
+def test_position_biased_unet_caches_and_batches_like_separate_calls():
+    """The demo's position bias keeps the engine's contracts: cached K/V and batched streams."""
+    from rain_core.config import DenoisingUNetConfig
+
+    config = tiny_config(denoising_unet=DenoisingUNetConfig(cond_proj_dim=32, reference_position_bias=5.0))
+    components = RainComponents.build(config)
+    unet = components.denoising_unet
+    generator = torch.Generator().manual_seed(0)
+    for parameter in components.pose_guider.parameters():
+        parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    h, w = config.latent_height, config.latent_width
+    frames = config.queue_length
+    w_cond = guidance_scale_embedding(config.guidance_scale, config.denoising_unet.cond_proj_dim)
+    timesteps = torch.tensor([999, 749, 499, 249]).repeat_interleave(config.frames_per_group)[None]
+    streams = []
+    for _ in range(2):
+        reference = torch.randn(1, config.unet.in_channels, h, w, generator=generator)
+        context = torch.randn(1, 1, config.clip_embed_dim, generator=generator)
+        streams.append((torch.randn(1, config.unet.in_channels, frames, h, w, generator=generator),
+                        torch.rand(1, 3, frames, config.height, config.width, generator=generator),
+                        context, components.reference_unet.compute_banks(reference, context)))
+
+    def run(sample, pose, context, reference, batch=1):
+        return unet(sample, timesteps.expand(batch, -1), context, pose_features=components.pose_guider(pose),
+                    time_cond=w_cond, reference=reference).sample
+
+    single = [run(s, p, c, b) for s, p, c, b in streams]
+    for (s, p, c, b), expected in zip(streams, single):
+        assert_close(run(s, p, c, unet.cache_reference(b)), expected, "cached K/V", rtol=1e-5)
+    banks = {k: torch.cat([streams[0][3][k], streams[1][3][k]]) for k in streams[0][3]}
+    batched = run(*(torch.cat([st[i] for st in streams]) for i in range(3)), unet.cache_reference(banks), batch=2)
+    for b in range(2):
+        assert_close(batched[b : b + 1], single[b], f"stream {b}", rtol=1e-5)

@@ -49,13 +49,42 @@ def _split_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     return x.view(batch, length, attn.heads, inner // attn.heads).transpose(1, 2)
 
 
+def reference_position_bias(grid: tuple[int, int], strength: float, *, device: torch.device,
+                            dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention bias [N, 2N] of a frame's N tokens (an h x w grid) over its own tokens
+    (no bias) followed by the reference's N tokens of the same grid: `strength` at the token's
+    own place, falling off as a Gaussian of one token's width."""
+    h, w = grid
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    places = torch.stack([ys.flatten(), xs.flatten()], dim=1).to(torch.float32)
+    distance2 = torch.cdist(places, places).pow(2)
+    to_reference = strength * torch.exp(-distance2 / 2)
+    return torch.cat([torch.zeros_like(to_reference), to_reference], dim=1).to(dtype)
+
+
 class ReferenceAttnProcessor:
     """Scaled-dot-product attention whose self-attention keys and values are extended by a reference.
 
-    The UNet hands each block its reference through `cross_attention_kwargs`, which diffusers'
-    `BasicTransformerBlock` forwards to both of its attentions; it extends the self-attention
-    and is ignored by the cross-attention (which attends to the CLIP context instead).
+    The UNet hands each block its reference (and the block's token grid) through
+    `cross_attention_kwargs`, which diffusers' `BasicTransformerBlock` forwards to both of its
+    attentions; it extends the self-attention and is ignored by the cross-attention (which
+    attends to the CLIP context instead).
+
+    `position_bias` > 0 adds `reference_position_bias` to the self-attention logits. Attention
+    carries no notion of place, so a UNet trained from scratch must first learn to find the
+    reference token that shows the same part (SD-initialised models bring that with them); with
+    the bias it starts out copying the reference where nothing moves and learns the motion.
     """
+
+    def __init__(self, position_bias: float = 0.0):
+        self.position_bias = position_bias
+        self._bias_cache: dict[tuple, torch.Tensor] = {}
+
+    def _bias(self, grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (grid, device, dtype)
+        if key not in self._bias_cache:
+            self._bias_cache[key] = reference_position_bias(grid, self.position_bias, device=device, dtype=dtype)
+        return self._bias_cache[key]
 
     def __call__(
         self,
@@ -65,6 +94,7 @@ class ReferenceAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
         reference: BlockReference | None = None,
+        grid: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         if attention_mask is not None:
             raise ValueError("ReferenceAttnProcessor does not take an attention mask")
@@ -73,15 +103,22 @@ class ReferenceAttnProcessor:
         key = attn.to_k(context)
         value = attn.to_v(context)
 
+        bias = None
         if reference is not None and encoder_hidden_states is None:
             ref = project_reference(attn, reference)
             # hidden_states holds the frames of each stream back to back: [(B F), N, C].
             frames = hidden_states.shape[0] // ref.key.shape[0]
             key = torch.cat([key, ref.key.repeat_interleave(frames, dim=0)], dim=1)
             value = torch.cat([value, ref.value.repeat_interleave(frames, dim=0)], dim=1)
+            if self.position_bias:
+                if grid is None or grid[0] * grid[1] != hidden_states.shape[1] or ref.key.shape[1] != hidden_states.shape[1]:
+                    raise ValueError(f"a position bias needs the token grid of frame and reference; got {grid} "
+                                     f"for {hidden_states.shape[1]} frame and {ref.key.shape[1]} reference tokens")
+                bias = self._bias(grid, hidden_states.device, query.dtype)
 
         out = F.scaled_dot_product_attention(
-            _split_heads(attn, query), _split_heads(attn, key), _split_heads(attn, value), scale=attn.scale
+            _split_heads(attn, query), _split_heads(attn, key), _split_heads(attn, value), attn_mask=bias,
+            scale=attn.scale,
         )
         batch, heads, length, dim_head = out.shape
         out = out.transpose(1, 2).reshape(batch, length, heads * dim_head)

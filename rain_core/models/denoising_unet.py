@@ -96,16 +96,17 @@ class _VideoBlock(nn.Module):
     ) -> torch.Tensor:
         hidden_states = self._run(self.resnets[index], hidden_states, temb)
         if self.attentions is not None:
-            reference = references[index]
-            hidden_states = self.attentions[index](
-                hidden_states,
-                encoder_hidden_states=context,
-                cross_attention_kwargs=None if reference is None else {"reference": reference},
-                return_dict=False,
-            )[0]
+            hidden_states = self._attend(index, hidden_states, context, references[index])
         if self.motion_modules is not None:
             hidden_states = self._run(self.motion_modules[index], hidden_states, num_frames)
         return hidden_states
+
+    def _attend(self, index: int, hidden_states: torch.Tensor, context: torch.Tensor,
+                reference: BlockReference | None) -> torch.Tensor:
+        kwargs = None if reference is None else {"reference": reference, "grid": tuple(hidden_states.shape[-2:])}
+        return self.attentions[index](
+            hidden_states, encoder_hidden_states=context, cross_attention_kwargs=kwargs, return_dict=False
+        )[0]
 
 
 class DownBlock(_VideoBlock):
@@ -148,13 +149,7 @@ class MidBlock(_VideoBlock):
     def forward(self, hidden_states, temb, context, references, num_frames):
         # The mid block opens with a lone resnet; its one layer is then attention -> motion -> resnet.
         hidden_states = self._run(self.resnets[0], hidden_states, temb)
-        reference = references[0]
-        hidden_states = self.attentions[0](
-            hidden_states,
-            encoder_hidden_states=context,
-            cross_attention_kwargs=None if reference is None else {"reference": reference},
-            return_dict=False,
-        )[0]
+        hidden_states = self._attend(0, hidden_states, context, references[0])
         if self.motion_modules is not None:
             hidden_states = self._run(self.motion_modules[0], hidden_states, num_frames)
         return self._run(self.resnets[1], hidden_states, temb)
@@ -263,7 +258,7 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(widths[0], unet_config.out_channels, kernel_size=3, padding=1)
 
-        self.set_attn_processor(ReferenceAttnProcessor())
+        self.set_attn_processor(ReferenceAttnProcessor(position_bias=extra.reference_position_bias))
 
     # Attention processors, as diffusers models expose them --------------------------------
     def _spatial_attentions(self):
