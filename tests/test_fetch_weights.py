@@ -427,7 +427,9 @@ def test_a_requested_profile_lacking_one_part_names_only_that_part(tmp_path, hub
 
 
 @pytest.mark.parametrize("weights_dir", [None, "absent", "empty"])
-def test_no_requested_profile_and_no_complete_weights(tmp_path, weights_dir):
+def test_no_requested_profile_and_no_complete_weights(tmp_path, weights_dir, monkeypatch):
+    # Without the bundled demo model (an install that left it out), nothing can run.
+    monkeypatch.setattr(profile_select, "AUTO_PROFILES", (("official", None),))
     if weights_dir is not None:
         weights_dir = tmp_path / weights_dir
         if weights_dir.name == "empty":
@@ -441,6 +443,6 @@ def test_no_requested_profile_takes_the_first_complete_one(tmp_path, hub_calls, 
     fetch_weights(fetched, manifest)
     monkeypatch.setattr(profile_select, "AUTO_PROFILES", (("tiny", None),))
     assert resolve_profile(None, fetched) == ("tiny", fetched)
-    # A bundled fallback (the future demo profile) is one more entry, with its own directory.
+    # A bundled fallback (as the demo model is) is one more entry, with its own directory.
     monkeypatch.setattr(profile_select, "AUTO_PROFILES", (("official", None), ("tiny", fetched)))
     assert resolve_profile(None, tmp_path / "empty") == ("tiny", fetched)
