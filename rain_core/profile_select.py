@@ -59,24 +59,26 @@ def resolve_profile(requested: str | None, weights_dir: str | Path | None) -> tu
 
     `requested` must have complete weights, or `WeightsError` lists every missing part; with
     `requested=None` the first complete profile of `AUTO_PROFILES` wins, and none being
-    complete is a `WeightsError` saying what each lacks and how to fetch the weights.
+    complete is a `WeightsError` saying what each lacks and how to fetch the weights. A given
+    `weights_dir` is always tried before a profile's bundled weights.
     """
     given = Path(weights_dir) if weights_dir is not None else None
     bundled = dict(AUTO_PROFILES)
     if requested is not None:
-        directory = bundled.get(requested) or given
+        # Weights the user names win over the bundled ones (an exported run, say).
+        directory = given or bundled.get(requested)
         problems = missing_parts(requested, directory)
         if problems:
             hint = f"; {fetch_hint(directory)}" if requested == "official" else ""
             raise WeightsError(f"profile {requested!r}: incomplete weights ({'; '.join(problems)}){hint}")
         return requested, directory
     tried = []
-    for profile, directory in AUTO_PROFILES:
-        directory = directory or given
-        problems = missing_parts(profile, directory)
-        if not problems:
-            return profile, directory
-        tried.append(f"{profile}: {'; '.join(problems)}")
+    for profile, bundled_dir in AUTO_PROFILES:
+        for directory in dict.fromkeys(d for d in (given, bundled_dir) if d is not None) or [None]:
+            problems = missing_parts(profile, directory)
+            if not problems:
+                return profile, directory
+            tried.append(f"{profile}: {'; '.join(problems)}")
     raise WeightsError(f"no profile has complete weights ({' | '.join(tried)}); {fetch_hint(given)}")
 
 

@@ -8,6 +8,7 @@ character, moving, to a webcam client of a bare `rain-avatar serve`.
 from __future__ import annotations
 
 import json
+import shutil
 
 import httpx
 import numpy as np
@@ -20,6 +21,7 @@ from rain_core.train.data import SyntheticClips
 from rain_core.train.evaluate import evaluate
 from rain_core.train.export import CARD_JSON, DEFAULT_MAX_BYTES
 from rain_core.train.synthetic import make_clip
+from rain_core.weights import WeightsError
 from tests.avatar_client import WebcamClient, eventually
 from tests.conftest import start_live_server, stop_live_server
 
@@ -31,6 +33,18 @@ def test_bundled_demo_model_is_complete_small_and_the_default():
     card = json.loads((DEMO_WEIGHTS_DIR / CARD_JSON).read_text())
     assert card["profile"] == "demo" and card["evaluation"]["frames"] > 0
     assert DEMO_CHARACTER.is_file()
+
+
+def test_named_weights_win_over_the_bundled_demo(tmp_path):
+    """`--weights` pointing at an exported run is what runs, with or without `--profile demo`."""
+    exported = tmp_path / "exported"
+    shutil.copytree(DEMO_WEIGHTS_DIR, exported)
+    assert resolve_profile("demo", exported) == ("demo", exported)
+    assert resolve_profile(None, exported) == ("demo", exported)
+    # A directory without demo weights falls back to the bundled model only when no profile is named.
+    assert resolve_profile(None, tmp_path) == ("demo", DEMO_WEIGHTS_DIR)
+    with pytest.raises(WeightsError, match="profile 'demo': incomplete weights"):
+        resolve_profile("demo", tmp_path)
 
 
 @pytest.fixture(scope="module")
