@@ -505,7 +505,7 @@ class SessionManager:
         offer = parse_offer(sdp, type_, need="send")
         reference = self.references.get(reference_id) if reference_id is not None else self.default_reference
         fps, driving_settings = check_params(params if params is not None else {}, max_fps=self.settings.MAX_FPS,
-                                             base=DrivingSettings())
+                                             base=self.worker.driving_defaults)
         if len(self.sessions) + self._opening >= self.settings.MAX_SESSIONS:
             self.metrics.offers_rejected.labels("capacity").inc()
             raise CapacityError(f"the server is full ({self.settings.MAX_SESSIONS} sessions); try again later")

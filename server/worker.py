@@ -25,6 +25,7 @@ import torch
 
 from rain_core.components import RainComponents
 from rain_core.config import RainConfig
+from rain_core.driving import DrivingSettings
 from rain_core.profile_select import load_model
 from rain_core.engine import QueueModel, StreamEngine, frames_to_uint8, step_streams
 from server.core.config import Settings
@@ -96,6 +97,12 @@ class ModelWorker:
     def config(self) -> RainConfig:
         assert self.model is not None, "the worker is not started"
         return self.model.config
+
+    @property
+    def driving_defaults(self) -> DrivingSettings:
+        """A session's driving settings before it changes any: the kind of driving image the
+        model was trained on (the demo model knows body poses, RAIN-v0.1 face patterns)."""
+        return DrivingSettings(mode=self.config.driving_mode)
 
     # Jobs ------------------------------------------------------------------------------
     def _submit(self, job) -> concurrent.futures.Future:

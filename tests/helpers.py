@@ -35,3 +35,24 @@ class ReplayNoise:
         tensor = self.tensors.pop(0)
         assert tuple(tensor.shape) == tuple(shape), f"engine asked for {tuple(shape)}, next noise is {tuple(tensor.shape)}"
         return tensor.to(device=device, dtype=dtype)
+
+
+def assert_animates_the_demo_character(frames: list) -> None:
+    """Avatar frames (float RGB arrays) show the demo model's sample character, and change.
+
+    Its own character, not just any: another held-out character is at least twice as far away.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from rain_core.profile_select import DEMO_CHARACTER
+    from rain_core.train.synthetic import make_clip
+
+    character = np.asarray(Image.open(DEMO_CHARACTER).convert("RGB"), np.float32)
+    assert frames[0].shape == character.shape
+    height, width = character.shape[:2]
+    other = make_clip(1, frames=1, width=width, height=height, split="val").reference
+    to_character = np.mean([np.abs(f - character).mean() for f in frames])
+    to_other = np.mean([np.abs(f - other.astype(np.float32)).mean() for f in frames])
+    assert to_character < to_other / 2, (to_character, to_other)
+    assert max(np.abs(f - frames[0]).mean() for f in frames[1:]) > 0.5, "the avatar never moved"

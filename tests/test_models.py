@@ -150,7 +150,7 @@ def test_position_biased_unet_caches_and_batches_like_separate_calls():
                     time_cond=w_cond, reference=reference).sample
 
     single = [run(s, p, c, b) for s, p, c, b in streams]
-    for (s, p, c, b), expected in zip(streams, single):
+    for (s, p, c, b), expected in zip(streams, single, strict=True):
         assert_close(run(s, p, c, unet.cache_reference(b)), expected, "cached K/V", rtol=1e-5)
     banks = {k: torch.cat([streams[0][3][k], streams[1][3][k]]) for k in streams[0][3]}
     batched = run(*(torch.cat([st[i] for st in streams]) for i in range(3)), unet.cache_reference(banks), batch=2)

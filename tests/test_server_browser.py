@@ -8,9 +8,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.avatar_client import eventually
+from tests.conftest import start_live_server, stop_live_server
+from tests.helpers import assert_animates_the_demo_character
 from tests.webcam import ASTRONAUT, write_y4m
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -163,3 +166,53 @@ async def _viewers(http: httpx.AsyncClient, stats_url: str, count: int) -> bool:
 async def _no_sessions(http: httpx.AsyncClient) -> bool:
     state = await _health(http)
     return state["sessions"] == 0 and state["engines"] == 0
+
+
+# The output <video>'s current frame as RGB numbers, at the video's own size.
+OUTPUT_PIXELS_JS = """() => {
+    const video = document.getElementById('output');
+    const canvas = document.createElement('canvas');
+    canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(video, 0, 0);
+    const rgba = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    return {width: canvas.width, height: canvas.height, rgba: Array.from(rgba)};
+}"""
+
+
+async def _output_frame(page) -> np.ndarray:
+    shot = await page.evaluate(OUTPUT_PIXELS_JS)
+    return np.asarray(shot["rgba"], np.float32).reshape(shot["height"], shot["width"], 4)[..., :3]
+
+
+async def test_webcam_page_on_a_bare_serve_shows_the_demo_character(tmp_path) -> None:
+    """What a new user sees: `rain-avatar serve` with nothing downloaded, the page, Start."""
+    from playwright.async_api import async_playwright
+
+    server = start_live_server(tmp_path, model_args=())
+    y4m = write_y4m(tmp_path / "webcam.y4m")
+    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={y4m}"]
+    try:
+        async with async_playwright() as playwright, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            assert (await _health(http))["profile"] == "demo"
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+            try:
+                page = await (await browser.new_context()).new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+                await page.goto(f"{server.url}/")
+                await page.wait_for_function("() => document.querySelectorAll('#params input').length > 10")
+                # The model was trained on body poses, and the page offers them.
+                assert await page.input_value('select[name="mode"]') == "body"
+                await page.click("#start")  # no upload: the model's own sample character
+                await page.wait_for_function("() => document.body.dataset.state === 'connected'")
+                frames = []
+                for _ in range(6):
+                    seen = await _frames(page, "output")
+                    await page.wait_for_function(f"() => ({FRAMES_JS})('output') >= {seen + 8}")
+                    frames.append(await _output_frame(page))
+                await page.screenshot(path=tmp_path / "demo-webcam-page.png")
+            finally:
+                await browser.close()
+    finally:
+        stop_live_server(server)
+    assert_animates_the_demo_character(frames)

@@ -72,7 +72,7 @@ async def page_config(settings: SettingsDep, worker: WorkerDep) -> dict[str, Any
         "fps": settings.FPS,
         "max_fps": settings.MAX_FPS,
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
-        "params": {"fps": settings.FPS, **DrivingSettings().model_dump()},
+        "params": {"fps": settings.FPS, **worker.driving_defaults.model_dump()},
         "params_schema": DrivingSettings.model_json_schema(),
     }
 
