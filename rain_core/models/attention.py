@@ -111,9 +111,10 @@ class ReferenceAttnProcessor:
             key = torch.cat([key, ref.key.repeat_interleave(frames, dim=0)], dim=1)
             value = torch.cat([value, ref.value.repeat_interleave(frames, dim=0)], dim=1)
             if self.position_bias:
-                if grid is None or grid[0] * grid[1] != hidden_states.shape[1] or ref.key.shape[1] != hidden_states.shape[1]:
+                tokens = hidden_states.shape[1]
+                if grid is None or grid[0] * grid[1] != tokens or ref.key.shape[1] != tokens:
                     raise ValueError(f"a position bias needs the token grid of frame and reference; got {grid} "
-                                     f"for {hidden_states.shape[1]} frame and {ref.key.shape[1]} reference tokens")
+                                     f"for {tokens} frame and {ref.key.shape[1]} reference tokens")
                 bias = self._bias(grid, hidden_states.device, query.dtype)
 
         out = F.scaled_dot_product_attention(
