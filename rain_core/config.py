@@ -131,7 +131,7 @@ class DenoisingUNetConfig(_Section):
     # Not in the published layout (0 = off, as RAIN-v0.1): an additive attention bias from each
     # frame token to the reference tokens at and around its own place (see
     # `ReferenceAttnProcessor`). Models trained here from scratch need it to copy the reference.
-    reference_position_bias: float = Field(0.0, ge=0)
+    reference_position_bias: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 class PoseGuiderConfig(_Section):

@@ -74,7 +74,8 @@ def resolve_profile(requested: str | None, weights_dir: str | Path | None) -> tu
         return requested, directory
     tried = []
     for profile, bundled_dir in AUTO_PROFILES:
-        for directory in dict.fromkeys(d for d in (given, bundled_dir) if d is not None) or [None]:
+        candidates = [d for d in (given, bundled_dir) if d is not None]
+        for directory in candidates or [None]:
             problems = missing_parts(profile, directory)
             if not problems:
                 return profile, directory

@@ -109,6 +109,10 @@ class WebcamClient:
         response.raise_for_status()
         return response.json()
 
+    async def engine_out_above(self, value: int) -> bool:
+        """Whether the engine has made more than `value` frames for this session."""
+        return (await self.stats())["frames"]["engine_out"] > value
+
     async def close(self) -> None:
         await self.pc.close()
         await self.avatar.stop()

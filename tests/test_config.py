@@ -34,6 +34,8 @@ def test_profiles_by_name():
         ({"dtype": "float64"}, "dtype"),
         ({"device": "gpu0"}, "device 'gpu0' is not a torch device"),
         ({"clip_embed_dim": 16}, "cross_attention_dim=32 must equal clip_embed_dim=16"),
+        ({"denoising_unet": {"cond_proj_dim": 32, "reference_position_bias": -1.0}}, "reference_position_bias"),
+        ({"denoising_unet": {"cond_proj_dim": 32, "reference_position_bias": float("inf")}}, "reference_position_bias"),
     ],
 )
 def test_impossible_settings_are_refused(changes, message):

@@ -71,7 +71,7 @@ async def test_bare_serve_animates_the_sample_character(tmp_path):
             client = WebcamClient(http)
             try:
                 assert (await client.open(params={"fps": 12})).status_code == 200
-                await eventually(lambda: _engine_out(client, 12), timeout=180, what="the demo avatar")
+                await eventually(lambda: client.engine_out_above(11), timeout=180, what="the demo avatar")
                 assert (await client.stats())["params"]["mode"] == "body", "the driving images the model knows"
                 frames = []
                 for _ in range(6):
@@ -84,7 +84,3 @@ async def test_bare_serve_animates_the_sample_character(tmp_path):
     finally:
         stop_live_server(server)
     assert_animates_the_demo_character(frames)
-
-
-async def _engine_out(client: WebcamClient, at_least: int) -> bool:
-    return (await client.stats())["frames"]["engine_out"] >= at_least

@@ -51,6 +51,17 @@ async def _health(http: httpx.AsyncClient) -> dict:
     return (await http.get("/api/health")).json()
 
 
+async def _open_webcam_page(browser, url: str, errors: list[str] | None = None):
+    """A new page on the webcam page, once its parameter form is built; page errors go to `errors`."""
+    page = await (await browser.new_context()).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    if errors is not None:
+        page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{url}/")
+    await page.wait_for_function("() => document.querySelectorAll('#params input').length > 10")
+    return page
+
+
 async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
     from playwright.async_api import async_playwright
 
@@ -59,12 +70,8 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
     async with async_playwright() as playwright, httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
-            page = await (await browser.new_context()).new_page()
-            page.set_default_timeout(TIMEOUT_MS)
             page_errors: list[str] = []
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
-            await page.goto(f"{live_server.url}/")
-            await page.wait_for_function("() => document.querySelectorAll('#params input').length > 10")
+            page = await _open_webcam_page(browser, live_server.url, page_errors)
 
             # Upload a character, then start.
             await page.set_input_files("#reference-file", str(ASTRONAUT))
@@ -143,10 +150,7 @@ async def test_webcam_page_says_when_the_camera_is_denied(live_server, tmp_path)
         # No --use-fake-ui-for-media-stream: the permission prompt is refused.
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = await (await browser.new_context()).new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            await page.goto(f"{live_server.url}/")
-            await page.wait_for_function("() => document.querySelectorAll('#params input').length > 10")
+            page = await _open_webcam_page(browser, live_server.url)
             await page.click("#start")
             await page.wait_for_function("() => !document.getElementById('error').hidden")
             assert "Camera access was denied" in await page.inner_text("#error")
@@ -197,10 +201,7 @@ async def test_webcam_page_on_a_bare_serve_shows_the_demo_character(tmp_path) ->
             assert (await _health(http))["profile"] == "demo"
             browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
             try:
-                page = await (await browser.new_context()).new_page()
-                page.set_default_timeout(TIMEOUT_MS)
-                await page.goto(f"{server.url}/")
-                await page.wait_for_function("() => document.querySelectorAll('#params input').length > 10")
+                page = await _open_webcam_page(browser, server.url)
                 # The model was trained on body poses, and the page offers them.
                 assert await page.input_value('select[name="mode"]') == "body"
                 await page.click("#start")  # no upload: the model's own sample character

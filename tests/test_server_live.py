@@ -92,19 +92,19 @@ async def test_session_end_to_end(live_server) -> None:
             assert (await client.stats())["frames"]["engine_out"] == paused_out  # repeats, no new engine frames
             reply = await client.control({"id": 6, "type": "resume"})
             assert reply["ok"] and not reply["paused"]
-            await eventually(lambda: _engine_out_above(client, paused_out), timeout=60, what="frames after resume")
+            await eventually(lambda: client.engine_out_above(paused_out), timeout=60, what="frames after resume")
 
             reply = await client.control({"id": 7, "type": "reset"})
             assert reply["ok"]
             reset_out = (await client.stats())["frames"]["engine_out"]
-            await eventually(lambda: _engine_out_above(client, reset_out), timeout=60, what="frames after reset")
+            await eventually(lambda: client.engine_out_above(reset_out), timeout=60, what="frames after reset")
 
             # 3. Another character, mid-stream.
             other_id = await upload(http, ImageOps.mirror(ImageOps.grayscale(astronaut).convert("RGB")))
             response = await http.put(f"/api/sessions/{client.session_id}/reference", json={"reference_id": other_id})
             assert response.status_code == 200 and response.json() == {"reference_id": other_id}
             swapped_out = (await client.stats())["frames"]["engine_out"]
-            await eventually(lambda: _engine_out_above(client, swapped_out), timeout=60, what="frames after the swap")
+            await eventually(lambda: client.engine_out_above(swapped_out), timeout=60, what="frames after the swap")
             assert (await client.stats())["reference_id"] == other_id
 
             # 4. A WHEP viewer of the same session.
@@ -154,10 +154,6 @@ async def _sent(client: WebcamClient) -> bool:
 
 async def _idle(client: WebcamClient) -> bool:
     return (await client.stats())["queue"]["engine_pending"] == 0
-
-
-async def _engine_out_above(client: WebcamClient, value: int) -> bool:
-    return (await client.stats())["frames"]["engine_out"] > value
 
 
 async def _back_to_zero(http: httpx.AsyncClient) -> bool:
