@@ -227,3 +227,58 @@ def test_non_frames_are_refused():
             pipeline(np.zeros((64, 64), np.uint8), 0.0)
     finally:
         pipeline.close()
+
+
+def _farther_and_aside(photo: np.ndarray) -> np.ndarray:
+    """The same scene with the person at half the size, off to the lower right (farther away)."""
+    h, w = photo.shape[:2]
+    small = np.asarray(Image.fromarray(photo).resize((w // 2, h // 2), Image.BILINEAR))
+    frame = np.zeros_like(photo)
+    frame[h // 2 - h // 8 : h - h // 8, w // 2 - w // 16 : w - w // 16] = small
+    return frame
+
+
+def _framed_body(frame: np.ndarray, **changes) -> tuple[np.ndarray, np.ndarray]:
+    """(the landmarks body mode draws, the driving image) for one camera frame."""
+    from rain_core.driving.body_framing import frame_body
+
+    pipeline = DrivingPipeline(_settings(mode="body", **changes), width=256, height=256)
+    try:
+        landmarks = pipeline.landmarks(frame, 0.0)
+        return frame_body(landmarks, pipeline.settings.body_framing).body, pipeline.draw(landmarks)
+    finally:
+        pipeline.close()
+
+
+def _drawn_face(image: np.ndarray) -> np.ndarray:
+    """Where the face's white dots are drawn (normalised)."""
+    return _color_centroid(image, (255, 255, 255)) / image.shape[0]
+
+
+def test_body_framing_keeps_the_character_in_place_when_the_person_moves_back(astronaut):
+    far = _farther_and_aside(astronaut)
+    near_body, near_image = _framed_body(astronaut)
+    far_body, far_image = _framed_body(far)
+    framing = DrivingSettings().body_framing
+    for body in (near_body, far_body):
+        assert body[1, :2] == pytest.approx([framing.neck_x, framing.neck_y], abs=1e-6)
+        span = np.linalg.norm(body[L_SHOULDER, :2] - body[R_SHOULDER, :2])
+        assert span == pytest.approx(framing.shoulder_width, rel=1e-6)
+    # Framed, the two distances give the same pose: the head stays where the character's is.
+    assert np.abs(near_body[:, :2] - far_body[:, :2])[[0, 14, 15]].max() < 0.03
+    assert np.abs(_drawn_face(near_image) - _drawn_face(far_image)).max() < 0.03
+
+    # As the camera sees them, the person moved and shrank.
+    raw_near, raw_near_image = _framed_body(astronaut, body_framing={"enabled": False})
+    raw_far, raw_far_image = _framed_body(far, body_framing={"enabled": False})
+    assert np.abs(raw_near[1, :2] - raw_far[1, :2]).max() > 0.1
+    assert np.abs(_drawn_face(raw_near_image) - _drawn_face(raw_far_image)).max() > 0.1
+
+
+def test_body_framing_settings_are_validated():
+    with pytest.raises(DrivingSettingsError, match="body_framing.shoulder_width"):
+        DrivingSettings().updated({"body_framing": {"shoulder_width": 0}})
+    with pytest.raises(DrivingSettingsError, match="body_framing.neck_y"):
+        DrivingSettings().updated({"body_framing": {"neck_y": 1.5}})
+    moved = DrivingSettings().updated({"body_framing": {"neck_y": 0.6}})
+    assert moved.body_framing.neck_y == 0.6 and moved.body_framing.enabled

@@ -2,9 +2,10 @@
 
 from rain_core.driving.landmarks import Landmarks
 from rain_core.driving.pipeline import DrivingPipeline
-from rain_core.driving.settings import DrivingSettings, DrivingSettingsError, FaceCalibration, SmoothingSettings
+from rain_core.driving.settings import BodyFraming, DrivingSettings, DrivingSettingsError, FaceCalibration, SmoothingSettings
 
 __all__ = [
+    "BodyFraming",
     "DrivingPipeline",
     "DrivingSettings",
     "DrivingSettingsError",

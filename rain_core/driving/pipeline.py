@@ -1,4 +1,4 @@
-"""Camera frame -> driving image: crop, extract, smooth, hold or fall back, retarget, draw.
+"""Camera frame -> driving image: crop, extract, smooth, hold or fall back, retarget or frame, draw.
 
 One `DrivingPipeline` per stream. It never fails on a frame with nobody in it, a black frame
 or a tiny one: the person's last landmarks are held for `hold_seconds`, then the neutral pose
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rain_core.driving.body_framing import frame_body
 from rain_core.driving.body_render import render_body
 from rain_core.driving.extractor import Extractor, FaceMeshExtractor, HolisticExtractor, check_frame
 from rain_core.driving.face_render import render_face
@@ -124,6 +125,6 @@ class DrivingPipeline:
         """Landmarks -> driving image, in the current mode and calibration."""
         s = self._settings
         if s.mode == "body":
-            return render_body(landmarks, self.width, self.height)
+            return render_body(frame_body(landmarks, s.body_framing), self.width, self.height)
         calibration = s.calibration if s.retarget else None
         return render_face(landmarks.face, self.width, self.height, calibration)

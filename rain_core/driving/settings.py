@@ -53,6 +53,20 @@ class SmoothingSettings(BaseModel):
     derivative_cutoff: float = Field(1.0, gt=0, le=30)
 
 
+class BodyFraming(BaseModel):
+    """Body mode only: move and scale the person so that the neck is at (`neck_x`, `neck_y`) and
+    the shoulders span `shoulder_width` (fractions of the driving image). The defaults are
+    the neutral body's framing, where characters stand; `enabled=False` draws the person
+    where the camera sees them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    neck_x: float = Field(0.5, ge=0, le=1)
+    neck_y: float = Field(0.46, ge=0, le=1)
+    shoulder_width: float = Field(0.24, ge=0.02, le=1)
+
+
 class DrivingSettings(BaseModel):
     """How camera frames become driving images."""
 
@@ -63,6 +77,7 @@ class DrivingSettings(BaseModel):
     # Draw the face landmarks without retargeting (calibration ignored).
     retarget: bool = True
     smoothing: SmoothingSettings = SmoothingSettings()
+    body_framing: BodyFraming = BodyFraming()
     # Keep the last landmarks this long when the person is lost, then show the neutral pose.
     hold_seconds: float = Field(0.5, ge=0, le=10)
     # Centred square crop of the camera frame, as a fraction of its shorter side (1 = whole).
