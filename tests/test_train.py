@@ -10,7 +10,7 @@ from rain_core.components import RainComponents
 from rain_core.config import tiny_config
 from rain_core.train.codec import codec_loss, train_codec
 from rain_core.train.data import collate
-from rain_core.train.objective import staggered_timesteps
+from rain_core.train.objective import noise_latents, prediction_target, staggered_timesteps
 from rain_core.train.trainer import Trainer, TrainSettings
 
 
@@ -68,6 +68,24 @@ def test_shared_level_clips(config):
     assert {int(row[0]) for row in shared} == set(levels.tolist()), "every level drawn"
     never = staggered_timesteps(scheduler, config, batch=50, generator=torch.Generator().manual_seed(0))
     assert torch.equal(never, staggered.expand(50, -1))
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_a_perfect_prediction_of_the_training_target_streams_the_clean_frames(config, prediction_type):
+    """Training and the engine agree on what the UNet predicts: the training target for the
+    staggered queue, put through the engine's LCM step, gives back the clean latents."""
+    config = config.with_overrides(scheduler=config.scheduler.model_copy(update={"prediction_type": prediction_type}))
+    scheduler = RainComponents.build(config, device="meta").scheduler
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randn(2, 4, config.queue_length, 3, 3, generator=generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    timesteps = staggered_timesteps(scheduler, config, batch=2)
+    noisy = noise_latents(scheduler, clean, noise, timesteps)
+    target = prediction_target(scheduler, clean, noise, timesteps)
+    step = scheduler.step_frames(target, timesteps, noisy, torch.zeros_like(noisy), config.num_inference_steps)
+    assert torch.allclose(step.denoised, clean, atol=1e-3)
+    oldest = slice(0, config.frames_per_group)
+    assert torch.allclose(step.prev_sample[:, :, oldest], clean[:, :, oldest], atol=1e-3), "the oldest group leaves clean"
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(config, tmp_path):
@@ -147,10 +165,10 @@ def test_export_packs_the_ema_weights_as_float16_with_a_card(config, tmp_path):
         assert torch.equal(value, expected[key].half().float()), key
     figures = EvaluationResult(clips=1, frames=6, psnr=30.0, ssim=0.9, baseline_static_psnr=20.0,
                                baseline_static_ssim=0.8, baseline_blank_driving_psnr=21.0,
-                               baseline_blank_driving_ssim=0.81, flicker=1.0, true_flicker=1.1)
+                               baseline_blank_driving_ssim=0.81, flicker=1.0, true_flicker=1.1, moved_psnr=25.0)
     add_evaluation(out, figures)
     assert read_card(out).evaluation["psnr"] == 30.0
-    assert "| this model | 30.00 | 0.900 |" in (out / "MODEL_CARD.md").read_text()
+    assert "| this model | 30.00 | 0.900 | 25.00 |" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_export_over_the_size_limit_leaves_the_old_model(config, tmp_path):
@@ -167,3 +185,22 @@ def test_export_over_the_size_limit_leaves_the_old_model(config, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no staging directory left"
     with pytest.raises(ExportError, match="not a training run"):
         export_model(tmp_path / "nothing", out)
+
+
+def test_moved_region_psnr_sees_what_the_whole_frame_hides():
+    """A small moving arm on a still background: repeating the reference scores well on the
+    whole frame and badly where the arm moved; drawing the arm scores well on both."""
+    from rain_core.train.evaluate import masked_squared_error, moved_mask, psnr, psnr_from_error
+
+    rng = np.random.default_rng(0)
+    reference = rng.integers(60, 200, (32, 32, 3), dtype=np.uint8)
+    truth = np.repeat(reference[None], 4, 0)
+    truth[:, 10:14, 20:26] = 250  # the arm, 2% of the frame
+    static = np.repeat(reference[None], 4, 0)
+    drawn = np.clip(truth.astype(np.int16) + rng.integers(-3, 4, truth.shape), 0, 255).astype(np.uint8)
+    mask = moved_mask(truth, reference)
+    assert mask.sum() == 4 * 4 * 6
+    static_moved = psnr_from_error(*masked_squared_error(static, truth, mask))
+    drawn_moved = psnr_from_error(*masked_squared_error(drawn, truth, mask))
+    assert psnr(static, truth) > 20 and static_moved < 12
+    assert drawn_moved > 35 and drawn_moved - static_moved > 20

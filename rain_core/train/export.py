@@ -156,6 +156,12 @@ def add_evaluation(directory: Path, evaluation: EvaluationResult, notes: list[st
     return card
 
 
+def _figure(evaluation: dict, key: str) -> str:
+    """A PSNR from the evaluation, or a dash for cards written before it was measured."""
+    value = evaluation.get(key)
+    return "-" if value is None or value != value else f"{value:.2f}"
+
+
 def render_card(card: ModelCard) -> str:
     total = sum(card.parameters.values())
     lines = [
@@ -186,12 +192,13 @@ def render_card(card: ModelCard) -> str:
         lines += [
             f"## Evaluation (`rain-avatar evaluate`: {e['clips']} held-out clips, {e['frames']} frames)",
             "",
-            "| | PSNR (dB) | SSIM |",
-            "|---|---|---|",
-            f"| this model | {e['psnr']:.2f} | {e['ssim']:.3f} |",
-            f"| reference image repeated | {e['baseline_static_psnr']:.2f} | {e['baseline_static_ssim']:.3f} |",
+            "| | PSNR (dB) | SSIM | PSNR where the character moved (dB) |",
+            "|---|---|---|---|",
+            f"| this model | {e['psnr']:.2f} | {e['ssim']:.3f} | {_figure(e, 'moved_psnr')} |",
+            f"| reference image repeated | {e['baseline_static_psnr']:.2f} | {e['baseline_static_ssim']:.3f} | "
+            f"{_figure(e, 'baseline_static_moved_psnr')} |",
             f"| this model, driving blanked | {e['baseline_blank_driving_psnr']:.2f} | "
-            f"{e['baseline_blank_driving_ssim']:.3f} |",
+            f"{e['baseline_blank_driving_ssim']:.3f} | {_figure(e, 'baseline_blank_driving_moved_psnr')} |",
             "",
             f"Frame-to-frame change: {e['flicker']:.2f} levels in the output, {e['true_flicker']:.2f} in the true frames.",
             "",
