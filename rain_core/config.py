@@ -352,6 +352,10 @@ def demo_config(**overrides: Any) -> RainConfig:
         # the cartoon frames much better with the wider latent; the UNet barely notices.
         unet=UNetConfig(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, in_channels=16, out_channels=16),
         denoising_unet=DenoisingUNetConfig(cond_proj_dim=32, reference_position_bias=5.0),
+        # The UNet predicts the clean latents, not v: a UNet trained for minutes cannot copy the
+        # input's noise into v exactly, and what it misses is left in every frame as grain
+        # (measured at 900 steps: streamed PSNR 19.4 -> 20.0 dB, SSIM 0.59 -> 0.72, flicker 8.5 -> 1.6).
+        scheduler=SchedulerConfig(prediction_type="sample"),
         pose_guider=PoseGuiderConfig(conditioning_embedding_channels=32, block_out_channels=(8, 16, 32, 32)),
         taesdv=TAESDVConfig(channels=16, latent_channels=16, blocks_per_stage=1, patch_path=True),
         clip_embed_dim=32,

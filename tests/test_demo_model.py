@@ -59,6 +59,9 @@ def test_bundled_demo_model_follows_the_driving_images(demo_components):
     assert result.psnr > result.baseline_static_psnr
     assert result.psnr > result.baseline_blank_driving_psnr
     assert result.ssim > result.baseline_blank_driving_ssim
+    # Where the character moved, drawing it from the driving images is what counts.
+    assert result.moved_psnr > result.baseline_blank_driving_moved_psnr > result.baseline_static_moved_psnr
+    assert result.clips_above_blank_driving == result.clips
 
 
 async def test_bare_serve_animates_the_sample_character(tmp_path):
