@@ -85,7 +85,7 @@ def test_a_perfect_prediction_of_the_training_target_streams_the_clean_frames(co
     step = scheduler.step_frames(target, timesteps, noisy, torch.zeros_like(noisy), config.num_inference_steps)
     assert torch.allclose(step.denoised, clean, atol=1e-3)
     oldest = slice(0, config.frames_per_group)
-    assert torch.allclose(step.prev_sample[:, :, oldest], clean[:, :, oldest], atol=1e-3), "the oldest group leaves clean"
+    assert torch.allclose(step.prev_sample[:, :, oldest], clean[:, :, oldest], atol=1e-3), "the oldest group is clean"
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(config, tmp_path):

@@ -123,8 +123,8 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
         moved_psnr=psnr_from_error(*moved["model"]), baseline_static_moved_psnr=psnr_from_error(*moved["static"]),
         baseline_blank_driving_moved_psnr=psnr_from_error(*moved["blank"]),
         moved_fraction=moved_pixels / (frames_total * height * width),
-        clips_above_static=sum(m > b for m, b in zip(scores["psnr"], scores["sp"])),
-        clips_above_blank_driving=sum(m > b for m, b in zip(scores["psnr"], scores["bp"])),
+        clips_above_static=sum(m > b for m, b in zip(scores["psnr"], scores["sp"], strict=True)),
+        clips_above_blank_driving=sum(m > b for m, b in zip(scores["psnr"], scores["bp"], strict=True)),
     )
 
 
