@@ -2,7 +2,13 @@
 
 from rain_core.driving.landmarks import Landmarks
 from rain_core.driving.pipeline import DrivingPipeline
-from rain_core.driving.settings import BodyFraming, DrivingSettings, DrivingSettingsError, FaceCalibration, SmoothingSettings
+from rain_core.driving.settings import (
+    BodyFraming,
+    DrivingSettings,
+    DrivingSettingsError,
+    FaceCalibration,
+    SmoothingSettings,
+)
 
 __all__ = [
     "BodyFraming",

@@ -11,13 +11,14 @@ as they move about the person's.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from rain_core.driving.body_render import MIN_CONFIDENCE
-from rain_core.driving.landmarks import Landmarks
+from rain_core.driving.landmarks import LEFT_SHOULDER, NECK, RIGHT_SHOULDER, Landmarks
 from rain_core.driving.settings import BodyFraming
 
-NECK, RIGHT_SHOULDER, LEFT_SHOULDER = 1, 2, 5
 # Shoulders closer than this (a person side-on to the camera) give no usable scale.
 _MIN_SHOULDER_SPAN = 1e-3
 # Bounds on the scale, so that one bad detection cannot blow the pose up or shrink it away.
@@ -54,5 +55,5 @@ def frame_body(landmarks: Landmarks, framing: BodyFraming) -> Landmarks:
         out[:, :2] = scale * points[:, :2] + offset
         return out
 
-    return Landmarks(face=moved(landmarks.face), body=moved(landmarks.body), left_hand=moved(landmarks.left_hand),
-                     right_hand=moved(landmarks.right_hand), timestamp=landmarks.timestamp, source=landmarks.source)
+    return replace(landmarks, face=moved(landmarks.face), body=moved(landmarks.body),
+                   left_hand=moved(landmarks.left_hand), right_hand=moved(landmarks.right_hand))

@@ -46,7 +46,7 @@ MEDIAPIPE_POSE_TO_OPENPOSE = {
     14: 5, 15: 2,  # right eye, left eye
     16: 8, 17: 7,  # right ear, left ear
 }  # fmt: skip
-NECK = 1
+NECK, RIGHT_SHOULDER, LEFT_SHOULDER = 1, 2, 5
 
 # iBUG indices whose horizontal mirror image is another iBUG index (for mirrored frames).
 IBUG68_MIRROR = np.array(
@@ -111,7 +111,7 @@ def body_from_mediapipe(points: np.ndarray) -> np.ndarray:
     body = np.zeros((BODY_POINTS, 3))
     for openpose, mediapipe in MEDIAPIPE_POSE_TO_OPENPOSE.items():
         body[openpose] = points[mediapipe, :3]
-    shoulders = body[[2, 5]]
+    shoulders = body[[RIGHT_SHOULDER, LEFT_SHOULDER]]
     body[NECK, :2] = shoulders[:, :2].mean(axis=0)
     body[NECK, 2] = shoulders[:, 2].min()
     return body

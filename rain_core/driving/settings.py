@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rain_core.driving.landmarks import LEFT_SHOULDER, NECK, RIGHT_SHOULDER
+from rain_core.driving.neutral import neutral_body
+
+# Body framing's defaults: where the neutral body (the pose drawn when nobody is found) stands.
+_NEUTRAL_BODY = neutral_body()
+_NEUTRAL_NECK = _NEUTRAL_BODY[NECK, :2].round(6).tolist()
+_NEUTRAL_SHOULDERS = _NEUTRAL_BODY[LEFT_SHOULDER, :2] - _NEUTRAL_BODY[RIGHT_SHOULDER, :2]
+_NEUTRAL_SHOULDER_WIDTH = round(float(np.linalg.norm(_NEUTRAL_SHOULDERS)), 6)
 
 
 class DrivingSettingsError(ValueError):
@@ -62,9 +72,9 @@ class BodyFraming(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    neck_x: float = Field(0.5, ge=0, le=1)
-    neck_y: float = Field(0.46, ge=0, le=1)
-    shoulder_width: float = Field(0.24, ge=0.02, le=1)
+    neck_x: float = Field(_NEUTRAL_NECK[0], ge=0, le=1)
+    neck_y: float = Field(_NEUTRAL_NECK[1], ge=0, le=1)
+    shoulder_width: float = Field(_NEUTRAL_SHOULDER_WIDTH, ge=0.02, le=1)
 
 
 class DrivingSettings(BaseModel):

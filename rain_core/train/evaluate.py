@@ -51,8 +51,8 @@ def moved_mask(truth: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def masked_squared_error(output: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
     """(sum of squared errors over the masked pixels' channels, number of values summed)."""
-    diff = output.astype(np.float64) - truth.astype(np.float64)
-    return float((diff[mask] ** 2).sum()), int(mask.sum()) * diff.shape[-1]
+    diff = output[mask].astype(np.float64) - truth[mask].astype(np.float64)
+    return float((diff**2).sum()), diff.size
 
 
 def psnr_from_error(squared_error: float, count: int) -> float:
@@ -92,7 +92,7 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
     model = QueueModel(components)
     scores: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "sp", "ss", "bp", "bs", "fl", "tf")}
     moved = {k: [0.0, 0] for k in ("model", "static", "blank")}
-    moved_pixels = frames_total = 0
+    moved_pixels = pixels = frames_total = 0
     for index in range(clips):
         truth, driving, reference = dataset.clip(index)
         output = animate_clip(model, driving, reference, seed=seed)
@@ -112,9 +112,9 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
             moved[name][0] += error
             moved[name][1] += count
         moved_pixels += int(mask.sum())
+        pixels += mask.size
         frames_total += len(truth)
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
-    height, width = truth.shape[1:3]
     return EvaluationResult(
         clips=clips, frames=frames_total, psnr=mean["psnr"], ssim=mean["ssim"],
         baseline_static_psnr=mean["sp"], baseline_static_ssim=mean["ss"],
@@ -122,7 +122,7 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
         flicker=mean["fl"], true_flicker=mean["tf"],
         moved_psnr=psnr_from_error(*moved["model"]), baseline_static_moved_psnr=psnr_from_error(*moved["static"]),
         baseline_blank_driving_moved_psnr=psnr_from_error(*moved["blank"]),
-        moved_fraction=moved_pixels / (frames_total * height * width),
+        moved_fraction=moved_pixels / pixels,
         clips_above_static=sum(m > b for m, b in zip(scores["psnr"], scores["sp"], strict=True)),
         clips_above_blank_driving=sum(m > b for m, b in zip(scores["psnr"], scores["bp"], strict=True)),
     )

@@ -8,6 +8,7 @@ safetensors, the configuration, and a model card with the run's facts and its ev
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -159,7 +160,7 @@ def add_evaluation(directory: Path, evaluation: EvaluationResult, notes: list[st
 def _figure(evaluation: dict, key: str) -> str:
     """A PSNR from the evaluation, or a dash for cards written before it was measured."""
     value = evaluation.get(key)
-    return "-" if value is None or value != value else f"{value:.2f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def render_card(card: ModelCard) -> str:
