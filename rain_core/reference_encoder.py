@@ -68,17 +68,23 @@ class ReferenceEncoder:
             raise ValueError("components need an image encoder or a learned context token to encode references")
 
     @torch.inference_mode()
+    def latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images [N, 3, H, W] in [0, 1], already at the model's size -> latents [N, C, H/8, W/8]."""
+        c = self.components
+        decoder_param = next(c.decoder.parameters())
+        pixels = pixels.to(device=decoder_param.device, dtype=decoder_param.dtype)
+        if c.vae is not None:
+            return c.vae.encode(pixels * 2 - 1).latent_dist.mean * VAE_SCALING
+        return c.decoder.encode(pixels)
+
+    @torch.inference_mode()
     def __call__(self, image: Image.Image | np.ndarray) -> ReferenceEncoding:
         image = as_rgb_image(image)
         c = self.components
         decoder_param = next(c.decoder.parameters())
         device, dtype = decoder_param.device, decoder_param.dtype
         pixels = self.vae_processor.preprocess(image, height=self.config.height, width=self.config.width)
-        pixels = pixels.to(device=device, dtype=dtype)  # [1, 3, H, W] in [-1, 1]
-        if c.vae is not None:
-            latents = c.vae.encode(pixels).latent_dist.mean * VAE_SCALING
-        else:
-            latents = c.decoder.encode((pixels + 1) / 2)
+        latents = self.latents((pixels + 1) / 2)
         if c.image_encoder is not None:
             clip_pixels = self.clip_processor.preprocess(image, return_tensors="pt").pixel_values
             clip_embeds = c.image_encoder(clip_pixels.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)

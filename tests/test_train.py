@@ -9,7 +9,7 @@ import torch
 from rain_core.components import RainComponents
 from rain_core.config import tiny_config
 from rain_core.train.codec import codec_loss, train_codec
-from rain_core.train.data import collate
+from rain_core.train.data import SyntheticClips, collate
 from rain_core.train.objective import noise_latents, prediction_target, staggered_timesteps
 from rain_core.train.trainer import Trainer, TrainSettings
 
@@ -165,10 +165,13 @@ def test_export_packs_the_ema_weights_as_float16_with_a_card(config, tmp_path):
         assert torch.equal(value, expected[key].half().float()), key
     figures = EvaluationResult(clips=1, frames=6, psnr=30.0, ssim=0.9, baseline_static_psnr=20.0,
                                baseline_static_ssim=0.8, baseline_blank_driving_psnr=21.0,
-                               baseline_blank_driving_ssim=0.81, flicker=1.0, true_flicker=1.1, moved_psnr=25.0)
+                               baseline_blank_driving_ssim=0.81, flicker=1.0, true_flicker=1.1, moved_psnr=25.0,
+                               codec_psnr=33.0, codec_ssim=0.95)
     add_evaluation(out, figures)
     assert read_card(out).evaluation["psnr"] == 30.0
-    assert "| this model | 30.00 | 0.900 | 25.00 |" in (out / "MODEL_CARD.md").read_text()
+    card_text = (out / "MODEL_CARD.md").read_text()
+    assert "| this model | 30.00 | 0.900 | 25.00 |" in card_text
+    assert "| the codec alone on the true frames (a ceiling) | 33.00 | 0.950 | - |" in card_text
 
 
 def test_export_over_the_size_limit_leaves_the_old_model(config, tmp_path):
@@ -204,3 +207,25 @@ def test_moved_region_psnr_sees_what_the_whole_frame_hides():
     drawn_moved = psnr_from_error(*masked_squared_error(drawn, truth, mask))
     assert psnr(static, truth) > 20 and static_moved < 12
     assert drawn_moved > 35 and drawn_moved - static_moved > 20
+
+
+def test_codec_ceiling_decodes_as_the_stream_does(config):
+    """The codec's reconstruction, P frames a call with the decoder memory carried, is the
+    whole clip decoded at once."""
+    from rain_core.engine import QueueModel
+    from rain_core.reference_encoder import ReferenceEncoder
+    from rain_core.train.evaluate import codec_reconstruction
+
+    components = RainComponents.random(config, seed=3)
+    model = QueueModel(components)
+    encoder = ReferenceEncoder(components)
+    truth, _, _ = SyntheticClips(config, frames=3 * config.frames_per_group, split="val").clip(0)
+    streamed = codec_reconstruction(model, encoder, truth)
+    assert streamed.shape == truth.shape and streamed.dtype == np.uint8
+    with torch.inference_mode():
+        pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float().div(255)
+        latents = components.decoder.encode(pixels)
+        memory = components.decoder.initial_memory(1, *latents.shape[-2:])
+        whole, _ = components.decoder.decode_stream(latents[None], memory)
+    expected = whole[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(streamed.astype(int) - expected).max() <= 1

@@ -157,10 +157,10 @@ def add_evaluation(directory: Path, evaluation: EvaluationResult, notes: list[st
     return card
 
 
-def _figure(evaluation: dict, key: str) -> str:
-    """A PSNR from the evaluation, or a dash for cards written before it was measured."""
+def _figure(evaluation: dict, key: str, digits: int = 2) -> str:
+    """A figure from the evaluation, or a dash for cards written before it was measured."""
     value = evaluation.get(key)
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def render_card(card: ModelCard) -> str:
@@ -200,6 +200,8 @@ def render_card(card: ModelCard) -> str:
             f"{_figure(e, 'baseline_static_moved_psnr')} |",
             f"| this model, driving blanked | {e['baseline_blank_driving_psnr']:.2f} | "
             f"{e['baseline_blank_driving_ssim']:.3f} | {_figure(e, 'baseline_blank_driving_moved_psnr')} |",
+            f"| the codec alone on the true frames (a ceiling) | {_figure(e, 'codec_psnr')} | "
+            f"{_figure(e, 'codec_ssim', 3)} | - |",
             "",
             f"Frame-to-frame change: {e['flicker']:.2f} levels in the output, {e['true_flicker']:.2f} in the true frames.",
             "",
