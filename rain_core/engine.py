@@ -127,10 +127,17 @@ class QueueModel:
     def _timed(self, stage: str):
         return self.timer(stage) if self.timer is not None else nullcontext()
 
-    def encode_reference(self, image) -> ReferenceEncoding:
+    def _encoder(self) -> ReferenceEncoder:
         if self.reference_encoder is None:
             self.reference_encoder = ReferenceEncoder(self.components)
-        return self.reference_encoder(image)
+        return self.reference_encoder
+
+    def encode_reference(self, image) -> ReferenceEncoding:
+        return self._encoder()(image)
+
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Frames [N, 3, H, W] in [0, 1] at the model's size -> latents, encoded as references are."""
+        return self._encoder().latents(pixels)
 
     @torch.inference_mode()
     def conditioning(self, encoding: ReferenceEncoding, *, cache_kv: bool) -> Conditioning:

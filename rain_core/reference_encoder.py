@@ -62,7 +62,7 @@ class ReferenceEncoder:
     def __init__(self, components: RainComponents):
         self.components = components
         self.config = components.config
-        self.vae_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True)
+        self.vae_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True, do_normalize=False)
         self.clip_processor = _CLIPImageProcessor() if components.image_encoder is not None else None
         if components.image_encoder is None and components.context is None:
             raise ValueError("components need an image encoder or a learned context token to encode references")
@@ -84,7 +84,7 @@ class ReferenceEncoder:
         decoder_param = next(c.decoder.parameters())
         device, dtype = decoder_param.device, decoder_param.dtype
         pixels = self.vae_processor.preprocess(image, height=self.config.height, width=self.config.width)
-        latents = self.latents((pixels + 1) / 2)
+        latents = self.latents(pixels)
         if c.image_encoder is not None:
             clip_pixels = self.clip_processor.preprocess(image, return_tensors="pt").pixel_values
             clip_embeds = c.image_encoder(clip_pixels.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)

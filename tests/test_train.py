@@ -212,20 +212,17 @@ def test_moved_region_psnr_sees_what_the_whole_frame_hides():
 def test_codec_ceiling_decodes_as_the_stream_does(config):
     """The codec's reconstruction, P frames a call with the decoder memory carried, is the
     whole clip decoded at once."""
-    from rain_core.engine import QueueModel
-    from rain_core.reference_encoder import ReferenceEncoder
+    from rain_core.engine import QueueModel, frames_to_uint8
     from rain_core.train.evaluate import codec_reconstruction
 
     components = RainComponents.random(config, seed=3)
-    model = QueueModel(components)
-    encoder = ReferenceEncoder(components)
     truth, _, _ = SyntheticClips(config, frames=3 * config.frames_per_group, split="val").clip(0)
-    streamed = codec_reconstruction(model, encoder, truth)
+    streamed = codec_reconstruction(QueueModel(components), truth)
     assert streamed.shape == truth.shape and streamed.dtype == np.uint8
     with torch.inference_mode():
         pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float().div(255)
         latents = components.decoder.encode(pixels)
         memory = components.decoder.initial_memory(1, *latents.shape[-2:])
         whole, _ = components.decoder.decode_stream(latents[None], memory)
-    expected = whole[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    expected = frames_to_uint8(whole[0].clamp(0, 1))
     assert np.abs(streamed.astype(int) - expected).max() <= 1

@@ -25,7 +25,6 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from rain_core.components import RainComponents
 from rain_core.engine import QueueModel, StreamEngine, frames_to_uint8, stream_frames
-from rain_core.reference_encoder import ReferenceEncoder
 
 
 def animate_clip(components: RainComponents | QueueModel, driving: np.ndarray, reference: np.ndarray, *,
@@ -37,11 +36,10 @@ def animate_clip(components: RainComponents | QueueModel, driving: np.ndarray, r
 
 
 @torch.inference_mode()
-def codec_reconstruction(model: QueueModel, encoder: ReferenceEncoder, frames: np.ndarray) -> np.ndarray:
+def codec_reconstruction(model: QueueModel, frames: np.ndarray) -> np.ndarray:
     """Frames uint8 [T, H, W, 3] -> the same frames through the model's encoder and its streaming
     decoder, P frames a call with the decoder memory carried, as a stream decodes them."""
-    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
-    latents = encoder.latents(pixels).to(device=model.device, dtype=model.dtype)
+    latents = model.encode_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255))
     memory = model.components.decoder.initial_memory(1, *latents.shape[-2:], device=model.device, dtype=model.dtype)
     decoded = []
     for start in range(0, len(latents), model.per_group):
@@ -112,7 +110,6 @@ class EvaluationResult:
 @torch.inference_mode()
 def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int = 0) -> EvaluationResult:
     model = QueueModel(components)
-    encoder = ReferenceEncoder(components)
     scores: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "sp", "ss", "bp", "bs", "fl", "tf", "cp", "cs")}
     moved = {k: [0.0, 0] for k in ("model", "static", "blank")}
     moved_pixels = pixels = frames_total = 0
@@ -121,7 +118,7 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
         output = animate_clip(model, driving, reference, seed=seed)
         blank = animate_clip(model, np.zeros_like(driving), reference, seed=seed)
         static = np.repeat(reference[None], len(truth), 0)
-        codec = codec_reconstruction(model, encoder, truth)
+        codec = codec_reconstruction(model, truth)
         scores["psnr"].append(psnr(output, truth))
         scores["ssim"].append(ssim(output, truth))
         scores["sp"].append(psnr(static, truth))
