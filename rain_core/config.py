@@ -15,6 +15,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from rain_core.validation import describe_validation_error
+
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -23,6 +25,11 @@ DTYPES: dict[str, torch.dtype] = {
 
 # The VAE and the pose guider both reduce the image 8x; the latent grid is image / 8.
 LATENT_SCALE = 8
+
+
+def default_device() -> str:
+    """Where a model runs when no device is named: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class ConfigError(ValueError):
@@ -281,7 +288,7 @@ class RainConfig(_Section):
         try:
             return RainConfig.model_validate({**self.model_dump(), **changes})
         except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from None
+            raise ConfigError(describe_validation_error(exc)) from None
 
     # Loading ----------------------------------------------------------------------
     @classmethod
@@ -310,15 +317,7 @@ class RainConfig(_Section):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {_describe(exc)}") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "config"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
+            raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
 
 
 # Profiles --------------------------------------------------------------------------
@@ -384,4 +383,4 @@ def profile_config(name: str, **overrides: Any) -> RainConfig:
     try:
         return factory(**overrides)
     except ValidationError as exc:
-        raise ConfigError(f"profile {name!r}: {_describe(exc)}") from None
+        raise ConfigError(f"profile {name!r}: {describe_validation_error(exc)}") from None

@@ -17,7 +17,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from rain_core.profile_select import sample_character
+from rain_core.validation import describe_validation_error
+from rain_core.weights.profiles import sample_character
 from server.api.main import api_router
 from server.api.routes import health, pages, whep
 from server.core.config import Settings, get_settings
@@ -73,11 +74,7 @@ async def request_validation_error(request: Request, exc: RequestValidationError
         if error.get("type") == "json_invalid":
             reason = (error.get("ctx") or {}).get("error", "JSON decode error")
             return JSONResponse({"detail": f"malformed JSON: {reason}"}, status_code=400)
-    parts = []
-    for error in errors:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {error.get('msg')}")
-    return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+    return JSONResponse({"detail": describe_validation_error(exc, skip=("body",))}, status_code=422)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

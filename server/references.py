@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from rain_core.engine import QueueModel
-from rain_core.reference_encoder import ReferenceEncoding, ReferenceImageError, as_rgb_image
+from rain_core.stream.engine import QueueModel
+from rain_core.stream.reference_encoder import ReferenceEncoding, ReferenceImageError, as_rgb_image
 
 # Kept images are scaled down to this side at most: the encoders resize to the model's size anyway.
 STORED_MAX_SIDE = 1024

@@ -32,7 +32,7 @@ from aiortc.contrib.media import MediaBlackhole, MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rain_core.driving import DrivingPipeline, DrivingSettings, DrivingSettingsError
-from rain_core.engine import StreamEngine
+from rain_core.stream.engine import StreamEngine
 from server.core.config import Settings
 from server.metrics import Metrics
 from server.references import Reference, ReferenceStore

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rain_core.components import RainComponents
-from rain_core.config import RainConfig
+from rain_core.config import RainConfig, default_device
 from rain_core.driving import DrivingSettings
-from rain_core.profile_select import load_model
-from rain_core.engine import QueueModel, StreamEngine, frames_to_uint8, step_streams
+from rain_core.stream.components import RainComponents
+from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8, step_streams
+from rain_core.weights.profiles import load_model
 from server.core.config import Settings
 from server.metrics import Metrics
 
@@ -142,7 +142,7 @@ class ModelWorker:
     def _run(self, ready: concurrent.futures.Future) -> None:
         try:
             started = time.perf_counter()
-            device = self.settings.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
+            device = self.settings.DEVICE or default_device()
             threads = self.settings.TORCH_THREADS
             if threads is None and not device.startswith("cuda"):
                 threads = max(1, (os.cpu_count() or 1) - 1)

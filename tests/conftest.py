@@ -17,8 +17,8 @@ import httpx
 import pytest
 from safetensors.torch import load_file
 
-from rain_core.components import RainComponents
 from rain_core.config import RainConfig
+from rain_core.stream.components import RainComponents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GOLDEN_DIR = REPO_ROOT.parent / "shared" / "golden"
@@ -101,7 +101,7 @@ def start_live_server(directory: Path, *, model_args: tuple[str, ...] = RANDOM_T
     log_path = directory / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", *model_args, "--port", str(port)],
+            [sys.executable, "-m", "cli", "serve", *model_args, "--port", str(port)],
             cwd=directory, env=clean, stdout=log, stderr=subprocess.STDOUT,
         )
     server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real test media (shared/media beside the clone).
+MEDIA_DIR = REPO_ROOT.parent / "shared" / "media"
 
 # The acceptance tolerance of the golden fixtures (float32, CPU).
 GOLDEN_RTOL = 1e-4
@@ -33,7 +39,9 @@ class ReplayNoise:
     def __call__(self, shape, *, device, dtype):
         assert self.tensors, f"engine asked for more noise than given ({tuple(shape)})"
         tensor = self.tensors.pop(0)
-        assert tuple(tensor.shape) == tuple(shape), f"engine asked for {tuple(shape)}, next noise is {tuple(tensor.shape)}"
+        assert tuple(tensor.shape) == tuple(shape), (
+            f"engine asked for {tuple(shape)}, next noise is {tuple(tensor.shape)}"
+        )
         return tensor.to(device=device, dtype=dtype)
 
 
@@ -45,8 +53,8 @@ def assert_animates_the_demo_character(frames: list) -> None:
     import numpy as np
     from PIL import Image
 
-    from rain_core.profile_select import DEMO_CHARACTER
     from rain_core.train.synthetic import make_clip
+    from rain_core.weights.profiles import DEMO_CHARACTER
 
     character = np.asarray(Image.open(DEMO_CHARACTER).convert("RGB"), np.float32)
     assert frames[0].shape == character.shape

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rain_core.models import guidance_scale_embedding
-from rain_core.engine import Conditioning, QueueModel, QueueSnapshot, StreamEngine
-from rain_core.reference_encoder import ReferenceEncoding
+from rain_core.stream.engine import Conditioning, QueueModel, QueueSnapshot, StreamEngine
+from rain_core.stream.reference_encoder import ReferenceEncoding
 from tests.helpers import ReplayNoise, assert_close
 
 STREAM_STEPS = 3
@@ -116,9 +116,13 @@ def test_streaming_call_unclamped(golden_config, golden_components, golden_cases
     model = QueueModel(golden_components)
     p = golden_config.frames_per_group
     conditioning = Conditioning(clip_embeds=golden_cases["reference.clip_embeds"], reference=reference)
-    features = torch.cat([golden_cases["stream.init.pose_cond_fea"], model.pose_features(golden_cases["stream.0.pose"])], 2)
+    features = torch.cat(
+        [golden_cases["stream.init.pose_cond_fea"], model.pose_features(golden_cases["stream.0.pose"])], 2
+    )
     with torch.no_grad():
-        stepped = model.denoise(golden_cases["stream.init.sample"], features, conditioning, golden_cases["stream.0.add_noise"])
+        stepped = model.denoise(
+            golden_cases["stream.init.sample"], features, conditioning, golden_cases["stream.0.add_noise"]
+        )
         memory = golden_components.decoder.initial_memory(1, golden_config.latent_height, golden_config.latent_width)
         frames, _ = golden_components.decoder.decode_stream(stepped[:, :, :p].transpose(1, 2), memory)
     assert_close(frames, golden_cases["stream.0.frames_unclamped"], "stream.0.frames_unclamped")

@@ -56,7 +56,7 @@ def render_body(landmarks: Landmarks, width: int, height: int, *, draw_face: boo
         points = _pixels(body, width, height)
         visible = body[:, 2] >= MIN_CONFIDENCE
         stick = _scaled(side, _STICK)
-        for (a, b), color in zip(LIMBS, COLORS):
+        for (a, b), color in zip(LIMBS, COLORS[: len(LIMBS)], strict=True):
             if not (visible[a] and visible[b]):
                 continue
             (xa, ya), (xb, yb) = points[a], points[b]

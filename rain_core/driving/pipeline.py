@@ -96,7 +96,10 @@ class DrivingPipeline:
             for f in self._filters.values():
                 f.reset()
         return Landmarks(
-            face=neutral_face(), body=neutral_body() if s.mode == "body" else None, timestamp=timestamp, source="neutral"
+            face=neutral_face(),
+            body=neutral_body() if s.mode == "body" else None,
+            timestamp=timestamp,
+            source="neutral",
         )
 
     def _smooth(self, found: Landmarks, timestamp: float) -> Landmarks:
@@ -110,7 +113,9 @@ class DrivingPipeline:
                 return None
             f = self._filters.get(name)
             if f is None:
-                f = self._filters[name] = OneEuroFilter(smoothing.min_cutoff, smoothing.beta, smoothing.derivative_cutoff)
+                f = self._filters[name] = OneEuroFilter(
+                    smoothing.min_cutoff, smoothing.beta, smoothing.derivative_cutoff
+                )
             return f(points, timestamp)
 
         return Landmarks(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rain_core.driving.landmarks import LEFT_SHOULDER, NECK, RIGHT_SHOULDER
 from rain_core.driving.neutral import neutral_body
+from rain_core.validation import describe_validation_error
 
 # Body framing's defaults: where the neutral body (the pose drawn when nobody is found) stands.
 _NEUTRAL_BODY = neutral_body()
@@ -108,8 +109,4 @@ class DrivingSettings(BaseModel):
         try:
             return DrivingSettings.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else "")
-                for e in exc.errors()
-            )
-            raise DrivingSettingsError(problems) from None
+            raise DrivingSettingsError(describe_validation_error(exc)) from None

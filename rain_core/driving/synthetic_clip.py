@@ -22,7 +22,9 @@ class ClipMotion:
     period: int = 48
 
 
-def photo_to_frame(photo_size: tuple[int, int], frame_size: tuple[int, int], t: float, motion: ClipMotion) -> np.ndarray:
+def photo_to_frame(
+    photo_size: tuple[int, int], frame_size: tuple[int, int], t: float, motion: ClipMotion
+) -> np.ndarray:
     """The 2x3 affine map (photo pixels -> frame pixels) at frame index t."""
     pw, ph = photo_size
     fw, fh = frame_size
@@ -38,9 +40,14 @@ def photo_to_frame(photo_size: tuple[int, int], frame_size: tuple[int, int], t: 
     return np.array([[cos, -sin, tx - cos * cx + sin * cy], [sin, cos, ty - sin * cx - cos * cy]])
 
 
-def synthetic_clip(photo: np.ndarray, frames: int, frame_size: tuple[int, int] = (640, 480),
-                   motion: ClipMotion | None = ClipMotion(), noise: float = 0.0,
-                   seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def synthetic_clip(
+    photo: np.ndarray,
+    frames: int,
+    frame_size: tuple[int, int] = (640, 480),
+    motion: ClipMotion | None = ClipMotion(),
+    noise: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Frames [H, W, 3] uint8 and their affine maps. `motion=None` keeps the photo still;
     `noise` adds per-frame Gaussian sensor noise (standard deviation in 0-255 levels)."""
     import cv2

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,7 @@ class ReferenceKV:
 
 # One block's reference: either its bank (normalised reference tokens, [B, L, C]), projected
 # on every call, or the cached projections of that bank.
-BlockReference = Union[torch.Tensor, ReferenceKV]
+BlockReference = torch.Tensor | ReferenceKV
 
 
 def project_reference(attn: Attention, reference: BlockReference) -> ReferenceKV:

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.downsampling import Downsample2D
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.downsampling import Downsample2D
 from diffusers.models.resnet import ResnetBlock2D
-from diffusers.models.upsampling import Upsample2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.upsampling import Upsample2D
 from diffusers.utils import BaseOutput
 from torch import nn
 
@@ -117,15 +117,23 @@ class DownBlock(_VideoBlock):
             [_resnet(spec, channels_in if i == 0 else channels_out, channels_out) for i in range(layers)]
         )
         self.attentions = (
-            nn.ModuleList([_spatial_transformer(spec, channels_out) for _ in range(layers)]) if cross_attention else None
+            nn.ModuleList([_spatial_transformer(spec, channels_out) for _ in range(layers)])
+            if cross_attention
+            else None
         )
         self.motion_modules = (
             nn.ModuleList([MotionModule(channels_out, spec.motion) for _ in range(layers)]) if motion else None
         )
         self.downsamplers = (
-            nn.ModuleList([Downsample2D(channels_out, use_conv=True, out_channels=channels_out,
-                                        padding=downsample_padding, name="op")])
-            if downsample else None
+            nn.ModuleList(
+                [
+                    Downsample2D(
+                        channels_out, use_conv=True, out_channels=channels_out, padding=downsample_padding, name="op"
+                    )
+                ]
+            )
+            if downsample
+            else None
         )
 
     def forward(self, hidden_states, temb, context, references, num_frames):
@@ -156,8 +164,17 @@ class MidBlock(_VideoBlock):
 
 
 class UpBlock(_VideoBlock):
-    def __init__(self, spec: _BlockSpec, channels_prev: int, channels_out: int, channels_skip_last: int,
-                 layers: int, cross_attention: bool, motion: bool, upsample: bool):
+    def __init__(
+        self,
+        spec: _BlockSpec,
+        channels_prev: int,
+        channels_out: int,
+        channels_skip_last: int,
+        layers: int,
+        cross_attention: bool,
+        motion: bool,
+        upsample: bool,
+    ):
         super().__init__()
         resnets = []
         for i in range(layers):
@@ -165,7 +182,9 @@ class UpBlock(_VideoBlock):
             resnets.append(_resnet(spec, (channels_prev if i == 0 else channels_out) + skip, channels_out))
         self.resnets = nn.ModuleList(resnets)
         self.attentions = (
-            nn.ModuleList([_spatial_transformer(spec, channels_out) for _ in range(layers)]) if cross_attention else None
+            nn.ModuleList([_spatial_transformer(spec, channels_out) for _ in range(layers)])
+            if cross_attention
+            else None
         )
         self.motion_modules = (
             nn.ModuleList([MotionModule(channels_out, spec.motion) for _ in range(layers)]) if motion else None
@@ -219,7 +238,9 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
 
         self.conv_in = nn.Conv2d(unet_config.in_channels, widths[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(widths[0], unet_config.flip_sin_to_cos, unet_config.freq_shift)
-        self.time_embedding = TimestepEmbedding(widths[0], unet_config.time_embed_dim, cond_proj_dim=extra.cond_proj_dim)
+        self.time_embedding = TimestepEmbedding(
+            widths[0], unet_config.time_embed_dim, cond_proj_dim=extra.cond_proj_dim
+        )
 
         self.down_blocks = nn.ModuleList()
         for i, kind in enumerate(unet_config.down_block_types):
@@ -236,7 +257,9 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
                 )
             )
         self.mid_block = MidBlock(
-            spec, widths[-1], motion=use_motion and extra.motion_module_mid_block,
+            spec,
+            widths[-1],
+            motion=use_motion and extra.motion_module_mid_block,
             scale=unet_config.mid_block_scale_factor,
         )
         self.up_blocks = nn.ModuleList()

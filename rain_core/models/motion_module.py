@@ -27,7 +27,7 @@ class TemporalTransformerBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(dim)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
-        for attention, norm in zip(self.attention_blocks, self.norms):
+        for attention, norm in zip(self.attention_blocks, self.norms, strict=True):
             hidden_states = attention(norm(hidden_states), num_frames) + hidden_states
         return self.ff(self.ff_norm(hidden_states)) + hidden_states
 

@@ -27,7 +27,7 @@ class PoseGuider(ModelMixin, ConfigMixin):
         super().__init__()
         self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], kernel_size=3, padding=1)
         self.blocks = nn.ModuleList()
-        for channels_in, channels_out in zip(block_out_channels[:-1], block_out_channels[1:]):
+        for channels_in, channels_out in zip(block_out_channels[:-1], block_out_channels[1:], strict=True):
             self.blocks.append(nn.Conv2d(channels_in, channels_in, kernel_size=3, padding=1))
             self.blocks.append(nn.Conv2d(channels_in, channels_out, kernel_size=3, padding=1, stride=2))
         self.conv_out = nn.Conv2d(block_out_channels[-1], conditioning_embedding_channels, kernel_size=3, padding=1)

@@ -44,7 +44,9 @@ class MemoryBlock(nn.Module):
 
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
-        self.conv = nn.Sequential(_conv(n_in * 2, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out))
+        self.conv = nn.Sequential(
+            _conv(n_in * 2, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out)
+        )
         self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
         self.act = nn.ReLU()
         self.memory_channels = n_in
@@ -61,8 +63,13 @@ class TAESDV(nn.Module):
     little and gives the decoder the capacity to draw shapes from the latents.
     """
 
-    def __init__(self, latent_channels: int = 4, channels: int | Sequence[int] = 64, blocks_per_stage: int = 3,
-                 patch_path: bool = False):
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        channels: int | Sequence[int] = 64,
+        blocks_per_stage: int = 3,
+        patch_path: bool = False,
+    ):
         super().__init__()
         widths = (channels,) * 4 if isinstance(channels, int) else tuple(channels)
         if len(widths) != 4:
@@ -70,14 +77,17 @@ class TAESDV(nn.Module):
         n = blocks_per_stage
         self.latent_channels = latent_channels
         encoder: list[nn.Module] = [_conv(3, widths[0]), _Block(widths[0], widths[0])]
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             encoder += [_conv(c_in, c_out, stride=2, bias=False), *(_Block(c_out, c_out) for _ in range(n))]
         encoder.append(_conv(widths[-1], latent_channels))
         self.encoder = nn.Sequential(*encoder)
         decoder: list[nn.Module] = [_SoftClamp(), _conv(latent_channels, widths[-1]), nn.ReLU()]
-        for c_in, c_out in zip(widths[:0:-1], widths[-2::-1]):
-            decoder += [*(MemoryBlock(c_in, c_in) for _ in range(n)), nn.Upsample(scale_factor=2),
-                        _conv(c_in, c_out, bias=False)]
+        for c_in, c_out in zip(widths[:0:-1], widths[-2::-1], strict=True):
+            decoder += [
+                *(MemoryBlock(c_in, c_in) for _ in range(n)),
+                nn.Upsample(scale_factor=2),
+                _conv(c_in, c_out, bias=False),
+            ]
         decoder += [MemoryBlock(widths[0], widths[0]), _conv(widths[0], 3)]
         self.decoder = nn.Sequential(*decoder)
         # A linear map between each 8x8 patch and its latent, added beside the conv stacks.
@@ -101,9 +111,13 @@ class TAESDV(nn.Module):
                 shapes.append((batch, block.memory_channels, latent_height * scale, latent_width * scale))
         return shapes
 
-    def initial_memory(self, batch: int, latent_height: int, latent_width: int, *, device=None, dtype=None) -> list[torch.Tensor]:
+    def initial_memory(
+        self, batch: int, latent_height: int, latent_width: int, *, device=None, dtype=None
+    ) -> list[torch.Tensor]:
         """The memory of a stream that has decoded nothing yet: zeros."""
-        return [torch.zeros(s, device=device, dtype=dtype) for s in self.memory_shapes(batch, latent_height, latent_width)]
+        return [
+            torch.zeros(s, device=device, dtype=dtype) for s in self.memory_shapes(batch, latent_height, latent_width)
+        ]
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames [N, 3, H, W] in [0, 1] -> latents [N, C, H/8, W/8]."""

@@ -1,1 +1,2 @@
-"""Training RAIN models: data (synthetic characters, videos), the staggered-noise objective, the trainer, the demo codec, evaluation."""
+"""Training RAIN models: data (synthetic characters, videos), the staggered-noise objective, the trainer,
+the demo codec, evaluation."""

@@ -117,7 +117,7 @@ class VideoFolderClips:
 
         from rain_core.driving import DrivingPipeline, DrivingSettings
         from rain_core.driving.geometry import crop_box
-        from rain_core.video_io import VideoReader
+        from rain_core.media.video import VideoReader
 
         width, height = self.config.width, self.config.height
         pipeline = DrivingPipeline(DrivingSettings(mode=self.config.driving_mode), width=width, height=height)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from rain_core.components import RainComponents
-from rain_core.engine import QueueModel, StreamEngine, frames_to_uint8, stream_frames
+from rain_core.stream.components import RainComponents
+from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8, stream_frames
 
 
 def animate_clip(components: RainComponents | QueueModel, driving: np.ndarray, reference: np.ndarray, *,
@@ -50,11 +50,15 @@ def codec_reconstruction(model: QueueModel, frames: np.ndarray) -> np.ndarray:
 
 
 def psnr(output: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([peak_signal_noise_ratio(t, o, data_range=255) for o, t in zip(output, truth)]))
+    return float(np.mean([peak_signal_noise_ratio(t, o, data_range=255) for o, t in zip(output, truth, strict=True)]))
 
 
 def ssim(output: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([structural_similarity(t, o, channel_axis=-1, data_range=255) for o, t in zip(output, truth)]))
+    return float(
+        np.mean(
+            [structural_similarity(t, o, channel_axis=-1, data_range=255) for o, t in zip(output, truth, strict=True)]
+        )
+    )
 
 
 # A pixel has moved when some channel of the true frame differs from the reference by more than this.
@@ -63,7 +67,7 @@ MOVED_LEVELS = 24
 
 def moved_mask(truth: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """[T, H, W] True where the true frame differs visibly from the reference image."""
-    return (np.abs(truth.astype(np.int16) - reference.astype(np.int16)).max(axis=-1) > MOVED_LEVELS)
+    return np.abs(truth.astype(np.int16) - reference.astype(np.int16)).max(axis=-1) > MOVED_LEVELS
 
 
 def masked_squared_error(output: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
@@ -139,16 +143,24 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
         frames_total += len(truth)
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
     return EvaluationResult(
-        clips=clips, frames=frames_total, psnr=mean["psnr"], ssim=mean["ssim"],
-        baseline_static_psnr=mean["sp"], baseline_static_ssim=mean["ss"],
-        baseline_blank_driving_psnr=mean["bp"], baseline_blank_driving_ssim=mean["bs"],
-        flicker=mean["fl"], true_flicker=mean["tf"],
-        moved_psnr=psnr_from_error(*moved["model"]), baseline_static_moved_psnr=psnr_from_error(*moved["static"]),
+        clips=clips,
+        frames=frames_total,
+        psnr=mean["psnr"],
+        ssim=mean["ssim"],
+        baseline_static_psnr=mean["sp"],
+        baseline_static_ssim=mean["ss"],
+        baseline_blank_driving_psnr=mean["bp"],
+        baseline_blank_driving_ssim=mean["bs"],
+        flicker=mean["fl"],
+        true_flicker=mean["tf"],
+        moved_psnr=psnr_from_error(*moved["model"]),
+        baseline_static_moved_psnr=psnr_from_error(*moved["static"]),
         baseline_blank_driving_moved_psnr=psnr_from_error(*moved["blank"]),
         moved_fraction=moved_pixels / pixels,
         clips_above_static=sum(m > b for m, b in zip(scores["psnr"], scores["sp"], strict=True)),
         clips_above_blank_driving=sum(m > b for m, b in zip(scores["psnr"], scores["bp"], strict=True)),
-        codec_psnr=mean["cp"], codec_ssim=mean["cs"],
+        codec_psnr=mean["cp"],
+        codec_ssim=mean["cs"],
     )
 
 
@@ -157,7 +169,9 @@ def as_dict(result: EvaluationResult) -> dict:
 
 
 @torch.inference_mode()
-def frame_strip(components: RainComponents, dataset, indices: list[int], *, columns: int = 8, seed: int = 0) -> np.ndarray:
+def frame_strip(
+    components: RainComponents, dataset, indices: list[int], *, columns: int = 8, seed: int = 0
+) -> np.ndarray:
     """A picture of the model at work: per clip, rows of driving images, output and true frames,
     `columns` frames evenly spaced over the clip, after the reference image (uint8 [H, W, 3])."""
     model = QueueModel(components)

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rain_core.components import RainComponents
 from rain_core.config import RainConfig
+from rain_core.stream.components import RainComponents
 from rain_core.train.evaluate import EvaluationResult
 from rain_core.train.run import CODEC_FILE, RUN_FILE
 from rain_core.train.trainer import STATE_FILE, WEIGHT_FILES
@@ -165,6 +165,7 @@ def _figure(evaluation: dict, key: str, digits: int = 2) -> str:
 
 def render_card(card: ModelCard) -> str:
     total = sum(card.parameters.values())
+    per_network = ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in card.parameters.items())
     lines = [
         f"# rain-avatar `{card.profile}` model",
         "",
@@ -176,7 +177,7 @@ def render_card(card: ModelCard) -> str:
         "| | |",
         "|---|---|",
         f"| resolution | {card.resolution} |",
-        f"| parameters | {total / 1e6:.2f} M ({', '.join(f'{k} {v / 1e6:.2f} M' for k, v in card.parameters.items())}) |",
+        f"| parameters | {total / 1e6:.2f} M ({per_network}) |",
         f"| weights | {card.weight_bytes / 2**20:.1f} MiB, float16 safetensors |",
         f"| codec training | {card.codec_steps} steps, {card.codec_minutes} min, reconstruction L1 {card.codec_l1} |",
         f"| UNet training | {card.unet_steps} steps of batch {card.batch_size}, {card.unet_minutes} min, "
@@ -203,7 +204,8 @@ def render_card(card: ModelCard) -> str:
             f"| the codec alone on the true frames (a ceiling) | {_figure(e, 'codec_psnr')} | "
             f"{_figure(e, 'codec_ssim', 3)} | - |",
             "",
-            f"Frame-to-frame change: {e['flicker']:.2f} levels in the output, {e['true_flicker']:.2f} in the true frames.",
+            f"Frame-to-frame change: {e['flicker']:.2f} levels in the output, "
+            f"{e['true_flicker']:.2f} in the true frames.",
             "",
         ]
     lines += [f"- {note}" for note in card.notes]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rain_core.config import RainConfig
-from rain_core.scheduler import StreamingLCMScheduler
+from rain_core.stream.scheduler import StreamingLCMScheduler
 
 
 def staggered_timesteps(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from rain_core.components import RainComponents
 from rain_core.config import RainConfig
+from rain_core.stream.components import RainComponents
 from rain_core.train.codec import train_codec
 from rain_core.train.data import SyntheticClips, VideoFolderClips
 from rain_core.train.trainer import Trainer, TrainResult, TrainSettings

@@ -24,12 +24,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from rain_core.components import RainComponents
+from rain_core.media.video import VideoWriter
 from rain_core.models.embeddings import guidance_scale_embedding
+from rain_core.stream.components import RainComponents
 from rain_core.train.data import ClipBatch, ClipDataset, collate
 from rain_core.train.evaluate import animate_clip
 from rain_core.train.objective import diffusion_loss, noise_latents, prediction_target, staggered_timesteps
-from rain_core.video_io import VideoWriter
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ class Trainer:
                     module.train()
         writer = VideoWriter(path, self.config.width * 3, self.config.height, 16)
         try:
-            for truth, drive, out in zip(frames, driving, output):
+            for truth, drive, out in zip(frames, driving, output, strict=True):
                 writer.write(np.concatenate([drive, out, truth], axis=1))
         finally:
             writer.close()

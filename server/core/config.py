@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rain_core.config import PROFILES
+from rain_core.weights.profiles import check_model_source
 
 # The pages live beside the package in a checkout and in the Docker image (/app/web).
 _CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -84,13 +84,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_model_source(self) -> Settings:
-        if self.PROFILE is not None and self.PROFILE not in PROFILES:
-            known = ", ".join(sorted(PROFILES))
-            raise ValueError(f"PROFILE={self.PROFILE!r} is not a profile; known profiles: {known}")
-        if self.RANDOM_WEIGHTS and self.WEIGHTS is not None:
-            raise ValueError("give either a weights directory or random weights, not both")
-        if self.RANDOM_WEIGHTS and self.PROFILE is None:
-            raise ValueError("random weights need a profile (--profile, RAIN_PROFILE)")
+        check_model_source(self.PROFILE, self.WEIGHTS, random_weights=self.RANDOM_WEIGHTS)
         if self.FPS > self.MAX_FPS:
             raise ValueError(f"FPS={self.FPS} exceeds MAX_FPS={self.MAX_FPS}")
         return self

@@ -1,0 +1,200 @@
+"""`rain-avatar bench`: steady-state speed of the streaming engine, split by stage.
+
+Measures, after the queue has filled and a few warm-up calls: output fps, the time of one call
+and of its stages, first-frame latency, peak memory, and the UNet's FLOP count (counted with
+`torch.utils.flop_counter` on the meta device) against its measured time. The same run repeats
+the fps measurement with the reference K/V cache switched off.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from rain_core.config import RainConfig
+from rain_core.stream.components import RainComponents
+from rain_core.stream.engine import QueueModel, StageTimer, StreamEngine
+
+logger = logging.getLogger(__name__)
+
+WARMUP_CALLS = 3
+
+
+@dataclass
+class BenchResult:
+    profile: str
+    device: str
+    dtype: str
+    height: int
+    width: int
+    groups: int
+    per_group: int
+    fps: float
+    call_ms: float
+    pose_guider_ms: float
+    unet_ms: float
+    scheduler_ms: float
+    decoder_ms: float
+    first_frame_latency_frames: int
+    first_frame_latency_ms: float
+    peak_mem_mb: float
+    fps_no_kv_cache: float
+    kv_cache_speedup: float
+    unet_tflop_per_call: float
+    unet_tflops: float
+    frame_tflop: float
+    matmul_peak_tflops: float | None
+    unet_fraction_of_peak: float | None
+
+
+def unet_flops_per_call(config: RainConfig) -> int:
+    """FLOPs of one denoising-UNet call over the full queue, counted on the meta device."""
+    components = RainComponents.build(config, device="meta")
+    unet = components.denoising_unet
+    g, p = config.noise_groups, config.frames_per_group
+    h, w = config.latent_height, config.latent_width
+    with torch.device("meta"):
+        sample = torch.empty(1, config.unet.in_channels, g * p, h, w)
+        features = torch.empty(1, config.pose_guider.conditioning_embedding_channels, g * p, h, w)
+        clip = torch.empty(1, 1, config.clip_embed_dim)
+        cond = torch.empty(1, config.denoising_unet.cond_proj_dim)
+        latents = torch.empty(1, config.unet.in_channels, h, w)
+        reference = unet.cache_reference(components.reference_unet.compute_banks(latents, clip))
+        timesteps = torch.zeros(g * p, dtype=torch.long)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            unet(sample, timesteps, clip, pose_features=features, time_cond=cond, reference=reference)
+    return counter.get_total_flops()
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Achieved TFLOP/s of a large square matmul: the GPU's practical ceiling for this dtype."""
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    iterations = 20
+    start = time.perf_counter()
+    for _ in range(iterations):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * iterations / (time.perf_counter() - start) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _steady_fps(engine: StreamEngine, drivings: list[np.ndarray], seconds: float, desc: str, progress: bool) -> float:
+    device = engine.model.device
+    for driving in drivings[:WARMUP_CALLS]:
+        engine.step(driving)
+    _sync(device)
+    calls, start = 0, time.perf_counter()
+    with tqdm(desc=desc, unit="frame", disable=not progress, file=sys.stderr) as bar:
+        while True:
+            engine.step(drivings[calls % len(drivings)])
+            calls += 1
+            bar.update(engine.frames_per_call)
+            if calls >= 2 and time.perf_counter() - start >= seconds:
+                break
+    _sync(device)
+    return calls * engine.frames_per_call / (time.perf_counter() - start)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_bench(components: RainComponents, *, seconds: float = 5.0, progress: bool = True, seed: int = 0) -> BenchResult:
+    config = components.config
+    device = config.torch_device
+    model = QueueModel(components)
+    rng = np.random.default_rng(seed)
+    reference = rng.integers(0, 256, (config.height, config.width, 3), dtype=np.uint8)
+    drivings = [
+        rng.integers(0, 256, (config.frames_per_group, config.height, config.width, 3), dtype=np.uint8)
+        for _ in range(4)
+    ]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # First-frame latency: from the first driving image to the first output frame.
+    engine = StreamEngine(model, seed=seed)
+    engine.set_reference(reference)
+    _sync(device)
+    start = time.perf_counter()
+    calls = 0
+    while engine.frames_out == 0:
+        engine.step(drivings[calls % len(drivings)])
+        calls += 1
+    _sync(device)
+    first_ms = 1000 * (time.perf_counter() - start)
+    latency_frames = engine.first_output_after or 0
+
+    fps = _steady_fps(engine, drivings, seconds, "bench (K/V cache)", progress)
+
+    # Stage split: a separate pass, since timing each stage synchronises the GPU.
+    timer = StageTimer(device)
+    model.timer = timer
+    start = time.perf_counter()
+    split_calls = max(3, int(fps / config.frames_per_group))  # about a second of calls
+    for i in range(split_calls):
+        engine.step(drivings[i % len(drivings)])
+    _sync(device)
+    call_ms = 1000 * (time.perf_counter() - start) / split_calls
+    model.timer = None
+    stage = {s: timer.mean_ms(s) for s in ("pose_guider", "unet", "scheduler", "decoder")}
+
+    uncached = StreamEngine(model, seed=seed, cache_reference_kv=False)
+    uncached.set_reference(reference)
+    for i in range(config.noise_groups):
+        uncached.step(drivings[i % len(drivings)])
+    fps_uncached = _steady_fps(uncached, drivings, seconds, "bench (no K/V cache)", progress)
+
+    flops = unet_flops_per_call(config)
+    unet_tflops = flops / (stage["unet"] / 1000) / 1e12 if stage["unet"] else 0.0
+    peak = measure_matmul_peak(device, config.torch_dtype) if device.type == "cuda" else None
+    return BenchResult(
+        profile=config.name,
+        device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        dtype=config.dtype,
+        height=config.height,
+        width=config.width,
+        groups=config.noise_groups,
+        per_group=config.frames_per_group,
+        fps=fps,
+        call_ms=call_ms,
+        pose_guider_ms=stage["pose_guider"],
+        unet_ms=stage["unet"],
+        scheduler_ms=stage["scheduler"],
+        decoder_ms=stage["decoder"],
+        first_frame_latency_frames=latency_frames,
+        first_frame_latency_ms=first_ms,
+        peak_mem_mb=_peak_memory_mb(device),
+        fps_no_kv_cache=fps_uncached,
+        kv_cache_speedup=fps / fps_uncached,
+        unet_tflop_per_call=flops / 1e12,
+        unet_tflops=unet_tflops,
+        frame_tflop=flops / 1e12 / config.frames_per_group,
+        matmul_peak_tflops=peak,
+        unet_fraction_of_peak=(unet_tflops / peak) if peak else None,
+    )
+
+
+def as_dict(result: BenchResult) -> dict:
+    return asdict(result)

@@ -1,0 +1,228 @@
+"""Training: the staggered-noise assignment, learning on a fixed batch, exact resume, the codec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rain_core.config import tiny_config
+from rain_core.stream.components import RainComponents
+from rain_core.train.codec import codec_loss, train_codec
+from rain_core.train.data import SyntheticClips, collate
+from rain_core.train.objective import noise_latents, prediction_target, staggered_timesteps
+from rain_core.train.trainer import Trainer, TrainSettings
+
+
+class FixedClips:
+    """Random clips that depend only on the index (or always the same clip)."""
+
+    def __init__(self, config, same: bool = False):
+        self.config, self.same = config, same
+
+    def clip(self, index: int):
+        rng = np.random.default_rng(0 if self.same else index)
+        t, h, w = self.config.queue_length, self.config.height, self.config.width
+        frames = rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+        return frames, 255 - frames, frames[0]
+
+
+@pytest.fixture
+def config():
+    # A tiny model with its own codec and context token, like the demo profile.
+    return tiny_config(reference_encoder="taesdv", noise_groups=3, num_inference_steps=3, frames_per_group=2,
+                       taesdv={"channels": 8})
+
+
+def _trainer(config, tmp_path, dataset=None, **settings) -> Trainer:
+    torch.manual_seed(0)
+    components = RainComponents.build(config).to(config.torch_device, config.torch_dtype)
+    return Trainer(components, dataset or FixedClips(config), TrainSettings(**{"warmup_steps": 0, **settings}),
+                   tmp_path)
+
+
+def test_staggered_noise_levels(config):
+    scheduler = RainComponents.build(config).scheduler
+    timesteps = staggered_timesteps(scheduler, config, batch=2)
+    levels = scheduler.streaming_timesteps(config.num_inference_steps).flip(0)
+    assert timesteps.shape == (2, config.queue_length)
+    assert torch.equal(timesteps[0], levels.repeat_interleave(config.frames_per_group))
+    jittered = staggered_timesteps(scheduler, config, batch=64, jitter=40, generator=torch.Generator().manual_seed(0))
+    groups = jittered[:, :: config.frames_per_group]
+    assert torch.all(groups[:, 1:] >= groups[:, :-1]), "groups stay ordered oldest (least noisy) first"
+    assert torch.all((groups - levels).abs() <= 40)
+    assert torch.all(jittered.view(64, -1, config.frames_per_group).diff(dim=2) == 0), "one level per group"
+    assert not torch.equal(groups, levels.expand_as(groups))
+
+
+def test_shared_level_clips(config):
+    scheduler = RainComponents.build(config).scheduler
+    levels = scheduler.streaming_timesteps(config.num_inference_steps).flip(0)
+    staggered = levels.repeat_interleave(config.frames_per_group)
+    timesteps = staggered_timesteps(scheduler, config, batch=200, shared_level_prob=0.5,
+                                    generator=torch.Generator().manual_seed(0))
+    shared = [row for row in timesteps if not torch.equal(row, staggered)]
+    for row in shared:
+        assert row.unique().numel() == 1 and row[0] in levels, "one of the inference levels for the whole clip"
+    assert 60 < len(shared) < 140, "about half the clips"
+    assert {int(row[0]) for row in shared} == set(levels.tolist()), "every level drawn"
+    never = staggered_timesteps(scheduler, config, batch=50, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(never, staggered.expand(50, -1))
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_a_perfect_prediction_of_the_training_target_streams_the_clean_frames(config, prediction_type):
+    """Training and the engine agree on what the UNet predicts: the training target for the
+    staggered queue, put through the engine's LCM step, gives back the clean latents."""
+    config = config.with_overrides(scheduler=config.scheduler.model_copy(update={"prediction_type": prediction_type}))
+    scheduler = RainComponents.build(config, device="meta").scheduler
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randn(2, 4, config.queue_length, 3, 3, generator=generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    timesteps = staggered_timesteps(scheduler, config, batch=2)
+    noisy = noise_latents(scheduler, clean, noise, timesteps)
+    target = prediction_target(scheduler, clean, noise, timesteps)
+    step = scheduler.step_frames(target, timesteps, noisy, torch.zeros_like(noisy), config.num_inference_steps)
+    assert torch.allclose(step.denoised, clean, atol=1e-3)
+    oldest = slice(0, config.frames_per_group)
+    assert torch.allclose(step.prev_sample[:, :, oldest], clean[:, :, oldest], atol=1e-3), "the oldest group is clean"
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(config, tmp_path):
+    dataset = FixedClips(config, same=True)
+    trainer = _trainer(config, tmp_path, dataset, learning_rate=1e-3)
+    batch = collate(dataset, [0, 0])
+    state = trainer.noise_generator.get_state()
+
+    def fixed_loss() -> float:
+        trainer.noise_generator.set_state(state)
+        trainer.jitter_generator.manual_seed(0)
+        with torch.no_grad():
+            return float(trainer.loss(batch))
+
+    before = fixed_loss()
+    for _ in range(5):
+        trainer.train_step()
+    assert fixed_loss() < before
+
+
+def test_resume_gives_the_same_next_step(config, tmp_path):
+    first = _trainer(config, tmp_path / "a", steps=10)
+    for _ in range(2):
+        first.train_step()
+    first.save()
+    expected_loss = first.train_step()
+    expected = {k: v.clone() for k, v in first.components.denoising_unet.state_dict().items()}
+
+    second = _trainer(config, tmp_path / "b", steps=10)
+    assert second.resume(tmp_path / "a")
+    assert second.step == 2
+    assert second.train_step() == pytest.approx(expected_loss, rel=1e-6)
+    for key, value in second.components.denoising_unet.state_dict().items():
+        assert torch.allclose(value, expected[key], atol=1e-7), key
+
+
+def test_run_saves_a_loadable_model(config, tmp_path):
+    trainer = _trainer(config, tmp_path, steps=2, checkpoint_every=1)
+    result = trainer.run(progress=False)
+    assert result.steps == 2
+    loaded = RainComponents.from_weights_dir(config, tmp_path / "ema")
+    assert loaded.context is not None
+
+
+def test_codec_training_reduces_reconstruction_error(config):
+    torch.manual_seed(0)
+    codec = RainComponents.build(config).decoder
+    frames = collate(FixedClips(config, same=True), [0]).frames
+    with torch.no_grad():
+        before = codec_loss(codec, frames)[1]
+    result = train_codec(codec, FixedClips(config, same=True), steps=15, batch_size=1, learning_rate=3e-3,
+                         progress=False)
+    assert result.steps == 15
+    with torch.no_grad():
+        after = codec_loss(codec, frames)[1]
+    assert after < before
+
+
+def test_export_packs_the_ema_weights_as_float16_with_a_card(config, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from rain_core.train.evaluate import EvaluationResult
+    from rain_core.train.export import add_evaluation, export_model, read_card
+
+    run = tmp_path / "run"
+    trainer = _trainer(config, run, steps=2, checkpoint_every=1)
+    trainer.run(progress=False)
+    out = tmp_path / "model"
+    card = export_model(run, out)
+    assert card.unet_steps == 2 and card.profile == config.name
+    with safe_open(str(out / "denoising_unet.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    loaded = RainComponents.from_weights_dir(config, out)
+    expected = load_file(str(run / "ema" / "pose_guider.safetensors"))
+    for key, value in loaded.pose_guider.state_dict().items():
+        assert torch.equal(value, expected[key].half().float()), key
+    figures = EvaluationResult(clips=1, frames=6, psnr=30.0, ssim=0.9, baseline_static_psnr=20.0,
+                               baseline_static_ssim=0.8, baseline_blank_driving_psnr=21.0,
+                               baseline_blank_driving_ssim=0.81, flicker=1.0, true_flicker=1.1, moved_psnr=25.0,
+                               codec_psnr=33.0, codec_ssim=0.95)
+    add_evaluation(out, figures)
+    assert read_card(out).evaluation["psnr"] == 30.0
+    card_text = (out / "MODEL_CARD.md").read_text()
+    assert "| this model | 30.00 | 0.900 | 25.00 |" in card_text
+    assert "| the codec alone on the true frames (a ceiling) | 33.00 | 0.950 | - |" in card_text
+
+
+def test_export_over_the_size_limit_leaves_the_old_model(config, tmp_path):
+    from rain_core.train.export import ExportError, export_model
+
+    run = tmp_path / "run"
+    _trainer(config, run, steps=1).run(progress=False)
+    out = tmp_path / "model"
+    export_model(run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ExportError, match="limit is"):
+        export_model(run, out, max_bytes=1000)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no staging directory left"
+    with pytest.raises(ExportError, match="not a training run"):
+        export_model(tmp_path / "nothing", out)
+
+
+def test_moved_region_psnr_sees_what_the_whole_frame_hides():
+    """A small moving arm on a still background: repeating the reference scores well on the
+    whole frame and badly where the arm moved; drawing the arm scores well on both."""
+    from rain_core.train.evaluate import masked_squared_error, moved_mask, psnr, psnr_from_error
+
+    rng = np.random.default_rng(0)
+    reference = rng.integers(60, 200, (32, 32, 3), dtype=np.uint8)
+    truth = np.repeat(reference[None], 4, 0)
+    truth[:, 10:14, 20:26] = 250  # the arm, 2% of the frame
+    static = np.repeat(reference[None], 4, 0)
+    drawn = np.clip(truth.astype(np.int16) + rng.integers(-3, 4, truth.shape), 0, 255).astype(np.uint8)
+    mask = moved_mask(truth, reference)
+    assert mask.sum() == 4 * 4 * 6
+    static_moved = psnr_from_error(*masked_squared_error(static, truth, mask))
+    drawn_moved = psnr_from_error(*masked_squared_error(drawn, truth, mask))
+    assert psnr(static, truth) > 20 and static_moved < 12
+    assert drawn_moved > 35 and drawn_moved - static_moved > 20
+
+
+def test_codec_ceiling_decodes_as_the_stream_does(config):
+    """The codec's reconstruction, P frames a call with the decoder memory carried, is the
+    whole clip decoded at once."""
+    from rain_core.stream.engine import QueueModel, frames_to_uint8
+    from rain_core.train.evaluate import codec_reconstruction
+
+    components = RainComponents.random(config, seed=3)
+    truth, _, _ = SyntheticClips(config, frames=3 * config.frames_per_group, split="val").clip(0)
+    streamed = codec_reconstruction(QueueModel(components), truth)
+    assert streamed.shape == truth.shape and streamed.dtype == np.uint8
+    with torch.inference_mode():
+        pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float().div(255)
+        latents = components.decoder.encode(pixels)
+        memory = components.decoder.initial_memory(1, *latents.shape[-2:])
+        whole, _ = components.decoder.decode_stream(latents[None], memory)
+    expected = frames_to_uint8(whole[0].clamp(0, 1))
+    assert np.abs(streamed.astype(int) - expected).max() <= 1
