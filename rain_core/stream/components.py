@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rain_core.config import RainConfig
-from rain_core.models import TAESDV, DenoisingUNet, PoseGuider, ReferenceUNet
+from rain_core.models import TAESDV, DenoisingUNet, LearnedContext, PoseGuider, ReferenceUNet
 from rain_core.stream.scheduler import StreamingLCMScheduler
 from rain_core.weights.checkpoints import (
     SAFETENSORS_SUFFIXES,
@@ -54,17 +54,6 @@ def find_checkpoint(weights_dir: Path, component: str) -> Path:
     raise WeightsError(f"{weights_dir}: no {component} checkpoint (looked for {names})")
 
 
-class LearnedContext(nn.Module):
-    """A learned cross-attention context token, for profiles that do without CLIP."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.token = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
-
-    def forward(self, batch: int = 1) -> torch.Tensor:
-        return self.token.expand(batch, -1, -1)
-
-
 @dataclass
 class RainComponents:
     """The trainable networks of RAIN plus its scheduler; the image encoders are optional.
@@ -86,18 +75,19 @@ class RainComponents:
 
     @classmethod
     def build(cls, config: RainConfig, *, device: str | torch.device | None = None) -> RainComponents:
-        """Freshly initialised networks; on `device="meta"` nothing is allocated."""
+        """Freshly initialised networks; on `device="meta"` nothing is allocated.
+
+        This is where every model is constructed from its section of the config.
+        """
         with torch.device(device) if device is not None else nullcontext():
             networks = dict(
                 pose_guider=PoseGuider(**config.pose_guider.model_dump()),
-                reference_unet=ReferenceUNet(**config.unet.diffusers_kwargs()),
-                denoising_unet=DenoisingUNet(
-                    unet=config.unet.model_dump(), denoising=config.denoising_unet.model_dump()
-                ),
+                reference_unet=ReferenceUNet(**config.unet.model_dump()),
+                denoising_unet=DenoisingUNet(**config.denoising_unet_kwargs()),
                 decoder=TAESDV(**config.taesdv.model_dump()),
             )
             if config.reference_encoder == "taesdv":
-                networks["context"] = LearnedContext(config.clip_embed_dim)
+                networks["context"] = LearnedContext(embed_dim=config.clip_embed_dim)
         # The scheduler's tables are data, never meta.
         return cls(config=config, scheduler=StreamingLCMScheduler.from_rain_config(config.scheduler), **networks)
 
@@ -137,7 +127,8 @@ class RainComponents:
         """
         components = cls.build(config, device="meta")
         if components.context is None:
-            components.context = LearnedContext(config.clip_embed_dim).to("meta")
+            with torch.device("meta"):
+                components.context = LearnedContext(embed_dim=config.clip_embed_dim)
         generator = torch.Generator(config.torch_device).manual_seed(seed)
         for _, network in components.networks():
             network.to_empty(device=config.torch_device)
