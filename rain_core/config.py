@@ -265,7 +265,7 @@ class RainConfig(_Section):
         """`DenoisingUNet`'s keyword arguments: the UNet section followed by the denoising UNet's own keys.
 
         The other sections hold exactly their model's keyword arguments. Keys of the reference
-        layout that admit a single value (the one implemented) configure nothing and stay here.
+        layout that admit a single value (the one implemented) configure nothing and are left out.
         """
         fixed = {
             "act_fn",

@@ -204,6 +204,7 @@ class UpBlock(_VideoBlock):
         return hidden_states
 
 
+# The blocks this UNet builds, by diffusers' names: with spatial (and reference) attention or without.
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
 
