@@ -21,9 +21,10 @@ from pathlib import Path  # noqa: E402
 
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
 from rain_core.media.video import MediaError
-from rain_core.stream.components import RainComponents, check_weights_dir
+from rain_core.stream.components import RainComponents
 from rain_core.validation import describe_validation_error
 from rain_core.weights.checkpoints import WeightsError
+from rain_core.weights.loading import check_weights_dir
 from rain_core.weights.profiles import fetch_hint, load_model, resolve_profile, runtime_config
 
 logger = logging.getLogger("rain_avatar")

@@ -3,7 +3,9 @@
 The field names of the UNet, scheduler and pose-guider sections follow the reference
 implementation's `config.json` (the diffusers `UNet2DConditionModel` form plus the extra
 keys of the denoising UNet), so that a published or fixture configuration loads as it is.
-Everything that sizes the stream (G, P, steps, resolution) lives here and nowhere else.
+They are the keyword arguments of the models in `rain_core.models`, which `RainComponents.build`
+constructs from them. Everything that sizes the stream (G, P, steps, resolution) lives here
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from rain_core.models.denoising_unet import check_unet_layout
+from rain_core.models.taesdv import LATENT_SCALE
 from rain_core.validation import describe_validation_error
 
 DTYPES: dict[str, torch.dtype] = {
@@ -22,9 +26,6 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-
-# The VAE and the pose guider both reduce the image 8x; the latent grid is image / 8.
-LATENT_SCALE = 8
 
 
 def default_device() -> str:
@@ -75,38 +76,14 @@ class UNetConfig(_Section):
 
     @model_validator(mode="after")
     def _check_blocks(self) -> UNetConfig:
-        n = len(self.block_out_channels)
-        if len(self.down_block_types) != n or len(self.up_block_types) != n:
-            raise ValueError(
-                f"down_block_types ({len(self.down_block_types)}) and up_block_types "
-                f"({len(self.up_block_types)}) must both have one entry per block_out_channels ({n})"
-            )
-        for kind in self.down_block_types:
-            if kind not in ("CrossAttnDownBlock2D", "DownBlock2D"):
-                raise ValueError(f"down_block_types: unsupported block {kind!r}")
-        for kind in self.up_block_types:
-            if kind not in ("CrossAttnUpBlock2D", "UpBlock2D"):
-                raise ValueError(f"up_block_types: unsupported block {kind!r}")
-        for width in self.block_out_channels:
-            if width % self.norm_num_groups:
-                raise ValueError(
-                    f"block_out_channels {self.block_out_channels}: {width} is not divisible by "
-                    f"norm_num_groups={self.norm_num_groups}"
-                )
-            if width % self.attention_head_dim:
-                raise ValueError(
-                    f"block_out_channels {self.block_out_channels}: {width} is not divisible by "
-                    f"attention_head_dim (heads)={self.attention_head_dim}"
-                )
+        check_unet_layout(
+            self.block_out_channels,
+            self.down_block_types,
+            self.up_block_types,
+            self.norm_num_groups,
+            self.attention_head_dim,
+        )
         return self
-
-    @property
-    def time_embed_dim(self) -> int:
-        return self.block_out_channels[0] * 4
-
-    def diffusers_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for diffusers' `UNet2DConditionModel`."""
-        return self.model_dump()
 
 
 class MotionModuleConfig(_Section):
@@ -282,6 +259,24 @@ class RainConfig(_Section):
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
+
+    # The models' keyword arguments ------------------------------------------------------
+    def denoising_unet_kwargs(self) -> dict[str, Any]:
+        """`DenoisingUNet`'s keyword arguments: the UNet section followed by the denoising UNet's own keys.
+
+        The other sections hold exactly their model's keyword arguments. Keys of the reference
+        layout that admit a single value (the one implemented) configure nothing and are left out.
+        """
+        fixed = {
+            "act_fn",
+            "center_input_sample",
+            "use_inflated_groupnorm",
+            "unet_use_cross_frame_attention",
+            "unet_use_temporal_attention",
+            "motion_module_type",
+        }
+        sections = {**self.unet.model_dump(), **self.denoising_unet.model_dump()}
+        return {key: value for key, value in sections.items() if key not in fixed}
 
     def with_overrides(self, **changes: Any) -> RainConfig:
         """A validated copy with some top-level fields changed (e.g. dtype, device, G, P)."""

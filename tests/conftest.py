@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from rain_core.config import RainConfig
 from rain_core.stream.components import RainComponents
+from rain_core.weights.loading import load_components
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GOLDEN_DIR = REPO_ROOT.parent / "shared" / "golden"
@@ -53,7 +54,7 @@ def golden_cases(golden_dir: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def golden_components(golden_config: RainConfig, golden_dir: Path) -> RainComponents:
-    return RainComponents.from_weights_dir(golden_config, golden_dir / "weights", with_image_encoders=False)
+    return load_components(golden_config, golden_dir / "weights", with_image_encoders=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The networks of RAIN: one file per architecture, shared attention pieces in `attention`."""
 
 from rain_core.models.attention import ReferenceAttnProcessor, ReferenceKV
+from rain_core.models.context import LearnedContext
 from rain_core.models.denoising_unet import DenoisingUNet, DenoisingUNetOutput
 from rain_core.models.embeddings import guidance_scale_embedding
 from rain_core.models.motion_module import MotionModule
@@ -11,6 +12,7 @@ from rain_core.models.taesdv import TAESDV
 __all__ = [
     "DenoisingUNet",
     "DenoisingUNetOutput",
+    "LearnedContext",
     "MotionModule",
     "PoseGuider",
     "ReferenceAttnProcessor",

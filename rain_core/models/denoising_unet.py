@@ -10,8 +10,10 @@ Every frame has its own timestep: frames of a RAIN queue sit at different noise 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -24,7 +26,6 @@ from diffusers.models.upsampling import Upsample2D
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from rain_core.config import DenoisingUNetConfig, MotionModuleConfig, UNetConfig
 from rain_core.models.attention import BlockReference, ReferenceAttnProcessor, ReferenceKV, reference_blocks
 from rain_core.models.motion_module import MotionModule
 
@@ -45,7 +46,8 @@ class _BlockSpec:
     eps: float
     heads: int
     cross_attention_dim: int
-    motion: MotionModuleConfig
+    # `MotionModule`'s keyword arguments.
+    motion: Mapping[str, Any]
 
 
 def _resnet(spec: _BlockSpec, channels_in: int, channels_out: int, scale: float = 1.0) -> ResnetBlock2D:
@@ -122,7 +124,7 @@ class DownBlock(_VideoBlock):
             else None
         )
         self.motion_modules = (
-            nn.ModuleList([MotionModule(channels_out, spec.motion) for _ in range(layers)]) if motion else None
+            nn.ModuleList([MotionModule(channels_out, **spec.motion) for _ in range(layers)]) if motion else None
         )
         self.downsamplers = (
             nn.ModuleList(
@@ -152,7 +154,7 @@ class MidBlock(_VideoBlock):
         super().__init__()
         self.resnets = nn.ModuleList([_resnet(spec, channels, channels, scale) for _ in range(2)])
         self.attentions = nn.ModuleList([_spatial_transformer(spec, channels)])
-        self.motion_modules = nn.ModuleList([MotionModule(channels, spec.motion)]) if motion else None
+        self.motion_modules = nn.ModuleList([MotionModule(channels, **spec.motion)]) if motion else None
 
     def forward(self, hidden_states, temb, context, references, num_frames):
         # The mid block opens with a lone resnet; its one layer is then attention -> motion -> resnet.
@@ -187,7 +189,7 @@ class UpBlock(_VideoBlock):
             else None
         )
         self.motion_modules = (
-            nn.ModuleList([MotionModule(channels_out, spec.motion) for _ in range(layers)]) if motion else None
+            nn.ModuleList([MotionModule(channels_out, **spec.motion) for _ in range(layers)]) if motion else None
         )
         self.upsamplers = (
             nn.ModuleList([Upsample2D(channels_out, use_conv=True, out_channels=channels_out)]) if upsample else None
@@ -202,8 +204,84 @@ class UpBlock(_VideoBlock):
         return hidden_states
 
 
+# The blocks this UNet builds, by diffusers' names: with spatial (and reference) attention or without.
+DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
+UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
+
+
+def check_unet_layout(
+    block_out_channels: Sequence[int],
+    down_block_types: Sequence[str],
+    up_block_types: Sequence[str],
+    norm_num_groups: int,
+    attention_head_dim: int,
+) -> None:
+    """Raise `ValueError` unless the SD-layout UNet these arguments describe can be built.
+
+    The reference net (diffusers' UNet) and the denoising UNet share the layout, so the
+    configuration checks it with this one function before either is built.
+    """
+    n = len(block_out_channels)
+    if len(down_block_types) != n or len(up_block_types) != n:
+        raise ValueError(
+            f"down_block_types ({len(down_block_types)}) and up_block_types ({len(up_block_types)}) "
+            f"must both have one entry per block_out_channels ({n})"
+        )
+    for name, kinds, supported in (
+        ("down_block_types", down_block_types, DOWN_BLOCK_TYPES),
+        ("up_block_types", up_block_types, UP_BLOCK_TYPES),
+    ):
+        for kind in kinds:
+            if kind not in supported:
+                raise ValueError(f"{name}: unsupported block {kind!r}")
+    for width in block_out_channels:
+        if width % norm_num_groups:
+            raise ValueError(
+                f"block_out_channels {tuple(block_out_channels)}: {width} is not divisible by "
+                f"norm_num_groups={norm_num_groups}"
+            )
+        if width % attention_head_dim:
+            raise ValueError(
+                f"block_out_channels {tuple(block_out_channels)}: {width} is not divisible by "
+                f"attention_head_dim (heads)={attention_head_dim}"
+            )
+
+
 class DenoisingUNet(ModelMixin, ConfigMixin):
     """Denoises a queue of latent frames, each at its own timestep, guided by pose and reference.
+
+    The keyword arguments are those of the reference implementation's `config.json`: the
+    UNet's (diffusers' `UNet2DConditionModel` names) followed by the keys the denoising UNet
+    adds. The defaults are RAIN-v0.1's.
+
+    Parameters:
+        in_channels (`int`, *optional*, defaults to 4): latent channels in.
+        out_channels (`int`, *optional*, defaults to 4): channels out.
+        block_out_channels (`tuple[int]`, *optional*, defaults to `(320, 640, 1280, 1280)`): width
+            of each resolution, full to coarsest.
+        layers_per_block (`int`, *optional*, defaults to 2): resnets per down block (up blocks
+            have one more).
+        attention_head_dim (`int`, *optional*, defaults to 8): diffusers' legacy name; for the
+            SD1.5 layout this is the number of attention heads.
+        cross_attention_dim (`int`, *optional*, defaults to 768): width of the context.
+        norm_num_groups (`int`, *optional*, defaults to 32), norm_eps (`float`, *optional*,
+            defaults to 1e-5): the GroupNorms.
+        down_block_types, up_block_types (`tuple[str]`): `CrossAttnDownBlock2D`/`DownBlock2D` and
+            `CrossAttnUpBlock2D`/`UpBlock2D`, one per resolution.
+        flip_sin_to_cos (`bool`), freq_shift (`int`): the sinusoidal timestep features.
+        downsample_padding (`int`), mid_block_scale_factor (`float`): as in diffusers.
+        cond_proj_dim (`int`, *optional*, defaults to 512): width of the guidance-scale
+            embedding that conditions the time embedding.
+        use_motion_module (`bool`, *optional*, defaults to `True`): whether any motion module is built.
+        motion_module_resolutions (`tuple[int]`, *optional*, defaults to `(1, 2, 4, 8)`): the
+            downscales (1 = full latent grid) whose blocks get motion modules.
+        motion_module_mid_block (`bool`, *optional*, defaults to `True`): a motion module in the mid block.
+        motion_module_decoder_only (`bool`, *optional*, defaults to `False`): none in the down blocks.
+        motion_module_kwargs (`dict`, *optional*): keyword arguments of every `MotionModule`
+            (`num_attention_heads`, `temporal_position_encoding_max_len`, ...); its defaults when None.
+        reference_position_bias (`float`, *optional*, defaults to 0): strength of the attention bias
+            from each frame token to the reference tokens around its place (see
+            `ReferenceAttnProcessor`); 0 (off) in the published model.
 
     Call with:
         sample: [B, C, F, h, w] noisy latents.
@@ -219,69 +297,105 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
 
     @register_to_config
-    def __init__(self, unet: dict, denoising: dict):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
+        layers_per_block: int = 2,
+        attention_head_dim: int = 8,
+        cross_attention_dim: int = 768,
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-5,
+        down_block_types: tuple[str, ...] = (
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        up_block_types: tuple[str, ...] = (
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+        ),
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        downsample_padding: int = 1,
+        mid_block_scale_factor: float = 1.0,
+        cond_proj_dim: int = 512,
+        use_motion_module: bool = True,
+        motion_module_resolutions: tuple[int, ...] = (1, 2, 4, 8),
+        motion_module_mid_block: bool = True,
+        motion_module_decoder_only: bool = False,
+        motion_module_kwargs: dict[str, Any] | None = None,
+        reference_position_bias: float = 0.0,
+    ):
         super().__init__()
-        unet_config = UNetConfig.model_validate(unet)
-        extra = DenoisingUNetConfig.model_validate(denoising)
-        widths = unet_config.block_out_channels
-        num_blocks = len(widths)
-        spec = _BlockSpec(
-            temb_channels=unet_config.time_embed_dim,
-            groups=unet_config.norm_num_groups,
-            eps=unet_config.norm_eps,
-            heads=unet_config.attention_head_dim,
-            cross_attention_dim=unet_config.cross_attention_dim,
-            motion=extra.motion_module_kwargs,
-        )
-        use_motion = extra.use_motion_module
-        resolutions = set(extra.motion_module_resolutions)
+        check_unet_layout(block_out_channels, down_block_types, up_block_types, norm_num_groups, attention_head_dim)
+        motion_module_kwargs = dict(motion_module_kwargs or {})
+        try:
+            inspect.signature(MotionModule).bind(block_out_channels[0], **motion_module_kwargs)
+        except TypeError as exc:
+            raise ValueError(f"motion_module_kwargs {motion_module_kwargs}: {exc}") from None
 
-        self.conv_in = nn.Conv2d(unet_config.in_channels, widths[0], kernel_size=3, padding=1)
-        self.time_proj = Timesteps(widths[0], unet_config.flip_sin_to_cos, unet_config.freq_shift)
-        self.time_embedding = TimestepEmbedding(
-            widths[0], unet_config.time_embed_dim, cond_proj_dim=extra.cond_proj_dim
+        widths = tuple(block_out_channels)
+        num_blocks = len(widths)
+        time_embed_dim = widths[0] * 4
+        spec = _BlockSpec(
+            temb_channels=time_embed_dim,
+            groups=norm_num_groups,
+            eps=norm_eps,
+            heads=attention_head_dim,
+            cross_attention_dim=cross_attention_dim,
+            motion=motion_module_kwargs,
         )
+        resolutions = set(motion_module_resolutions)
+
+        self.conv_in = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
+        self.time_proj = Timesteps(widths[0], flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(widths[0], time_embed_dim, cond_proj_dim=cond_proj_dim)
 
         self.down_blocks = nn.ModuleList()
-        for i, kind in enumerate(unet_config.down_block_types):
+        for i, kind in enumerate(down_block_types):
             self.down_blocks.append(
                 DownBlock(
                     spec,
                     channels_in=widths[max(i - 1, 0)],
                     channels_out=widths[i],
-                    layers=unet_config.layers_per_block,
+                    layers=layers_per_block,
                     cross_attention=kind == "CrossAttnDownBlock2D",
-                    motion=use_motion and 2**i in resolutions and not extra.motion_module_decoder_only,
+                    motion=use_motion_module and 2**i in resolutions and not motion_module_decoder_only,
                     downsample=i < num_blocks - 1,
-                    downsample_padding=unet_config.downsample_padding,
+                    downsample_padding=downsample_padding,
                 )
             )
         self.mid_block = MidBlock(
             spec,
             widths[-1],
-            motion=use_motion and extra.motion_module_mid_block,
-            scale=unet_config.mid_block_scale_factor,
+            motion=use_motion_module and motion_module_mid_block,
+            scale=mid_block_scale_factor,
         )
         self.up_blocks = nn.ModuleList()
         reversed_widths = list(reversed(widths))
-        for i, kind in enumerate(unet_config.up_block_types):
+        for i, kind in enumerate(up_block_types):
             self.up_blocks.append(
                 UpBlock(
                     spec,
                     channels_prev=reversed_widths[max(i - 1, 0)],
                     channels_out=reversed_widths[i],
                     channels_skip_last=reversed_widths[min(i + 1, num_blocks - 1)],
-                    layers=unet_config.layers_per_block + 1,
+                    layers=layers_per_block + 1,
                     cross_attention=kind == "CrossAttnUpBlock2D",
-                    motion=use_motion and 2 ** (num_blocks - 1 - i) in resolutions,
+                    motion=use_motion_module and 2 ** (num_blocks - 1 - i) in resolutions,
                     upsample=i < num_blocks - 1,
                 )
             )
-        self.conv_norm_out = nn.GroupNorm(unet_config.norm_num_groups, widths[0], eps=unet_config.norm_eps)
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, widths[0], eps=norm_eps)
         self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(widths[0], unet_config.out_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(widths[0], out_channels, kernel_size=3, padding=1)
 
-        self.set_attn_processor(ReferenceAttnProcessor(position_bias=extra.reference_position_bias))
+        self.set_attn_processor(ReferenceAttnProcessor(position_bias=reference_position_bias))
 
     # Attention processors, as diffusers models expose them --------------------------------
     def _spatial_attentions(self):

@@ -8,11 +8,12 @@ attention_blocks.M`, `norms.M`, `ff`, `ff_norm`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from rain_core.config import MotionModuleConfig
 from rain_core.models.attention import TemporalAttention
 
 
@@ -33,19 +34,14 @@ class TemporalTransformerBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    def __init__(self, channels: int, config: MotionModuleConfig):
+    def __init__(self, channels: int, heads: int, dim_head: int, num_blocks: int, num_attentions: int,
+                 max_frames: int | None, norm_num_groups: int):
         super().__init__()
-        heads = config.num_attention_heads
-        dim_head = channels // heads // config.temporal_attention_dim_div
         inner = heads * dim_head
-        max_frames = config.temporal_position_encoding_max_len if config.temporal_position_encoding else None
-        self.norm = nn.GroupNorm(config.norm_num_groups, channels, eps=1e-6)
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
-            [
-                TemporalTransformerBlock(inner, heads, dim_head, len(config.attention_block_types), max_frames)
-                for _ in range(config.num_transformer_block)
-            ]
+            [TemporalTransformerBlock(inner, heads, dim_head, num_attentions, max_frames) for _ in range(num_blocks)]
         )
         self.proj_out = nn.Linear(inner, channels)
 
@@ -62,16 +58,43 @@ class TemporalTransformer(nn.Module):
 
 
 class MotionModule(nn.Module):
-    """One motion module, inserted after a resnet/attention pair of the denoising UNet."""
+    """One motion module, inserted after a resnet/attention pair of the denoising UNet.
 
-    def __init__(self, channels: int, config: MotionModuleConfig):
+    The keyword arguments are the reference implementation's `motion_module_kwargs`; the
+    defaults are RAIN-v0.1's. `norm_num_groups` is the module's own GroupNorm, which the
+    reference builds with its default rather than the UNet's.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        num_attention_heads: int = 8,
+        num_transformer_block: int = 1,
+        attention_block_types: Sequence[str] = ("Temporal_Self", "Temporal_Self"),
+        temporal_position_encoding: bool = True,
+        temporal_position_encoding_max_len: int = 32,
+        temporal_attention_dim_div: int = 1,
+        norm_num_groups: int = 32,
+    ):
         super().__init__()
-        if channels % config.num_attention_heads:
+        if channels % num_attention_heads:
             raise ValueError(
-                f"motion module: {channels} channels are not divisible by "
-                f"num_attention_heads={config.num_attention_heads}"
+                f"motion module: {channels} channels are not divisible by num_attention_heads={num_attention_heads}"
             )
-        self.temporal_transformer = TemporalTransformer(channels, config)
+        unsupported = sorted(set(attention_block_types) - {"Temporal_Self"})
+        if unsupported:
+            raise ValueError(f"motion module: attention_block_types {unsupported} (only 'Temporal_Self' is built)")
+        max_frames = temporal_position_encoding_max_len if temporal_position_encoding else None
+        self.temporal_transformer = TemporalTransformer(
+            channels,
+            heads=num_attention_heads,
+            dim_head=channels // num_attention_heads // temporal_attention_dim_div,
+            num_blocks=num_transformer_block,
+            num_attentions=len(attention_block_types),
+            max_frames=max_frames,
+            norm_num_groups=norm_num_groups,
+        )
         # New motion modules start as the identity, as in AnimateDiff.
         nn.init.zeros_(self.temporal_transformer.proj_out.weight)
         nn.init.zeros_(self.temporal_transformer.proj_out.bias)

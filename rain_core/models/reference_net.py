@@ -7,7 +7,7 @@ self-attention of its 16 spatial transformer blocks, caught with forward hooks o
 
 from __future__ import annotations
 
-from functools import partial
+from functools import partial, wraps
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -17,20 +17,19 @@ from rain_core.models.attention import reference_blocks
 
 
 class ReferenceUNet(UNet2DConditionModel):
-    """`UNet2DConditionModel` without its output head.
+    """`UNet2DConditionModel` without its output head; it takes the same keyword arguments.
 
     The published `reference_unet.pth` leaves out `conv_norm_out` and `conv_out`: the reference
     pass only needs the banks, never the UNet's output.
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    # `wraps` sets `__wrapped__`, so that this `__init__` shows the parent's signature: diffusers
+    # reads the keyword arguments of a model's config from it when it loads one (`from_config`).
+    @wraps(UNet2DConditionModel.__init__, assigned=())
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.conv_norm_out = None
         self.conv_out = nn.Identity()
-
-    @property
-    def bank_names(self) -> list[str]:
-        return [name for name, _ in reference_blocks(self)]
 
     def compute_banks(self, latents: torch.Tensor, clip_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reference latents [B, 4, h, w] and CLIP embeds [B, 1, D] -> bank name -> [B, h_i*w_i, C_i]."""

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from rain_core.config import LATENT_SCALE
+# Three stride-2 stages: latents lie on a grid of image / 8, as the SD VAE's do. The pose
+# guider's features land on the same grid.
+LATENT_SCALE = 8
 
 
 def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
@@ -55,14 +59,23 @@ class MemoryBlock(nn.Module):
         return self.act(self.conv(torch.cat([x, memory], 1)) + self.skip(x))
 
 
-class TAESDV(nn.Module):
-    """`channels=64, blocks_per_stage=3` is the published layout (and its module indices).
+class TAESDV(ModelMixin, ConfigMixin):
+    """Frames [N, 3, H, W] in [0, 1] <-> latents [N, C, H/8, W/8], decoded as a stream.
 
-    `channels` may also be four widths, from full resolution down to the latent grid: codecs
-    trained here are wide where the grid is small and narrow at full resolution, which costs
-    little and gives the decoder the capacity to draw shapes from the latents.
+    Parameters:
+        latent_channels (`int`, *optional*, defaults to 4): channels of the latents (the SD VAE's 4).
+        channels (`int` or four `int`s, *optional*, defaults to 64): one width for every stage, or
+            four widths from full resolution down to the latent grid. Codecs trained here are wide
+            where the grid is small and narrow at full resolution, which costs little and gives the
+            decoder the capacity to draw shapes from the latents.
+        blocks_per_stage (`int`, *optional*, defaults to 3): blocks at each resolution.
+        patch_path (`bool`, *optional*, defaults to `False`): a linear 8x8-patch path beside the
+            conv stacks.
+
+    The defaults are the published layout (and its module indices).
     """
 
+    @register_to_config
     def __init__(
         self,
         latent_channels: int = 4,
@@ -73,9 +86,8 @@ class TAESDV(nn.Module):
         super().__init__()
         widths = (channels,) * 4 if isinstance(channels, int) else tuple(channels)
         if len(widths) != 4:
-            raise ValueError(f"channels: one width or four (full resolution to latent grid), got {len(widths)}")
+            raise ValueError(f"channels: one width or four (full resolution to latent grid), got {channels}")
         n = blocks_per_stage
-        self.latent_channels = latent_channels
         encoder: list[nn.Module] = [_conv(3, widths[0]), _Block(widths[0], widths[0])]
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             encoder += [_conv(c_in, c_out, stride=2, bias=False), *(_Block(c_out, c_out) for _ in range(n))]

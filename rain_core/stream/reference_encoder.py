@@ -15,13 +15,15 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
-from rain_core.stream.components import VAE_SCALING, RainComponents
+from rain_core.stream.components import RainComponents
 
 try:  # transformers >= 5 names the PIL-only processor; older releases use it by default.
     from transformers import CLIPImageProcessorPil as _CLIPImageProcessor
 except ImportError:  # pragma: no cover - depends on the installed transformers
     from transformers import CLIPImageProcessor as _CLIPImageProcessor
 
+# The SD VAE's latent scaling factor.
+VAE_SCALING = 0.18215
 # An upload larger than this many pixels is refused before it is decoded further.
 MAX_REFERENCE_PIXELS = 64_000_000
 

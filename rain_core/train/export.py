@@ -18,10 +18,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rain_core.config import RainConfig
-from rain_core.stream.components import RainComponents
 from rain_core.train.evaluate import EvaluationResult
 from rain_core.train.run import CODEC_FILE, RUN_FILE
-from rain_core.train.trainer import STATE_FILE, WEIGHT_FILES
+from rain_core.train.trainer import STATE_FILE
+from rain_core.weights.checkpoints import CHECKPOINTS
+from rain_core.weights.loading import load_components
 
 CARD_JSON = "card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
@@ -86,20 +87,20 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_bytes: int = D
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         parameters = {}
-        for name, filename in WEIGHT_FILES.items():
-            source = ema / filename
+        for name, checkpoint in CHECKPOINTS.items():
+            source = ema / checkpoint.saved_file
             if not source.is_file():
                 if name == "context" and config.reference_encoder != "taesdv":
                     continue
                 raise ExportError(f"{source}: missing; the run's EMA weights are incomplete")
             tensors = load_file(str(source))
             parameters["codec" if name == "decoder" else name] = sum(t.numel() for t in tensors.values())
-            save_file(_half(tensors), str(staging / filename), metadata={"format": "pt"})
+            save_file(_half(tensors), str(staging / checkpoint.saved_file), metadata={"format": "pt"})
         size = sum(p.stat().st_size for p in staging.glob("*.safetensors"))
         if size > max_bytes:
             raise ExportError(f"exported weights are {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB")
         (staging / CONFIG_FILE).write_text(config.model_dump_json(indent=1))
-        RainComponents.from_weights_dir(config, staging)  # every key and shape, or an error naming them
+        load_components(config, staging)  # every key and shape, or an error naming them
         codec = _read_json(run_dir / CODEC_FILE)
         run = _read_json(run_dir / RUN_FILE)
         settings = state["settings"]

@@ -18,6 +18,7 @@ from rain_core.stream.components import RainComponents
 from rain_core.train.codec import train_codec
 from rain_core.train.data import SyntheticClips, VideoFolderClips
 from rain_core.train.trainer import Trainer, TrainResult, TrainSettings
+from rain_core.weights.loading import load_components
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def train_model(config: RainConfig, data: str, output_dir: Path, settings: Train
     dataset = make_dataset(config, data, output_dir / "cache")
     validation = SyntheticClips(config, frames=4 * config.queue_length, split="val") if data == "synthetic" else None
     if init_weights is not None:
-        components = RainComponents.from_weights_dir(config, init_weights)
+        components = load_components(config, init_weights)
     else:
         components = RainComponents.build(config).to(config.torch_device, config.torch_dtype)
     trainer = Trainer(components, dataset, settings, output_dir, validation=validation)

@@ -30,18 +30,11 @@ from rain_core.stream.components import RainComponents
 from rain_core.train.data import ClipBatch, ClipDataset, collate
 from rain_core.train.evaluate import animate_clip
 from rain_core.train.objective import diffusion_loss, noise_latents, prediction_target, staggered_timesteps
+from rain_core.weights.checkpoints import CHECKPOINTS
 
 logger = logging.getLogger(__name__)
 
 TRAINABLE = ("reference_unet", "denoising_unet", "pose_guider", "context")
-# Saved checkpoint file names; weights use the names `RainComponents.from_weights_dir` reads.
-WEIGHT_FILES = {
-    "reference_unet": "reference_unet.safetensors",
-    "denoising_unet": "denoising_unet.safetensors",
-    "pose_guider": "pose_guider.safetensors",
-    "context": "context.safetensors",
-    "decoder": "taesdv.safetensors",
-}
 STATE_FILE = "training_state.pt"
 
 
@@ -234,11 +227,11 @@ class Trainer:
 
     def _save_weights(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        for name, filename in WEIGHT_FILES.items():
+        for name, checkpoint in CHECKPOINTS.items():
             module = getattr(self.components, name)
             if module is not None:
                 state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-                save_file(state, str(directory / filename))
+                save_file(state, str(directory / checkpoint.saved_file))
 
     def resume(self, directory: str | Path | None = None) -> bool:
         """Continue from a checkpoint written by `save`; False when there is none."""
@@ -246,10 +239,10 @@ class Trainer:
         state_path = directory / STATE_FILE
         if not state_path.is_file():
             return False
-        for name, filename in WEIGHT_FILES.items():
+        for name, checkpoint in CHECKPOINTS.items():
             module = getattr(self.components, name)
-            if module is not None and (directory / filename).is_file():
-                module.load_state_dict(load_file(str(directory / filename), device=str(self.device)))
+            if module is not None and (directory / checkpoint.saved_file).is_file():
+                module.load_state_dict(load_file(str(directory / checkpoint.saved_file), device=str(self.device)))
         state = torch.load(state_path, map_location=self.device, weights_only=True)
         self.step = state["step"]
         self.optimizer.load_state_dict(state["optimizer"])

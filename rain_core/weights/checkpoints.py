@@ -1,9 +1,10 @@
-"""Reading checkpoints and loading them into our modules, all or nothing.
+"""Checkpoint files: their names in a weights directory, reading them, loading them all or nothing.
 
-The published RAIN files are plain torch state dicts (`.pth`, read with `weights_only=True`);
-the same state dicts may also come as `.safetensors`. Every key and shape is checked against
-the module before a single tensor is copied, so a wrong or damaged file leaves the module as
-it was and the error names the file and the first offending keys.
+`CHECKPOINTS` is the one table of file names; loading, training, exporting and fetching all
+take theirs from it. The published RAIN files are plain torch state dicts (`.pth`, read with
+`weights_only=True`); the same state dicts may also come as `.safetensors`. Every key and shape
+is checked against the module before a single tensor is copied, so a wrong or damaged file
+leaves the module as it was and the error names the file and the first offending keys.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import pickle
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +31,54 @@ _SHOWN_KEYS = 5
 
 class WeightsError(RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the model; the message names the file."""
+
+
+@dataclass(frozen=True)
+class CheckpointName:
+    """The file names of one network's checkpoint in a weights directory.
+
+    `stem` is the name this project writes (training runs, exports, the golden fixtures);
+    `published` the name of the released file, where one was released.
+    """
+
+    stem: str
+    published: str | None = None
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """The stems looked for, in order: the published name first."""
+        return tuple(dict.fromkeys(s for s in (self.published, self.stem) if s is not None))
+
+    @property
+    def saved_file(self) -> str:
+        """The file this project writes."""
+        return f"{self.stem}.safetensors"
+
+
+# Component of `RainComponents` -> its checkpoint. RAIN-v0.1 publishes the denoising UNet as
+# `motion_unet.pth`; the learned context token exists only in models trained here.
+CHECKPOINTS: dict[str, CheckpointName] = {
+    "reference_unet": CheckpointName("reference_unet", published="reference_unet"),
+    "denoising_unet": CheckpointName("denoising_unet", published="motion_unet"),
+    "pose_guider": CheckpointName("pose_guider", published="pose_guider"),
+    "decoder": CheckpointName("taesdv", published="taesdv"),
+    "context": CheckpointName("context"),
+}
+# Diffusers/transformers folders of the SD parts that encode the reference image.
+VAE_FOLDER = "sd-vae-ft-mse"
+IMAGE_ENCODER_FOLDER = "image_encoder"
+
+
+def find_checkpoint(weights_dir: Path, component: str) -> Path:
+    """The file of `component` in `weights_dir` (`.safetensors` preferred over torch files)."""
+    stems = CHECKPOINTS[component].stems
+    for stem in stems:
+        for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+            candidate = weights_dir / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    names = " or ".join(f"{s}.pth/.safetensors" for s in stems)
+    raise WeightsError(f"{weights_dir}: no {component} checkpoint (looked for {names})")
 
 
 def read_state_dict(path: str | Path, *, suffix: str | None = None) -> dict[str, torch.Tensor]:

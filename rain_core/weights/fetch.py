@@ -185,7 +185,7 @@ def _check_url_file(path: Path, item: UrlFile, profile: str) -> None:
         except WeightsError as exc:
             raise WeightsError(
                 f"{item.url}: refused, not a {item.target} of the layout profile {profile!r} needs "
-                f"(the pinned commit in rain_core/weights_manifest.py must be one with that layout): {exc}"
+                f"(the pinned commit in rain_core/weights/manifest.py must be one with that layout): {exc}"
             ) from None
     if item.git_blob_sha1 is not None:
         blob = git_blob_sha1(path)

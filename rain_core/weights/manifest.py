@@ -1,8 +1,8 @@
 """Where the `official` profile's weights come from: repositories, revisions, file names.
 
 This is the one place that names them; `rain-avatar fetch-weights` reads it, so a newer
-release is a change of one line here. Every file lands in one weights directory, in the
-layout `rain_core.stream.components` reads (`CHECKPOINT_STEMS`, `VAE_FOLDER`, `IMAGE_ENCODER_FOLDER`).
+release is a change of one line here. Every file lands in one weights directory, under the
+names `rain_core.weights.loading` looks for (`CHECKPOINTS`, `VAE_FOLDER`, `IMAGE_ENCODER_FOLDER`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from rain_core.stream.components import IMAGE_ENCODER_FOLDER, VAE_FOLDER
+from rain_core.weights.checkpoints import CHECKPOINTS, IMAGE_ENCODER_FOLDER, VAE_FOLDER
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ class WeightsManifest:
     urls: tuple[UrlFile, ...] = ()
 
 
+def _released(component: str) -> str:
+    """The released file of a component's checkpoint: RAIN-v0.1 and TAESDV publish torch files."""
+    return f"{CHECKPOINTS[component].published}.pth"
+
+
 # RAIN-v0.1, the published checkpoints (the denoising UNet is `motion_unet.pth`).
 # Revisions are branch names: the Hub's commit ids could not be looked up when this was
 # written (no access to the Hub). `weights.lock.json` pins each file's sha256 on first
@@ -67,7 +72,7 @@ class WeightsManifest:
 RAIN_RELEASE = HubSource(
     repo_id="Pscgylotti/RAIN-v0.1",
     revision="main",
-    files=("reference_unet.pth", "motion_unet.pth", "pose_guider.pth"),
+    files=tuple(_released(name) for name in ("reference_unet", "denoising_unet", "pose_guider")),
 )
 # The SD VAE (only its encoder is used, for the reference image); diffusers folder layout.
 SD_VAE = HubSource(
@@ -96,7 +101,7 @@ TAESDV_COMMIT = "1b2655e57693c2bf2bd016451f86f5cbf5aa5169"
 TAESDV_BLOB = "ffbcfae958d6364adddffca405f8dac44d03ace2"
 TAESDV = UrlFile(
     url=f"https://raw.githubusercontent.com/madebyollin/taesdv/{TAESDV_COMMIT}/taesdv.pth",
-    target="taesdv.pth",
+    target=_released("decoder"),
     git_blob_sha1=TAESDV_BLOB,
     component="decoder",
 )

@@ -1,17 +1,20 @@
-"""Which model profile to run, given the weights at hand.
+"""Which model profile to run, given the weights at hand, and loading it.
 
-The server calls `resolve_profile(requested, weights_dir)` at start-up: the requested profile
-if its weights are complete, or, when none is requested, the first profile of
-`AUTO_PROFILES` whose weights are.
+The server and the CLI call `load_model` at start-up. It runs `resolve_profile(requested,
+weights_dir)`: the requested profile if its weights are complete, or, when none is requested,
+the first profile of `AUTO_PROFILES` whose weights are.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rain_core.config import profile_config
-from rain_core.stream.components import IMAGE_ENCODER_FOLDER, check_weights_dir
-from rain_core.weights.checkpoints import WeightsError
+import torch
+
+from rain_core.config import PROFILES, ConfigError, RainConfig, default_device, profile_config
+from rain_core.stream.components import RainComponents
+from rain_core.weights.checkpoints import IMAGE_ENCODER_FOLDER, WeightsError
+from rain_core.weights.loading import check_weights_dir, load_components
 
 # The demo model trained here on synthetic characters ships inside the package.
 DEMO_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
@@ -23,7 +26,7 @@ DEMO_CHARACTER = DEMO_WEIGHTS_DIR / "character.png"
 AUTO_PROFILES: tuple[tuple[str, Path | None], ...] = (("official", None), ("demo", DEMO_WEIGHTS_DIR))
 
 
-def sample_character(config) -> Path | None:
+def sample_character(config: RainConfig) -> Path | None:
     """The bundled character that suits a model of this profile, if any."""
     return DEMO_CHARACTER if config.name == "demo" and DEMO_CHARACTER.is_file() else None
 
@@ -84,13 +87,10 @@ def resolve_profile(requested: str | None, weights_dir: str | Path | None) -> tu
 
 
 def runtime_config(profile: str, *, device: str | None = None, dtype: str | None = None,
-                   groups: int | None = None, per_group: int | None = None, seed: int | None = None):
+                   groups: int | None = None, per_group: int | None = None, seed: int | None = None
+                   ) -> RainConfig:
     """The profile's configuration on this machine: CUDA and float16 when there is a GPU,
     else the CPU and float32, unless given; G (and the LCM steps with it), P and the seed."""
-    import torch
-
-    from rain_core.config import ConfigError, default_device
-
     device = device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device}: CUDA is not available on this machine")
@@ -106,8 +106,6 @@ def runtime_config(profile: str, *, device: str | None = None, dtype: str | None
 
 def check_model_source(profile: str | None, weights_dir: object, *, random_weights: bool) -> None:
     """The rules for where a model comes from: random weights need a profile and no weights directory."""
-    from rain_core.config import PROFILES, ConfigError
-
     if profile is not None and profile not in PROFILES:
         raise ConfigError(f"{profile!r} is not a profile; known profiles: {', '.join(sorted(PROFILES))}")
     if random_weights and weights_dir is not None:
@@ -116,12 +114,10 @@ def check_model_source(profile: str | None, weights_dir: object, *, random_weigh
         raise ConfigError("random weights need a profile (--profile, RAIN_PROFILE)")
 
 
-def load_model(requested: str | None, weights_dir: str | Path | None, *, random_weights: bool = False, **runtime):
+def load_model(requested: str | None, weights_dir: str | Path | None, *, random_weights: bool = False,
+               **runtime) -> RainComponents:
     """The networks to run: random weights for a named profile, or the profile `resolve_profile`
     picks with its weights (every missing part named before the slow load starts)."""
-    from rain_core.config import ConfigError
-    from rain_core.stream.components import RainComponents
-
     if random_weights:
         check_model_source(requested, weights_dir, random_weights=True)
         config = runtime_config(requested, **runtime)
@@ -133,4 +129,4 @@ def load_model(requested: str | None, weights_dir: str | Path | None, *, random_
     profile, directory = resolve_profile(requested, weights_dir)
     config = runtime_config(profile, **runtime)
     with_encoders = uses_image_encoders(profile, directory)
-    return RainComponents.from_weights_dir(config, directory, with_image_encoders=with_encoders)
+    return load_components(config, directory, with_image_encoders=with_encoders)

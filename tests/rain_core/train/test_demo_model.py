@@ -19,6 +19,7 @@ from rain_core.train.data import SyntheticClips
 from rain_core.train.evaluate import evaluate
 from rain_core.train.export import CARD_JSON, DEFAULT_MAX_BYTES
 from rain_core.weights.checkpoints import WeightsError
+from rain_core.weights.loading import load_components
 from rain_core.weights.profiles import DEMO_CHARACTER, DEMO_WEIGHTS_DIR, resolve_profile, runtime_config
 from tests.avatar_client import WebcamClient, eventually
 from tests.conftest import start_live_server, stop_live_server
@@ -49,7 +50,7 @@ def test_named_weights_win_over_the_bundled_demo(tmp_path):
 @pytest.fixture(scope="module")
 def demo_components() -> RainComponents:
     profile, directory = resolve_profile("demo", None)
-    return RainComponents.from_weights_dir(runtime_config(profile, device="cpu", dtype="float32"), directory)
+    return load_components(runtime_config(profile, device="cpu", dtype="float32"), directory)
 
 
 def test_bundled_demo_model_follows_the_driving_images(demo_components):

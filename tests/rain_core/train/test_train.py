@@ -12,6 +12,7 @@ from rain_core.train.codec import codec_loss, train_codec
 from rain_core.train.data import SyntheticClips, collate
 from rain_core.train.objective import noise_latents, prediction_target, staggered_timesteps
 from rain_core.train.trainer import Trainer, TrainSettings
+from rain_core.weights.loading import load_components
 
 
 class FixedClips:
@@ -126,7 +127,7 @@ def test_run_saves_a_loadable_model(config, tmp_path):
     trainer = _trainer(config, tmp_path, steps=2, checkpoint_every=1)
     result = trainer.run(progress=False)
     assert result.steps == 2
-    loaded = RainComponents.from_weights_dir(config, tmp_path / "ema")
+    loaded = load_components(config, tmp_path / "ema")
     assert loaded.context is not None
 
 
@@ -159,7 +160,7 @@ def test_export_packs_the_ema_weights_as_float16_with_a_card(config, tmp_path):
     assert card.unet_steps == 2 and card.profile == config.name
     with safe_open(str(out / "denoising_unet.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
-    loaded = RainComponents.from_weights_dir(config, out)
+    loaded = load_components(config, out)
     expected = load_file(str(run / "ema" / "pose_guider.safetensors"))
     for key, value in loaded.pose_guider.state_dict().items():
         assert torch.equal(value, expected[key].half().float()), key

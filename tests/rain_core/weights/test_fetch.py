@@ -28,10 +28,11 @@ import rain_core.weights.fetch as fetch_module
 from cli import main
 from rain_core.config import tiny_config
 from rain_core.models import TAESDV, PoseGuider
-from rain_core.stream.components import RainComponents, check_weights_dir
+from rain_core.stream.components import RainComponents
 from rain_core.weights import profiles
 from rain_core.weights.checkpoints import WeightsError
 from rain_core.weights.fetch import fetch_weights, git_blob_sha1
+from rain_core.weights.loading import check_weights_dir, load_components
 from rain_core.weights.lock import LOCK_NAME
 from rain_core.weights.manifest import OFFICIAL_WEIGHTS, TAESDV_COMMIT, WeightsManifest
 from rain_core.weights.profiles import resolve_profile
@@ -207,7 +208,7 @@ def test_full_fetch_into_an_empty_dir(tmp_path, hub_calls, file_server, manifest
 
     # The layout the loader expects (the fake Hub holds `tiny`-sized checkpoints).
     assert all(status.ok for status in check_weights_dir(tiny_config(), weights))
-    components = RainComponents.from_weights_dir(tiny_config(), weights)
+    components = load_components(tiny_config(), weights)
     assert components.vae is not None and components.image_encoder is not None
     assert resolve_profile("tiny", weights) == ("tiny", weights)
 

@@ -11,6 +11,8 @@ import pytest
 
 from rain_core.config import official_config
 from rain_core.stream.components import RainComponents
+from rain_core.weights.checkpoints import CHECKPOINTS
+from rain_core.weights.manifest import OFFICIAL_WEIGHTS
 from tests.conftest import DEFAULT_GOLDEN_DIR
 
 MANIFEST = "full_size_state_dicts.json"
@@ -37,6 +39,15 @@ def official_on_meta():
 
 def test_manifest_lists_the_published_files(manifest):
     assert set(manifest) == set(FILES)
+
+
+def test_the_published_files_are_fetched_and_found_by_their_names():
+    """`fetch-weights` writes exactly the published files, and the loader looks for each under its name."""
+    fetched = {target for source in OFFICIAL_WEIGHTS.hub for _, target in source.targets() if target.endswith(".pth")}
+    fetched |= {item.target for item in OFFICIAL_WEIGHTS.urls}
+    assert fetched == set(FILES)
+    for file_name, component in FILES.items():
+        assert CHECKPOINTS[component].stems[0] == file_name.removesuffix(".pth")
 
 
 @pytest.mark.parametrize("file_name", sorted(FILES))

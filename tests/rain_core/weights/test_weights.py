@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from rain_core.config import RainConfig
 from rain_core.models import PoseGuider
-from rain_core.stream.components import RainComponents, check_weights_dir, find_checkpoint, load_image_encoder, load_vae
-from rain_core.weights.checkpoints import WeightsError, load_weights, read_state_dict
+from rain_core.weights.checkpoints import WeightsError, find_checkpoint, load_weights, read_state_dict
+from rain_core.weights.loading import check_weights_dir, load_components, load_image_encoder, load_vae
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_weights_dir_with_a_missing_part_names_it(tmp_path, golden_config, golde
     for name in ("reference_unet", "denoising_unet", "taesdv"):
         shutil.copy(golden_dir / "weights" / f"{name}.safetensors", tmp_path)
     with pytest.raises(WeightsError, match="no pose_guider checkpoint"):
-        RainComponents.from_weights_dir(golden_config, tmp_path, with_image_encoders=False)
+        load_components(golden_config, tmp_path, with_image_encoders=False)
 
 
 def test_components_load_as_published_torch_files(tmp_path, golden_config, golden_dir, golden_components):
@@ -142,7 +142,7 @@ def test_components_load_as_published_torch_files(tmp_path, golden_config, golde
                  "pose_guider": "pose_guider", "taesdv": "taesdv"}
     for ours, theirs in published.items():
         torch.save(read_state_dict(golden_dir / "weights" / f"{ours}.safetensors"), tmp_path / f"{theirs}.pth")
-    loaded = RainComponents.from_weights_dir(golden_config, tmp_path, with_image_encoders=False)
+    loaded = load_components(golden_config, tmp_path, with_image_encoders=False)
     for name, network in loaded.networks():
         expected = getattr(golden_components, name).state_dict()
         assert all(torch.equal(t, expected[k]) for k, t in network.state_dict().items()), name

@@ -1,0 +1,142 @@
+"""A weights directory: every part of a model, checked against a config or loaded from it.
+
+The checkpoints are found by the names of `CHECKPOINTS`; the SD VAE and the CLIP image
+encoder, which only the `sd` reference encoder needs, are diffusers/transformers folders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from rain_core.config import RainConfig
+from rain_core.stream.components import RainComponents
+from rain_core.weights.checkpoints import (
+    CHECKPOINTS,
+    IMAGE_ENCODER_FOLDER,
+    VAE_FOLDER,
+    WeightsError,
+    check_state_dict,
+    find_checkpoint,
+    load_weights,
+    read_state_dict,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _checkpointed(components: RainComponents) -> dict[str, nn.Module]:
+    """The networks of `components` that come from a checkpoint file, in the order of `CHECKPOINTS`."""
+    return {name: getattr(components, name) for name in CHECKPOINTS if getattr(components, name) is not None}
+
+
+def load_components(config: RainConfig, weights_dir: str | Path, *, with_image_encoders: bool = True
+                    ) -> RainComponents:
+    """Load every network of `config` from `weights_dir` and move it to the config's device and dtype.
+
+    The networks are built on the meta device and take the checkpoint tensors directly, so
+    the full-size model is never allocated twice. Profiles with the `taesdv` reference encoder
+    never load image encoders.
+    """
+    weights_dir = Path(weights_dir)
+    if not weights_dir.is_dir():
+        raise WeightsError(f"{weights_dir}: weights directory does not exist")
+    components = RainComponents.build(config, device="meta")
+    networks = _checkpointed(components)
+    # Every file is found before the first (slow) load starts: a missing one fails at once.
+    files = {name: find_checkpoint(weights_dir, name) for name in networks}
+    for name, path in files.items():
+        logger.info("loading %s from %s", name, path)
+        network = networks[name]
+        load_weights(network, path)
+        _check_materialised(name, network, path)
+    if with_image_encoders and config.reference_encoder == "sd":
+        components.vae = load_vae(weights_dir / VAE_FOLDER)
+        components.image_encoder = load_image_encoder(weights_dir / IMAGE_ENCODER_FOLDER, config.clip_embed_dim)
+    return components.to(config.torch_device, config.torch_dtype)
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """Whether one part of a weights directory is present and fits the configured model."""
+
+    name: str
+    path: Path | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def check_weights_dir(
+    config: RainConfig, weights_dir: str | Path, *, with_image_encoders: bool = True
+) -> list[PartStatus]:
+    """Check every part of `weights_dir` against `config` without building the full-size model.
+
+    Checkpoints are compared key by key and shape by shape with a meta-device model, the
+    encoder folders are only looked for; nothing large is allocated.
+    """
+    weights_dir = Path(weights_dir)
+    statuses = []
+    for name, network in _checkpointed(RainComponents.build(config, device="meta")).items():
+        try:
+            path = find_checkpoint(weights_dir, name)
+        except WeightsError as exc:
+            statuses.append(PartStatus(name, None, str(exc)))
+            continue
+        try:
+            check_state_dict(network, read_state_dict(path), path)
+        except WeightsError as exc:
+            # Present but of another layout: keep the path, so that it reads as bad, not missing.
+            statuses.append(PartStatus(name, path, str(exc)))
+        else:
+            statuses.append(PartStatus(name, path, None))
+    if with_image_encoders and config.reference_encoder == "sd":
+        for name, folder in (("vae", VAE_FOLDER), ("image_encoder", IMAGE_ENCODER_FOLDER)):
+            path = weights_dir / folder
+            found = (path / "config.json").is_file()
+            statuses.append(PartStatus(name, path if found else None, None if found else f"{path}: folder missing"))
+    return statuses
+
+
+def _check_materialised(name: str, network: nn.Module, path: Path) -> None:
+    left = [k for k, t in network.state_dict(keep_vars=True).items() if t.is_meta]
+    left += [k for k, t in network.named_buffers() if t.is_meta]
+    if left:
+        raise WeightsError(f"{path}: {name} still has uninitialised tensors after loading: {left[:5]}")
+
+
+def load_vae(folder: Path) -> nn.Module:
+    """The SD VAE (`AutoencoderKL`) from a diffusers folder; only its encoder is used."""
+    from diffusers import AutoencoderKL
+
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: VAE folder missing (diffusers AutoencoderKL format, e.g. sd-vae-ft-mse)")
+    try:
+        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{folder}: cannot load the VAE ({exc})") from None
+    if vae.config.latent_channels != 4:
+        raise WeightsError(f"{folder}: VAE has {vae.config.latent_channels} latent channels, RAIN needs 4")
+    return vae
+
+
+def load_image_encoder(folder: Path, embed_dim: int) -> nn.Module:
+    """The CLIP vision encoder with projection (sd-image-variations' `image_encoder`)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: image encoder folder missing (transformers CLIPVisionModelWithProjection)")
+    try:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{folder}: cannot load the image encoder ({exc})") from None
+    if encoder.config.projection_dim != embed_dim:
+        raise WeightsError(
+            f"{folder}: image encoder projects to {encoder.config.projection_dim} dims, the UNets expect {embed_dim}"
+        )
+    return encoder
