@@ -9,7 +9,6 @@ written as MP4, determinism with a seed and a time bound (`max_minutes`).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from rain_core.stream.components import RainComponents
 from rain_core.train.data import ClipBatch, ClipDataset, collate
 from rain_core.train.evaluate import animate_clip
 from rain_core.train.objective import diffusion_loss, noise_latents, prediction_target, staggered_timesteps
+from rain_core.train.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +127,9 @@ class Trainer:
         self.time_cond = guidance_scale_embedding(self.config.guidance_scale, self.config.denoising_unet.cond_proj_dim)
 
     def learning_rate(self) -> float:
-        """Linear warm-up, then cosine decay to 10% over the run (steps or time budget)."""
+        """The rate of the next step: warm-up, then cosine decay over the run (steps or time budget)."""
         s = self.settings
-        if self.step < s.warmup_steps:
-            return s.learning_rate * (self.step + 1) / s.warmup_steps
-        return s.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, self.progress))))
+        return learning_rate_at(s.learning_rate, self.progress, step=self.step, warmup_steps=s.warmup_steps)
 
     # One step ---------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
