@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -30,10 +29,10 @@ from rain_core.train.data import ClipBatch, ClipDataset, collate
 from rain_core.train.evaluate import animate_clip
 from rain_core.train.objective import diffusion_loss, noise_latents, prediction_target, staggered_timesteps
 from rain_core.train.schedule import learning_rate_at
+from rain_core.train.settings import TRAINABLE, TrainSettings
 
 logger = logging.getLogger(__name__)
 
-TRAINABLE = ("reference_unet", "denoising_unet", "pose_guider", "context")
 # Saved checkpoint file names; weights use the names `RainComponents.from_weights_dir` reads.
 WEIGHT_FILES = {
     "reference_unet": "reference_unet.safetensors",
@@ -43,30 +42,6 @@ WEIGHT_FILES = {
     "decoder": "taesdv.safetensors",
 }
 STATE_FILE = "training_state.pt"
-
-
-class TrainSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    steps: int = Field(2000, ge=1)
-    batch_size: int = Field(2, ge=1)
-    learning_rate: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    warmup_steps: int = Field(50, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.995, ge=0, lt=1)
-    timestep_jitter: int = Field(0, ge=0, le=500)
-    # Share of clips with every group at one noise level (see `staggered_timesteps`).
-    shared_level_prob: float = Field(0.0, ge=0, le=1)
-    # Parts that stay as loaded (fine-tuning the official model freezes most of it).
-    freeze: tuple[str, ...] = ()
-    gradient_checkpointing: bool = False
-    # bf16 autocast on CUDA; ignored on the CPU.
-    mixed_precision: bool = True
-    seed: int = 0
-    max_minutes: float | None = Field(None, gt=0)
-    checkpoint_every: int = Field(250, ge=1)
-    validate_every: int = Field(500, ge=1)
 
 
 @dataclass
@@ -223,7 +198,7 @@ class Trainer:
                 "ema": self.ema.state_dict(),
                 "noise_generator": self.noise_generator.get_state(),
                 "jitter_generator": self.jitter_generator.get_state(),
-                "settings": self.settings.model_dump(),
+                "settings": self.settings.model_dump(mode="json"),
             },
             directory / STATE_FILE,
         )
