@@ -13,6 +13,7 @@ import logging
 import os
 
 from cli import bench, media, serve, train, weights
+from cli.native_logs import hide_native_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,8 @@ def set_up_process(args: argparse.Namespace) -> None:
     # (0.75 s against 1.17 s for a demo step on 2 cores), so it keeps the default.
     if args.command != "train":
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not args.verbose:
+        hide_native_logs()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -9,6 +9,9 @@ import textwrap
 
 from tests.helpers import REPO_ROOT
 
+# What mediapipe 0.10.21 writes to the terminal of a process that runs its face mesh.
+MEDIAPIPE_NOISE = ("inference_feedback_manager.cc", "XNNPACK delegate", "absl::InitializeLog")
+
 
 def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python ARGS` from the repository root, with this checkout importable and no OpenMP setting of ours."""
