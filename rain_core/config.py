@@ -17,15 +17,12 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from rain_core.choices import DTYPE_NAMES, PROFILE_NAMES
 from rain_core.models.denoising_unet import check_unet_layout
 from rain_core.models.taesdv import LATENT_SCALE
 from rain_core.validation import describe_validation_error
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def default_device() -> str:
@@ -366,7 +363,7 @@ def demo_config(**overrides: Any) -> RainConfig:
     return RainConfig(**base)
 
 
-PROFILES = {"official": official_config, "tiny": tiny_config, "demo": demo_config}
+PROFILES = dict(zip(PROFILE_NAMES, (official_config, tiny_config, demo_config), strict=True))
 
 
 def profile_config(name: str, **overrides: Any) -> RainConfig:

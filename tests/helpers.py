@@ -53,7 +53,7 @@ def assert_animates_the_demo_character(frames: list) -> None:
     import numpy as np
     from PIL import Image
 
-    from rain_core.train.synthetic import make_clip
+    from rain_core.train.synthetic.clip import make_clip
     from rain_core.weights.profiles import DEMO_CHARACTER
 
     character = np.asarray(Image.open(DEMO_CHARACTER).convert("RGB"), np.float32)

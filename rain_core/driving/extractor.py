@@ -23,7 +23,7 @@ MIN_FRAME_SIDE = 16
 
 class Extractor(Protocol):
     def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
-        """RGB uint8 frame [H, W, 3] -> landmarks normalised to that frame."""
+        """Contiguous RGB uint8 frame [H, W, 3] (the caller checks it) -> landmarks normalised to that frame."""
         ...
 
     def close(self) -> None: ...
@@ -33,26 +33,14 @@ def _points(landmark_list) -> np.ndarray:
     return np.array([(p.x, p.y, getattr(p, "visibility", 1.0)) for p in landmark_list.landmark], dtype=np.float64)
 
 
-def check_frame(frame: np.ndarray) -> np.ndarray | None:
-    """A contiguous RGB uint8 frame, or None when the frame cannot hold a person."""
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(
-            f"camera frame must be an RGB uint8 array [H, W, 3], got "
-            f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
-        )
-    if min(frame.shape[:2]) < MIN_FRAME_SIDE:
-        return None
-    return np.ascontiguousarray(frame)
-
-
 class _MediapipeExtractor:
-    """The common part: check the frame, run the solution, read its result."""
+    """The common part: run the solution on a frame large enough for it, read its result."""
 
     _solution = None
 
     def extract(self, frame: np.ndarray, timestamp: float) -> Landmarks:
-        frame = check_frame(frame)
-        if frame is None:
+        # The caller's crop of a small camera frame can be smaller than the camera frame was.
+        if min(frame.shape[:2]) < MIN_FRAME_SIDE:
             return Landmarks(timestamp=timestamp)
         return self._landmarks(self._solution.process(frame), timestamp)
 

@@ -48,7 +48,7 @@ MEDIAPIPE_POSE_TO_OPENPOSE = {
 }  # fmt: skip
 NECK, RIGHT_SHOULDER, LEFT_SHOULDER = 1, 2, 5
 
-# iBUG indices whose horizontal mirror image is another iBUG index (for mirrored frames).
+# The iBUG index each point becomes in the horizontal mirror image (left and right swap names).
 IBUG68_MIRROR = np.array(
     list(range(16, -1, -1))  # jaw
     + list(range(26, 16, -1))  # brows
@@ -59,7 +59,6 @@ IBUG68_MIRROR = np.array(
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
     + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lips
 )
-OPENPOSE_MIRROR = np.array([0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16])
 
 
 @dataclass(frozen=True)
@@ -74,31 +73,8 @@ class Landmarks:
     # "found" in this frame, "held" from an earlier one, or the "neutral" fallback pose.
     source: str = "found"
 
-    @property
-    def found(self) -> bool:
-        return any(part is not None for part in (self.face, self.body, self.left_hand, self.right_hand))
-
     def held(self) -> Landmarks:
         return replace(self, source="held")
-
-    def mirrored(self) -> Landmarks:
-        """The landmarks of the horizontally mirrored frame (left and right swap names too)."""
-
-        def flip(points: np.ndarray | None) -> np.ndarray | None:
-            if points is None:
-                return None
-            out = points.copy()
-            out[:, 0] = 1.0 - out[:, 0]
-            return out
-
-        return Landmarks(
-            face=None if self.face is None else flip(self.face)[IBUG68_MIRROR],
-            body=None if self.body is None else flip(self.body)[OPENPOSE_MIRROR],
-            left_hand=flip(self.right_hand),
-            right_hand=flip(self.left_hand),
-            timestamp=self.timestamp,
-            source=self.source,
-        )
 
 
 def face_from_mediapipe(points: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from rain_core.driving.body_framing import frame_body
 from rain_core.driving.body_render import render_body
-from rain_core.driving.extractor import Extractor, FaceMeshExtractor, HolisticExtractor, check_frame
+from rain_core.driving.extractor import MIN_FRAME_SIDE, Extractor, FaceMeshExtractor, HolisticExtractor
 from rain_core.driving.face_render import render_face
 from rain_core.driving.geometry import analysis_view
 from rain_core.driving.landmarks import Landmarks
@@ -24,6 +24,17 @@ from rain_core.driving.settings import DrivingSettings
 from rain_core.driving.smoothing import OneEuroFilter
 
 logger = logging.getLogger(__name__)
+
+
+def check_frame(frame: np.ndarray) -> bool:
+    """Whether a camera frame is large enough to hold a person; a frame that is not an RGB uint8
+    array [H, W, 3] is a ValueError."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(
+            f"camera frame must be an RGB uint8 array [H, W, 3], got "
+            f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
+        )
+    return min(frame.shape[:2]) >= MIN_FRAME_SIDE
 
 
 def default_extractor(mode: str) -> Extractor:
@@ -79,10 +90,9 @@ class DrivingPipeline:
     # -------------------------------------------------------------------------------------
     def _landmarks(self, frame: np.ndarray, timestamp: float) -> Landmarks:
         s = self._settings
-        checked = check_frame(frame)
         found = Landmarks(timestamp=timestamp)
-        if checked is not None:
-            view = analysis_view(checked, self.width / self.height, s.crop_ratio, s.mirror)
+        if check_frame(frame):
+            view = analysis_view(frame, self.width / self.height, s.crop_ratio, s.mirror)
             found = self._extractor.extract(view, timestamp)
         wanted = found.face is not None if s.mode == "face" else found.body is not None
         if wanted:

@@ -89,13 +89,11 @@ class VideoWriter:
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": str(crf), "preset": "veryfast"}
-        self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
-        self.frames += 1
 
     def close(self) -> None:
         for packet in self.stream.encode():

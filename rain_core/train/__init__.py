@@ -1,2 +1,2 @@
-"""Training RAIN models: data (synthetic characters, videos), the staggered-noise objective, the trainer,
-the demo codec, evaluation."""
+"""Training RAIN models: the run's settings, data (synthetic characters, videos), the staggered-noise
+objective, the learning-rate schedule, the trainer, the demo codec, evaluation and export."""

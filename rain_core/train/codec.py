@@ -8,7 +8,6 @@ variance, the scale the diffusion schedule assumes of SD latents.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from rain_core.models import TAESDV
 from rain_core.train.data import ClipDataset, collate
+from rain_core.train.schedule import learning_rate_at
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ def train_codec(codec: TAESDV, dataset: ClipDataset, *, steps: int, batch_size: 
         for step in range(steps):
             batch = collate(dataset, [seed * 1_000_003 + step * batch_size + i for i in range(batch_size)])
             loss, l1 = codec_loss(codec, batch.frames.to(device), latent_noise=latent_noise)
-            # Cosine decay to 10% over the steps or the time budget, whichever ends first.
+            # No warm-up; the decay runs over the steps or the time budget, whichever ends first.
             done = max(step / steps, (time.monotonic() - started) / budget if budget else 0.0)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * min(done, 1.0))))
+                group["lr"] = learning_rate_at(learning_rate, done)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)

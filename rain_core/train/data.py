@@ -64,7 +64,7 @@ class SyntheticClips:
         self.fps = fps
 
     def clip(self, index: int):
-        from rain_core.train.synthetic import make_clip
+        from rain_core.train.synthetic.clip import make_clip
 
         clip = make_clip(index, frames=self.frames, width=self.config.width, height=self.config.height,
                          fps=self.fps, split=self.split)

@@ -135,7 +135,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_bytes: int = D
 def write_sample_character(path: Path, config: RainConfig) -> None:
     from PIL import Image
 
-    from rain_core.train.synthetic import make_clip
+    from rain_core.train.synthetic.clip import make_clip
 
     clip = make_clip(0, frames=1, width=config.width, height=config.height, split="val")
     Image.fromarray(clip.reference).save(path)
@@ -171,7 +171,7 @@ def render_card(card: ModelCard) -> str:
         f"# rain-avatar `{card.profile}` model",
         "",
         "A small RAIN model trained from scratch on this repository's synthetic cartoon characters",
-        "(`rain_core/train/synthetic.py`) with `rain-avatar train`, on a CPU. It animates cartoon",
+        "(`rain_core/train/synthetic/`) with `rain-avatar train`, on a CPU. It animates cartoon",
         "characters like those from an OpenPose-style body driving image; photographs as",
         "characters are outside anything it has seen.",
         "",

@@ -17,7 +17,8 @@ from rain_core.config import RainConfig
 from rain_core.stream.components import RainComponents
 from rain_core.train.codec import train_codec
 from rain_core.train.data import SyntheticClips, VideoFolderClips
-from rain_core.train.trainer import Trainer, TrainResult, TrainSettings
+from rain_core.train.settings import TrainSettings
+from rain_core.train.trainer import Trainer, TrainResult
 from rain_core.weights.loading import load_components
 
 logger = logging.getLogger(__name__)
@@ -34,23 +35,22 @@ def make_dataset(config: RainConfig, data: str, cache_dir: Path, *, split: str =
     return VideoFolderClips(config, data, cache_dir)
 
 
-def train_model(config: RainConfig, data: str, output_dir: Path, settings: TrainSettings, *,
-                init_weights: Path | None = None, codec_steps: int = 8000, resume: bool = False,
+def train_model(config: RainConfig, data: str, output_dir: Path, settings: TrainSettings, *, resume: bool = False,
                 progress: bool = True) -> TrainResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     dataset = make_dataset(config, data, output_dir / "cache")
     validation = SyntheticClips(config, frames=4 * config.queue_length, split="val") if data == "synthetic" else None
-    if init_weights is not None:
-        components = load_components(config, init_weights)
+    if settings.init_weights is not None:
+        components = load_components(config, settings.init_weights)
     else:
         components = RainComponents.build(config).to(config.torch_device, config.torch_dtype)
     trainer = Trainer(components, dataset, settings, output_dir, validation=validation)
     resumed = resume and trainer.resume()
-    needs_codec = config.reference_encoder == "taesdv" and init_weights is None and not resumed
+    needs_codec = config.reference_encoder == "taesdv" and settings.init_weights is None and not resumed
     if needs_codec:
         budget = settings.max_minutes * CODEC_TIME_SHARE if settings.max_minutes else None
-        codec = train_codec(components.decoder, dataset, steps=codec_steps, seed=settings.seed,
+        codec = train_codec(components.decoder, dataset, steps=settings.codec_steps, seed=settings.seed,
                             max_minutes=budget, progress=progress)
         logger.info("codec trained: %d steps, reconstruction L1 %.4f", codec.steps, codec.l1)
         (output_dir / CODEC_FILE).write_text(json.dumps(asdict(codec)))

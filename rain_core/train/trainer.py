@@ -9,7 +9,6 @@ written as MP4, determinism with a seed and a time bound (`max_minutes`).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -30,36 +28,13 @@ from rain_core.stream.components import RainComponents
 from rain_core.train.data import ClipBatch, ClipDataset, collate
 from rain_core.train.evaluate import animate_clip
 from rain_core.train.objective import diffusion_loss, noise_latents, prediction_target, staggered_timesteps
+from rain_core.train.schedule import learning_rate_at
+from rain_core.train.settings import TRAINABLE, TrainSettings
 from rain_core.weights.checkpoints import CHECKPOINTS
 
 logger = logging.getLogger(__name__)
 
-TRAINABLE = ("reference_unet", "denoising_unet", "pose_guider", "context")
 STATE_FILE = "training_state.pt"
-
-
-class TrainSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    steps: int = Field(2000, ge=1)
-    batch_size: int = Field(2, ge=1)
-    learning_rate: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    warmup_steps: int = Field(50, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.995, ge=0, lt=1)
-    timestep_jitter: int = Field(0, ge=0, le=500)
-    # Share of clips with every group at one noise level (see `staggered_timesteps`).
-    shared_level_prob: float = Field(0.0, ge=0, le=1)
-    # Parts that stay as loaded (fine-tuning the official model freezes most of it).
-    freeze: tuple[str, ...] = ()
-    gradient_checkpointing: bool = False
-    # bf16 autocast on CUDA; ignored on the CPU.
-    mixed_precision: bool = True
-    seed: int = 0
-    max_minutes: float | None = Field(None, gt=0)
-    checkpoint_every: int = Field(250, ge=1)
-    validate_every: int = Field(500, ge=1)
 
 
 @dataclass
@@ -120,11 +95,9 @@ class Trainer:
         self.time_cond = guidance_scale_embedding(self.config.guidance_scale, self.config.denoising_unet.cond_proj_dim)
 
     def learning_rate(self) -> float:
-        """Linear warm-up, then cosine decay to 10% over the run (steps or time budget)."""
+        """The rate of the next step: warm-up, then cosine decay over the run (steps or time budget)."""
         s = self.settings
-        if self.step < s.warmup_steps:
-            return s.learning_rate * (self.step + 1) / s.warmup_steps
-        return s.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, self.progress))))
+        return learning_rate_at(s.learning_rate, self.progress, step=self.step, warmup_steps=s.warmup_steps)
 
     # One step ---------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
@@ -218,7 +191,7 @@ class Trainer:
                 "ema": self.ema.state_dict(),
                 "noise_generator": self.noise_generator.get_state(),
                 "jitter_generator": self.jitter_generator.get_state(),
-                "settings": self.settings.model_dump(),
+                "settings": self.settings.model_dump(mode="json"),
             },
             directory / STATE_FILE,
         )

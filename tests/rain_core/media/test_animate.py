@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from cli import main
+from tests.cli.helpers import MEDIAPIPE_NOISE, run_cli
 from tests.helpers import MEDIA_DIR
 
 
@@ -62,7 +63,9 @@ def test_animate_writes_one_frame_per_driving_frame(tmp_path, reference_png, cap
 
 
 def test_animate_from_a_video_of_a_person(tmp_path, reference_png):
-    """The default: a webcam-style recording, turned into driving images by the driving pipeline."""
+    """The default: a webcam-style recording, turned into driving images by the driving pipeline.
+    Run as a user runs it, in a process of its own: the terminal shows the progress and none of
+    mediapipe's native log lines."""
     from rain_core.driving.synthetic_clip import synthetic_clip
 
     photo = np.asarray(Image.open(MEDIA_DIR / "astronaut.png").convert("RGB"))
@@ -78,9 +81,12 @@ def test_animate_from_a_video_of_a_person(tmp_path, reference_png):
         container.mux(packet)
     container.close()
     out = tmp_path / "out.mp4"
-    assert main(["animate", "--profile", "tiny", "--random-weights", "--device", "cpu", "--reference",
-                 str(reference_png), "--driving", str(driving), "--out", str(out)]) == 0
+    result = run_cli("animate", "--profile", "tiny", "--random-weights", "--device", "cpu", "--reference",
+                     str(reference_png), "--driving", str(driving), "--out", str(out))
+    assert result.returncode == 0, result.stderr
     assert _read(out)[:2] == (9, (64, 64))
+    assert "wrote 9 frames" in result.stdout and "animate: 100%" in result.stderr
+    assert not [noise for noise in MEDIAPIPE_NOISE if noise in result.stderr], result.stderr
 
 
 def test_animate_fps_option(tmp_path, reference_png):

@@ -11,20 +11,11 @@ import pytest
 
 from rain_core.driving.body_render import render_body
 from rain_core.driving.landmarks import IBUG68_MIRROR, Landmarks
-from rain_core.train.synthetic import (
-    MAX_ROLL,
-    MAX_YAW,
-    Motion,
-    SyntheticClip,
-    Wave,
-    contact_sheet,
-    draw_background,
-    draw_character,
-    make_clip,
-    pose_at,
-    sample_character,
-    sample_motion,
-)
+from rain_core.train.synthetic.character import sample_character
+from rain_core.train.synthetic.clip import SyntheticClip, contact_sheet, make_clip
+from rain_core.train.synthetic.drawing import draw_background, draw_character
+from rain_core.train.synthetic.landmarks import pose_at
+from rain_core.train.synthetic.motion import MAX_ROLL, MAX_YAW, Motion, Wave, sample_motion
 
 SIZE = 128
 FPS = 16.0

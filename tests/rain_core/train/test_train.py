@@ -11,7 +11,9 @@ from rain_core.stream.components import RainComponents
 from rain_core.train.codec import codec_loss, train_codec
 from rain_core.train.data import SyntheticClips, collate
 from rain_core.train.objective import noise_latents, prediction_target, staggered_timesteps
-from rain_core.train.trainer import Trainer, TrainSettings
+from rain_core.train.schedule import learning_rate_at
+from rain_core.train.settings import TrainSettings
+from rain_core.train.trainer import Trainer
 from rain_core.weights.loading import load_components
 
 
@@ -87,6 +89,29 @@ def test_a_perfect_prediction_of_the_training_target_streams_the_clean_frames(co
     assert torch.allclose(step.denoised, clean, atol=1e-3)
     oldest = slice(0, config.frames_per_group)
     assert torch.allclose(step.prev_sample[:, :, oldest], clean[:, :, oldest], atol=1e-3), "the oldest group is clean"
+
+
+def test_fine_tuning_starts_from_its_own_defaults(tmp_path):
+    scratch, fine_tune = TrainSettings(), TrainSettings(init_weights=tmp_path)
+    assert (scratch.learning_rate, scratch.shared_level_prob) == (5e-4, 0.5)
+    assert (fine_tune.learning_rate, fine_tune.shared_level_prob) == (1e-5, 0.0)
+    given = TrainSettings(init_weights=tmp_path, learning_rate=3e-4, shared_level_prob=0.25)
+    assert (given.learning_rate, given.shared_level_prob) == (3e-4, 0.25), "given values win"
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainSettings(init_weights=tmp_path, learning_rate=0)
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth(config, tmp_path):
+    assert [learning_rate_at(1.0, 0.0, step=step, warmup_steps=4) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert learning_rate_at(1.0, 0.0, step=4, warmup_steps=4) == 1.0
+    assert learning_rate_at(1.0, 0.5) == pytest.approx(0.55)
+    assert learning_rate_at(1.0, 1.0) == learning_rate_at(1.0, 7.0) == pytest.approx(0.1), "the end of the run holds"
+    # The trainer follows it, by steps or by its time budget, whichever is further.
+    trainer = _trainer(config, tmp_path, learning_rate=2e-3, warmup_steps=10)
+    trainer.step, trainer.progress = 3, 0.0
+    assert trainer.learning_rate() == pytest.approx(2e-3 * 4 / 10)
+    trainer.step, trainer.progress = 20, 0.5
+    assert trainer.learning_rate() == pytest.approx(2e-3 * 0.55)
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(config, tmp_path):

@@ -1,0 +1,62 @@
+"""`serve`: the live WebRTC server, its settings these options over the RAIN_* environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from cli.options import add_model_options, positive_int
+
+
+def add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the live WebRTC server (webcam page, OBS view)")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=positive_int, default=None, help="port (default 8000)")
+    serve.add_argument("--max-sessions", type=positive_int, default=None, help="live sessions at most (default 4)")
+    add_model_options(serve, default_profile=None)
+    serve.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the live WebRTC server (settings: these options over the RAIN_* environment)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from rain_core.config import ConfigError
+    from rain_core.validation import describe_validation_error
+    from rain_core.weights.profiles import resolve_profile
+    from server.core.config import Settings
+    from server.main import create_app
+
+    options = {
+        "HOST": args.host,
+        "PORT": args.port,
+        "MAX_SESSIONS": args.max_sessions,
+        "PROFILE": args.profile,
+        "WEIGHTS": args.weights,
+        "RANDOM_WEIGHTS": args.random_weights or None,
+        "DEVICE": args.device,
+        "DTYPE": args.dtype,
+        "GROUPS": args.groups,
+        "PER_GROUP": args.per_group,
+        "SEED": args.seed,
+        "LOG_LEVEL": "DEBUG" if args.verbose else None,
+    }
+    try:
+        settings = Settings(**{key: value for key, value in options.items() if value is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, show_input=False)) from None
+    if not settings.RANDOM_WEIGHTS:
+        # Which profile, with every missing part named, before uvicorn starts.
+        profile, weights = resolve_profile(settings.PROFILE, settings.WEIGHTS)
+        settings = settings.model_copy(update={"PROFILE": profile, "WEIGHTS": weights})
+    logging.getLogger("server").setLevel(settings.LOG_LEVEL)
+    # No access log: request paths carry session ids and view tokens.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.HOST,
+        port=settings.PORT,
+        log_level=settings.LOG_LEVEL.lower(),
+        access_log=False,
+    )
+    return 0
