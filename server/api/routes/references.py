@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from server.api.deps import ReferencesDep, SettingsDep
-from server.references import BadDimensions, NotAnImage, UploadTooLarge, decode_upload
+from server.api.deps import RuntimeDep, SettingsDep
 
 router = APIRouter(prefix="/references", tags=["references"])
 
@@ -45,7 +42,7 @@ class ReferenceCreated(BaseModel):
     responses={413: {"description": "too large"}, 415: {"description": "not an image"},
                422: {"description": "absurd dimensions or no file"}},
 )
-async def upload_reference(request: Request, settings: SettingsDep, references: ReferencesDep) -> ReferenceCreated:
+async def upload_reference(request: Request, settings: SettingsDep, runtime: RuntimeDep) -> ReferenceCreated:
     """Upload a character image (multipart/form-data, field `file`)."""
     limit = settings.MAX_UPLOAD_BYTES
     length = request.headers.get("content-length")
@@ -61,13 +58,5 @@ async def upload_reference(request: Request, settings: SettingsDep, references: 
         data = await upload.read(limit + 1)
     finally:
         await form.close()
-    try:
-        image = await asyncio.to_thread(decode_upload, data, max_bytes=limit, max_pixels=settings.MAX_REFERENCE_PIXELS)
-    except UploadTooLarge as exc:
-        raise HTTPException(413, str(exc)) from None
-    except NotAnImage as exc:
-        raise HTTPException(415, str(exc)) from None
-    except BadDimensions as exc:
-        raise HTTPException(422, str(exc)) from None
-    reference = references.add(image)
-    return ReferenceCreated(reference_id=reference.id, width=image.width, height=image.height)
+    reference = await runtime.upload_reference(data)
+    return ReferenceCreated(reference_id=reference.id, width=reference.image.width, height=reference.image.height)
