@@ -287,20 +287,6 @@ function createPeerConnection() {
   return connection;
 }
 
-function waitForIceGathering(connection) {
-  if (connection.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      if (connection.iceGatheringState === "complete") {
-        connection.removeEventListener("icegatheringstatechange", done);
-        resolve();
-      }
-    };
-    connection.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, 5000);  // send what we have
-  });
-}
-
 function negotiate() {
   return pc.createOffer()
     .then((offer) => pc.setLocalDescription(offer))

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rain_core.stream.reference_encoder import MAX_REFERENCE_PIXELS
 from rain_core.weights.profiles import check_model_source
 
 # The pages live beside the package in a checkout and in the Docker image (/app/web).
@@ -69,7 +70,8 @@ class Settings(BaseSettings):
 
     # References (character images).
     MAX_UPLOAD_BYTES: int = Field(10_000_000, ge=1)
-    MAX_REFERENCE_PIXELS: int = Field(40_000_000, ge=64)
+    # The reference encoder's own limit, or less (it refuses larger images whatever the setting).
+    MAX_REFERENCE_PIXELS: int = Field(MAX_REFERENCE_PIXELS, ge=64, le=MAX_REFERENCE_PIXELS)
     MAX_REFERENCES: int = Field(64, ge=1)  # kept in memory; the least recently used go first
     REFERENCE_TTL: float = Field(3600.0, gt=0)  # seconds an unused reference is kept
 

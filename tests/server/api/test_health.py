@@ -20,6 +20,9 @@ def test_health_config_metrics_docs_and_pages(client: TestClient) -> None:
     assert page.status_code == 200 and "createPeerConnection" in client.get("/static/app.js").text
     obs = client.get("/obs/anything?token=x")
     assert obs.status_code == 200 and "<video" in obs.text and "autoplay muted playsinline" in obs.text
+    # Both pages load the one copy of what they share.
+    assert "function waitForIceGathering" in client.get("/static/rtc.js").text
+    assert '<script src="/static/rtc.js">' in page.text and '<script src="/static/rtc.js">' in obs.text
 
 
 def test_no_cors_by_default(client: TestClient) -> None:

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 import cli
+from rain_core.stream import reference_encoder
 from server.core.config import Settings
 from tests.server.settings import tiny_settings
 
@@ -57,3 +58,10 @@ def test_settings_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("RAIN_PUBLIC_IP", "not-an-ip")
     with pytest.raises(ValidationError, match="PUBLIC_IP"):
         Settings(_env_file=None)
+
+
+def test_reference_pixel_limit_is_the_encoders() -> None:
+    assert Settings(_env_file=None).MAX_REFERENCE_PIXELS == reference_encoder.MAX_REFERENCE_PIXELS
+    assert tiny_settings(MAX_REFERENCE_PIXELS=1_000_000).MAX_REFERENCE_PIXELS == 1_000_000
+    with pytest.raises(ValidationError, match="MAX_REFERENCE_PIXELS"):
+        tiny_settings(MAX_REFERENCE_PIXELS=reference_encoder.MAX_REFERENCE_PIXELS + 1)
