@@ -166,7 +166,11 @@ class Session:
     async def _serve_control(self) -> None:
         while True:
             channel, message = await self._control.get()
-            reply = await self.handle_control(message)
+            try:
+                reply = await self.handle_control(message)
+            except Exception:  # noqa: BLE001 - a message must never end its session
+                self.log.exception("control message failed")
+                reply = error_reply("the server failed to handle this message", request_id=None, kind=None)
             if channel.readyState == "open":
                 channel.send(json.dumps(reply))
 
