@@ -20,7 +20,7 @@ from PIL import Image
 
 from rain_core.driving import DrivingSettings
 from rain_core.weights.profiles import sample_character
-from server.core.config import Settings
+from server.core.config import MIN_FPS, Settings
 from server.metrics import Metrics
 from server.model_worker import ModelWorker
 from server.references import Reference, ReferenceStore, decode_upload, grey_card, load_reference_file
@@ -197,6 +197,7 @@ class Runtime:
             "frames_per_call": config.frames_per_group,
             "first_frame_latency_frames": config.queue_length,
             "fps": settings.FPS,
+            "min_fps": MIN_FPS,
             "max_fps": settings.MAX_FPS,
             "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
             "params": {"fps": settings.FPS, **self.worker.driving_defaults.model_dump()},

@@ -210,7 +210,7 @@ function addFields(form, schema, node, values, path) {
 function buildParamsForm() {
   const form = $("params");
   form.innerHTML = "";
-  addField(form, null, ["fps"], { type: "number", minimum: 1, maximum: config.max_fps }, config.params.fps);
+  addField(form, null, ["fps"], { type: "number", minimum: config.min_fps, maximum: config.max_fps }, config.params.fps);
   addFields(form, config.params_schema, config.params_schema, config.params, []);
 }
 

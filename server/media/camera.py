@@ -31,14 +31,20 @@ class FrameSampler:
     """Accepts frames at `fps` on average from a source of any rate (accept when due, then due += 1/fps).
 
     A quarter-period tolerance keeps e.g. 30 fps -> 16 fps even; when the source stalls for
-    more than a period the schedule restarts at the next frame instead of bursting.
+    more than a period the schedule restarts at the next frame instead of bursting. A new `fps`
+    counts from the last accepted slot: the next frame is due one new period after it, not one
+    old period.
     """
 
     def __init__(self) -> None:
         self._due: float | None = None
+        self._period = 0.0
 
     def accept(self, t: float, fps: float) -> bool:
         period = 1.0 / fps
+        if self._due is not None and period != self._period:
+            self._due += period - self._period
+        self._period = period
         if self._due is None or t >= self._due + period:
             self._due = t
         if t < self._due - 0.25 * period:

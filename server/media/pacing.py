@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
@@ -13,10 +14,31 @@ from av.video.reformatter import VideoReformatter
 
 class FrameRate:
     """A session's frame rate: the control channel sets it, the camera sampler and the paced
-    tracks read it at every frame."""
+    tracks read it at every frame.
+
+    A change takes effect at once: it wakes every paced track waiting for its next frame, which
+    then waits by the new rate, not out the rest of a period of the old one.
+    """
 
     def __init__(self, fps: float):
-        self.fps = fps
+        self._fps = fps
+        self._wakers: set[asyncio.Event] = set()
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def set(self, fps: float) -> None:
+        self._fps = fps
+        for waker in self._wakers:
+            waker.set()
+
+    def follow(self, waker: asyncio.Event) -> None:
+        """Set `waker` on every change (until `unfollow`)."""
+        self._wakers.add(waker)
+
+    def unfollow(self, waker: asyncio.Event) -> None:
+        self._wakers.discard(waker)
 
 
 class PacedVideoTrack(MediaStreamTrack):
@@ -27,23 +49,39 @@ class PacedVideoTrack(MediaStreamTrack):
     def __init__(self, rate: FrameRate):
         super().__init__()  # don't forget this!
         self._rate = rate
+        self._wake = asyncio.Event()  # a new frame rate, or stopped
+        rate.follow(self._wake)
         self._start: float | None = None
-        self._next = 0.0
+        self._last_due = 0.0  # when the last frame was due
         self._to_yuv = VideoReformatter()
 
     async def _next_timestamp(self) -> int:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
         if self._start is None:
-            self._start = self._next = now
-        else:
+            self._start = self._last_due = time.monotonic()
+            return 0
+        while True:
+            # The period is read again after every wake-up: a new rate counts from the last frame.
             period = 1.0 / self._rate.fps
-            self._next += period
-            if self._next < now - period:
-                self._next = now  # the loop stalled: carry on from now rather than burst
-            await asyncio.sleep(max(0.0, self._next - now))
-        return int((self._next - self._start) * VIDEO_CLOCK_RATE)
+            due, now = self._last_due + period, time.monotonic()
+            if due <= now:
+                break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due - now):
+                    await self._wake.wait()
+            if self.readyState != "live":
+                raise MediaStreamError
+        if due < now - period:
+            due = now  # the loop stalled: carry on from now rather than burst
+        self._last_due = due
+        return int((due - self._start) * VIDEO_CLOCK_RATE)
+
+    def stop(self) -> None:
+        super().stop()
+        self._rate.unfollow(self._wake)
+        self._wake.set()  # a wait for the next frame ends now, not a period later
 
     async def recv(self) -> VideoFrame:
         pts = await self._next_timestamp()

@@ -19,6 +19,7 @@ from typing import Any
 
 from rain_core.driving import DrivingSettings, DrivingSettingsError
 from rain_core.validation import MAX_MESSAGE_CHARS, shorten
+from server.core.config import MIN_FPS
 
 CONTROL_TYPES = ("params", "pause", "resume", "reset")
 # A message with every parameter set is about 1 kB.
@@ -56,8 +57,8 @@ def check_params(params: Any, *, max_fps: float, current: DrivingSettings) -> Pa
 
 
 def _check_fps(value: Any, max_fps: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= max_fps:
-        raise ParamsError(f"fps: must be a number above 0 and at most {max_fps:g} (got {_short(value)})")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not MIN_FPS <= value <= max_fps:
+        raise ParamsError(f"fps: must be a number from {MIN_FPS:g} to {max_fps:g} (got {_short(value)})")
     return float(value)
 
 

@@ -208,7 +208,7 @@ class Session:
         if change.driving != self.extractor.settings:
             await self.extractor.update(change.driving)
         if change.fps is not None:
-            self.rate.fps = change.fps
+            self.rate.set(change.fps)
 
     # References and viewers --------------------------------------------------------------
     async def set_reference(self, reference: Reference) -> None:

@@ -49,3 +49,29 @@ async def test_every_control_message_gets_a_short_answer_and_the_session_streams
             assert stats["state"] == "connected" and stats["params"]["fps"] == 16
         finally:
             await client.close()
+
+
+async def _no_session_objects(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/api/health")).json()["process"]["session_objects"] == 0
+
+
+async def test_a_tiny_fps_is_refused_and_a_new_fps_takes_effect_at_once(live_server) -> None:
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
+        client = WebcamClient(http)
+        try:
+            assert (await client.open(params={"fps": 16})).status_code == 200
+            await eventually(lambda: _streaming(client), timeout=FIRST_FRAME_TIMEOUT, what="the first avatar frame")
+            reply = await client.control({"id": 1, "type": "params", "params": {"fps": 1e-9}})
+            assert not reply["ok"] and "fps: must be a number from 1 to 30" in reply["error"]
+            assert (await client.stats())["fps"]["target"] == 16
+            # Down to the floor and straight back: the stream never waits out a period of the slow rate.
+            assert (await client.control({"id": 2, "type": "params", "params": {"fps": 1}}))["ok"]
+            assert (await client.control({"id": 3, "type": "params", "params": {"fps": 16}}))["ok"]
+            received = client.avatar.count
+            await eventually(lambda: client.avatar.count > received + 16, timeout=60, what="frames at 16 fps again")
+            # Slow again, then gone: nothing of the session stays in memory, however slow it was.
+            assert (await client.control({"id": 4, "type": "params", "params": {"fps": 1}}))["ok"]
+            assert (await http.delete(f"/api/sessions/{client.session_id}")).status_code == 204
+            await eventually(lambda: _no_session_objects(http), timeout=60, what="the session object to be freed")
+        finally:
+            await client.close()

@@ -11,6 +11,7 @@ def test_health_config_metrics_docs_and_pages(client: TestClient) -> None:
     config = client.get("/api/config").json()
     assert config["ice_servers"] == [] and (config["width"], config["height"]) == (64, 64)
     assert config["params"]["fps"] == 16 and "calibration" in config["params"]
+    assert (config["min_fps"], config["max_fps"]) == (1, 30)
     assert "FaceCalibration" in config["params_schema"]["$defs"]
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "rain_sessions 0.0" in metrics.text

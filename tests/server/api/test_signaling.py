@@ -55,9 +55,10 @@ def test_offer_unknown_reference(client: TestClient, offers) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"fps": 0}, "fps: must be a number above 0"),
+        ({"fps": 0}, "fps: must be a number from 1 to 30"),
+        ({"fps": 1e-9}, "fps: must be a number from 1 to 30"),
         ({"fps": "fast"}, "fps: must be a number"),
-        ({"fps": 1000}, "at most 30"),
+        ({"fps": 1000}, "from 1 to 30"),
         ({"calibration": {"eye_height_ratio": 99}}, "calibration.eye_height_ratio"),
         ({"crop_ratio": 0}, "crop_ratio"),
         ({"mode": "dance"}, "mode"),

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 import cli
 from rain_core.stream import reference_encoder
-from server.core.config import Settings
+from server.core.config import MIN_FPS, Settings
 from tests.server.settings import tiny_settings
 
 
@@ -24,6 +24,8 @@ def test_settings_check_the_model_source() -> None:
         Settings(_env_file=None, PROFILE="huge", RANDOM_WEIGHTS=True)
     with pytest.raises(ValidationError, match="exceeds MAX_FPS"):
         tiny_settings(FPS=40, MAX_FPS=30)
+    with pytest.raises(ValidationError, match="FPS"):
+        tiny_settings(FPS=MIN_FPS / 2)
 
 
 @pytest.mark.parametrize(

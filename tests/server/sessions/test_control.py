@@ -66,9 +66,11 @@ def test_a_good_message_and_the_limit() -> None:
     ("params", "message"),
     [
         ("fast", "params must be an object"),
-        ({"fps": 0}, "fps: must be a number"),
+        ({"fps": 0}, "fps: must be a number from 1 to 30"),
+        ({"fps": 1e-9}, "fps: must be a number from 1 to 30"),
+        ({"fps": 0.99}, "fps: must be a number from 1 to 30"),
         ({"fps": True}, "fps: must be a number"),
-        ({"fps": 31}, "at most 30"),
+        ({"fps": 31}, "from 1 to 30"),
         ({"fps": "x" * 10_000}, "fps: must be a number"),
         ({f"k{i}": i for i in range(5000)}, "Extra inputs are not permitted"),
         ({"calibration": json.loads('{"a": ' * 900 + "1" + "}" * 900)}, "calibration"),
@@ -83,6 +85,7 @@ def test_bad_params_are_refused_briefly(params, message: str) -> None:
 
 def test_params_are_checked_without_being_applied() -> None:
     current = DrivingSettings()
+    assert check_params({"fps": 1}, max_fps=30, current=current).fps == 1  # the floor itself
     change = check_params({"fps": 12, "mirror": True}, max_fps=30, current=current)
     assert change.fps == 12 and change.driving.mirror and not current.mirror
     assert check_params({}, max_fps=30, current=current) == type(change)(fps=None, driving=current)
