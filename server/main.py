@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from server.api.body_limit import DEFAULT_BODY_BYTES, BodyLimit, route_body_limits
 from server.api.errors import add_error_handlers
 from server.api.main import api_router
 from server.api.routes import health, pages, whep
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "Authorization"],
             expose_headers=["Location", "Link", "Retry-After"],
         )
+    app.add_middleware(BodyLimit, default=DEFAULT_BODY_BYTES, limits=route_body_limits(settings))
     add_error_handlers(app)
     app.include_router(api_router)
     app.include_router(whep.router)

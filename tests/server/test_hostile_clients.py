@@ -3,7 +3,9 @@ refused with a short answer, and the session they aim at, or the server, carries
 
 from __future__ import annotations
 
+import asyncio
 import json
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -75,3 +77,49 @@ async def test_a_tiny_fps_is_refused_and_a_new_fps_takes_effect_at_once(live_ser
             await eventually(lambda: _no_session_objects(http), timeout=60, what="the session object to be freed")
         finally:
             await client.close()
+
+
+async def post_until_answered(url: str, path: str, content_type: str, head: bytes) -> tuple[int, dict, int]:
+    """POST a chunked body of BODY_TOTAL bytes while reading the answer, and stop sending once it
+    is there; returns its status, its JSON and how many bytes the client got to send."""
+    address = urlsplit(url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        answer = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+        sent, chunk = 0, head
+        while not answer.done() and sent < BODY_TOTAL:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+            await asyncio.sleep(0)  # let the answer in
+            sent, chunk = sent + len(chunk), b"a" * 65536
+        head_lines = (await asyncio.wait_for(answer, 60)).decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in head_lines[1:] if line)
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 60)
+        return int(head_lines[0].split()[1]), json.loads(body), sent
+    finally:
+        writer.close()
+
+
+BODY_TOTAL = 64 * 1024 * 1024
+
+
+async def test_bodies_are_bounded_while_they_are_read(live_server) -> None:
+    # Answered while the client is still sending: the server read no more than its limit first.
+    status, answer, sent = await post_until_answered(
+        live_server.url, "/api/offer", "application/json", b'{"type": "offer", "sdp": "v=0'
+    )
+    assert status == 413 and "limit" in answer["detail"] and sent < BODY_TOTAL / 2, (status, answer, sent)
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+    status, answer, sent = await post_until_answered(
+        live_server.url, "/api/references", "multipart/form-data; boundary=b", head
+    )
+    assert status == 413 and "limit" in answer["detail"] and sent < BODY_TOTAL / 2, (status, answer, sent)
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
+        # With a Content-Length over the limit: refused before a byte is read.
+        response = await http.post("/api/offer", content=b"{" * (1 << 20), headers={"Content-Type": "application/json"})
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+        assert (await http.get("/api/health")).json()["status"] == "ok"  # and the server serves on

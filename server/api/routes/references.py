@@ -44,10 +44,6 @@ class ReferenceCreated(BaseModel):
 )
 async def upload_reference(request: Request, settings: SettingsDep, runtime: RuntimeDep) -> ReferenceCreated:
     """Upload a character image (multipart/form-data, field `file`)."""
-    limit = settings.MAX_UPLOAD_BYTES
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
-        raise HTTPException(413, f"upload is {length} bytes; the limit is {limit} bytes")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(415, "send the image as multipart/form-data in a field named 'file'")
     form = await request.form(max_files=1, max_fields=4)
@@ -55,7 +51,8 @@ async def upload_reference(request: Request, settings: SettingsDep, runtime: Run
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HTTPException(422, "multipart field 'file' (the image) is missing")
-        data = await upload.read(limit + 1)
+        # One byte over the limit is enough to refuse it (with the file's own size limit in the message).
+        data = await upload.read(settings.MAX_UPLOAD_BYTES + 1)
     finally:
         await form.close()
     reference = await runtime.upload_reference(data)

@@ -13,6 +13,9 @@ from server.tokens import MAX_TOKEN_CHARS
 
 router = APIRouter(tags=["signaling"])
 
+# The offer's JSON: the SDP (JSON escapes its line ends, two bytes each) and a few small fields.
+OFFER_BODY_BYTES = 2 * MAX_SDP_BYTES + 16 * 1024
+
 
 class Offer(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -37,7 +40,8 @@ class Answer(BaseModel):
 @router.post(
     "/offer",
     responses={400: {"description": "bad SDP"}, 404: {"description": "unknown reference"},
-               422: {"description": "bad params"}, 503: {"description": "server full"}},
+               413: {"description": "body too large"}, 422: {"description": "bad params"},
+               503: {"description": "server full"}},
 )
 async def offer(body: Offer, runtime: RuntimeDep) -> Answer:
     """Open a session: answer a webcam offer whose first video section sends the camera."""

@@ -12,7 +12,6 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep
-from server.rtc.sdp import MAX_SDP_BYTES
 from server.tokens import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/whep", tags=["whep"])
@@ -34,7 +33,8 @@ def _view_token(token: str | None, authorization: str | None) -> str | None:
     responses={201: {"content": {"application/sdp": {}}, "description": "the answer SDP"},
                400: {"description": "bad SDP"}, 401: {"description": "no view token"},
                403: {"description": "wrong view token"}, 404: {"description": "unknown session"},
-               415: {"description": "not application/sdp"}, 503: {"description": "too many viewers"}},
+               413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
+               503: {"description": "too many viewers"}},
 )
 async def whep_offer(
     session_id: str,
@@ -51,8 +51,6 @@ async def whep_offer(
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise HTTPException(415, "send the offer as Content-Type: application/sdp")
     body = await request.body()
-    if len(body) > MAX_SDP_BYTES:
-        raise HTTPException(413, f"SDP offer is {len(body)} bytes; the limit is {MAX_SDP_BYTES}")
     try:
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:

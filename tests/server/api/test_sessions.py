@@ -28,6 +28,8 @@ def test_stats_and_character_of_a_live_session(client: TestClient, session: dict
         f"/api/sessions/{session_id}/reference", content=b"{", headers={"Content-Type": "application/json"}
     )
     assert bad.status_code == 400 and detail(bad).startswith("malformed JSON")
+    bad = client.put(f"/api/sessions/{session_id}/reference", json={"reference_id": "x" * 100_000})
+    assert bad.status_code == 413 and "limit" in detail(bad)
     reference_id = upload(client, png(64, 64)).json()["reference_id"]
     good = client.put(f"/api/sessions/{session_id}/reference", json={"reference_id": reference_id})
     assert good.status_code == 200 and good.json() == {"reference_id": reference_id}

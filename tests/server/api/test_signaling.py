@@ -23,6 +23,12 @@ def test_offer_bad_bodies(client: TestClient, body, status, message) -> None:
     assert response.status_code == status and message in detail(response)
 
 
+def test_offer_body_over_its_limit(client: TestClient) -> None:
+    # Refused before the body is read (its Content-Length); chunked bodies: tests/server/test_hostile_clients.py.
+    response = client.post("/api/offer", content=b" " * 2_000_000, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "limit" in detail(response)
+
+
 def test_offer_malformed_json(client: TestClient) -> None:
     response = client.post("/api/offer", content=b'{"sdp": ', headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and detail(response).startswith("malformed JSON")

@@ -23,6 +23,8 @@ def test_whep_bad_requests(client: TestClient, session: dict, offers) -> None:
     assert response.status_code == 400 and "SDP does not parse" in detail(response)
     response = client.post(f"{whep}?token={token}", content=offers["audio_only"], headers=SDP)
     assert response.status_code == 400 and "accepts no video" in detail(response)
+    response = client.post(f"{whep}?token={token}", content="v=0\r\n" * 100_000, headers=SDP)
+    assert response.status_code == 413 and "limit" in detail(response)
     response = client.post(f"{whep}?token={token}", content=b"\xff\xfe", headers=SDP)
     assert response.status_code == 400 and "UTF-8" in detail(response)
     response = client.delete(f"{whep}/not-a-viewer")
