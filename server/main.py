@@ -1,5 +1,5 @@
 """The FastAPI app: `create_app(settings)`; the box's `Runtime` starts in `lifespan` and is kept
-on `app.state`.
+on `app.state`. `serve(settings)` runs it with uvicorn.
 
 Run it with `rain-avatar serve`, or `uvicorn --factory server.main:create_app` (settings from
 the `RAIN_*` environment variables).
@@ -7,12 +7,17 @@ the `RAIN_*` environment variables).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from uvicorn.server import HANDLED_SIGNALS
 
 from server.api.body_limit import DEFAULT_BODY_BYTES, BodyLimit, route_body_limits
 from server.api.errors import add_error_handlers
@@ -58,3 +63,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=settings.WEB_DIR), name="static")
     return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that the signal that asked for the shutdown is not raised again
+    once the shutdown is done: uvicorn re-raises it, and the process then ends killed by it
+    (status -15 for SIGTERM) however cleanly it closed. Here it returns, and exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(settings: Settings) -> int:
+    """Run the app on `settings.HOST`:`settings.PORT` until SIGINT or SIGTERM, then shut down
+    cleanly (every session closed); returns the exit status, 0."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.HOST,
+        port=settings.PORT,
+        log_level=settings.LOG_LEVEL.lower(),
+        access_log=False,  # request paths carry session ids and view tokens
+    )
+    _Server(config).run()
+    return 0

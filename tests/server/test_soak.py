@@ -112,7 +112,7 @@ async def test_sigterm_closes_every_connection(tmp_path) -> None:
     finally:
         code = stop_live_server(server)
     log = server.log()
-    # uvicorn re-raises the signal it caught once its graceful shutdown is done.
-    assert code in (0, -signal.SIGTERM), log
+    # A clean shutdown exits 0 (not killed by the signal that asked for it).
+    assert code == 0, log
     assert "closing: server shutting down" in log and "Application shutdown complete" in log, log
     assert "Traceback" not in log, log
