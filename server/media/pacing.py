@@ -68,9 +68,8 @@ class PacedVideoTrack(MediaStreamTrack):
             if due <= now:
                 break
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(due - now):
-                    await self._wake.wait()
+            with contextlib.suppress(asyncio.TimeoutError):  # due: the usual end of the wait
+                await asyncio.wait_for(self._wake.wait(), due - now)
             if self.readyState != "live":
                 raise MediaStreamError
         if due < now - period:

@@ -46,7 +46,8 @@ async def whep_offer(
 ) -> Response:
     """Watch a session: a receive-only SDP offer in, the answer out."""
     view_token = _view_token(token, authorization)
-    # The viewer's right to watch first: nothing more is read from a client without it.
+    # The right to watch first: nothing more is read from a client without it (`add_viewer`
+    # checks it again, as every runtime operation stands on its own).
     runtime.authorize_viewer(session_id, view_token)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise HTTPException(415, "send the offer as Content-Type: application/sdp")
