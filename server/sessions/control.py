@@ -28,6 +28,8 @@ MAX_MESSAGE_BYTES = 16 * 1024
 MAX_ID_CHARS = 64
 MAX_TYPE_CHARS = 32
 MAX_EXACT_INTEGER = 2**53
+# What an error quotes of a client's value.
+MAX_QUOTE_CHARS = 40
 
 
 class ParamsError(ValueError):
@@ -107,8 +109,11 @@ def parse_request(message: str | bytes) -> ControlRequest:
 
 
 def _echoable_id(value: Any) -> bool:
-    if value is None or isinstance(value, str):
-        return value is None or len(value) <= MAX_ID_CHARS
+    """None, a short string, or a number that JSON carries exactly (a boolean is not one)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return len(value) <= MAX_ID_CHARS
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
@@ -123,7 +128,7 @@ def _echoable_type(value: Any) -> str | None:
 def _short(value: Any) -> str:
     """What an error quotes of a client's value: its repr, cut short."""
     try:
-        return shorten(repr(value), MAX_TYPE_CHARS + 2)
+        return shorten(repr(value), MAX_QUOTE_CHARS)
     except RecursionError:
         return "(a deeply nested value)"
 
