@@ -19,14 +19,13 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the live WebRTC server (settings: these options over the RAIN_* environment)."""
-    import uvicorn
     from pydantic import ValidationError
 
     from rain_core.config import ConfigError
     from rain_core.validation import describe_validation_error
     from rain_core.weights.profiles import resolve_profile
     from server.core.config import Settings
-    from server.main import create_app
+    from server.main import serve
 
     options = {
         "HOST": args.host,
@@ -51,12 +50,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
         profile, weights = resolve_profile(settings.PROFILE, settings.WEIGHTS)
         settings = settings.model_copy(update={"PROFILE": profile, "WEIGHTS": weights})
     logging.getLogger("server").setLevel(settings.LOG_LEVEL)
-    # No access log: request paths carry session ids and view tokens.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.HOST,
-        port=settings.PORT,
-        log_level=settings.LOG_LEVEL.lower(),
-        access_log=False,
-    )
-    return 0
+    return serve(settings)

@@ -1,4 +1,5 @@
-"""The FastAPI app: `create_app(settings)`; the model is loaded in `lifespan` and kept on `app.state`.
+"""The FastAPI app: `create_app(settings)`; the box's `Runtime` starts in `lifespan` and is kept
+on `app.state`. `serve(settings)` runs it with uvicorn.
 
 Run it with `rain-avatar serve`, or `uvicorn --factory server.main:create_app` (settings from
 the `RAIN_*` environment variables).
@@ -6,75 +7,35 @@ the `RAIN_*` environment variables).
 
 from __future__ import annotations
 
-import gc
-import logging
-from collections.abc import AsyncIterator
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+import uvicorn
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from uvicorn.server import HANDLED_SIGNALS
 
-from rain_core.validation import describe_validation_error
-from rain_core.weights.profiles import sample_character
+from server.api.body_limit import DEFAULT_BODY_BYTES, BodyLimit, route_body_limits
+from server.api.errors import add_error_handlers
 from server.api.main import api_router
 from server.api.routes import health, pages, whep
 from server.core.config import Settings, get_settings
-from server.metrics import Metrics
-from server.references import Reference, ReferenceStore, grey_card, load_reference_file
-from server.sessions import SessionManager
-from server.webrtc import include_loopback
-from server.worker import ModelWorker
-
-logger = logging.getLogger(__name__)
+from server.runtime import Runtime
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    image = load_reference_file(settings.REFERENCE_IMAGE) if settings.REFERENCE_IMAGE else None
-    include_loopback(settings.ICE_LOOPBACK)
-    metrics = Metrics()
-    worker = ModelWorker(settings, metrics)
+    runtime = Runtime(app.state.settings)
+    await runtime.start()
+    app.state.runtime = runtime
     try:
-        await worker.start()
-        if image is None:
-            bundled = sample_character(worker.config)
-            image = load_reference_file(bundled) if bundled is not None else grey_card()
-        references = ReferenceStore(max_items=settings.MAX_REFERENCES, ttl=settings.REFERENCE_TTL)
-        sessions = SessionManager(settings, worker, references, metrics, Reference(id="default", image=image))
-        sessions.start()
-        # Start-up objects (torch, diffusers, the models) live as long as the process: keep them out
-        # of every later garbage collection, which then only scans what sessions create.
-        gc.collect()
-        gc.freeze()
-        app.state.metrics = metrics
-        app.state.worker = worker
-        app.state.references = references
-        app.state.sessions = sessions
-        logger.info("ready: profile %s, at most %d sessions", worker.config.name, settings.MAX_SESSIONS)
-        try:
-            yield
-        finally:
-            logger.info("shutting down: closing %d sessions", len(sessions.sessions))
-            await sessions.shutdown()
-            references.clear()
-            gc.unfreeze()
+        yield
     finally:
-        await worker.stop()
-        include_loopback(False)
-
-
-async def request_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """Validation errors as one readable message; malformed JSON is a 400, not a 422."""
-    errors = exc.errors()
-    for error in errors:
-        if error.get("type") == "json_invalid":
-            reason = (error.get("ctx") or {}).get("error", "JSON decode error")
-            return JSONResponse({"detail": f"malformed JSON: {reason}"}, status_code=400)
-    return JSONResponse({"detail": describe_validation_error(exc, skip=("body",))}, status_code=422)
+        await runtime.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,10 +55,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "Authorization"],
             expose_headers=["Location", "Link", "Retry-After"],
         )
-    app.add_exception_handler(RequestValidationError, request_validation_error)
+    app.add_middleware(BodyLimit, default=DEFAULT_BODY_BYTES, limits=route_body_limits(settings))
+    add_error_handlers(app)
     app.include_router(api_router)
     app.include_router(whep.router)
     app.include_router(health.metrics_router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=settings.WEB_DIR), name="static")
     return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that the signal that asked for the shutdown is not raised again
+    once the shutdown is done: uvicorn re-raises it, and the process then ends killed by it
+    (status -15 for SIGTERM) however cleanly it closed. Here it returns, and exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(settings: Settings) -> int:
+    """Run the app on `settings.HOST`:`settings.PORT` until SIGINT or SIGTERM, then shut down
+    cleanly (every session closed); returns the exit status, 0."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.HOST,
+        port=settings.PORT,
+        log_level=settings.LOG_LEVEL.lower(),
+        access_log=False,  # request paths carry session ids and view tokens
+    )
+    _Server(config).run()
+    return 0

@@ -8,7 +8,6 @@ Nothing a client sends is ever used as a file path.
 from __future__ import annotations
 
 import io
-import secrets
 import threading
 import time
 import warnings
@@ -20,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rain_core.stream.engine import QueueModel
 from rain_core.stream.reference_encoder import ReferenceEncoding, ReferenceImageError, as_rgb_image
+from server.tokens import new_token
 
 # Kept images are scaled down to this side at most: the encoders resize to the model's size anyway.
 STORED_MAX_SIDE = 1024
@@ -123,7 +123,7 @@ class ReferenceStore:
         return len(self._items)
 
     def add(self, image: Image.Image) -> Reference:
-        reference = Reference(id=secrets.token_urlsafe(16), image=image)
+        reference = Reference(id=new_token(), image=image)
         with self._lock:
             self._expire()
             self._items[reference.id] = reference

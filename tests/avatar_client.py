@@ -72,7 +72,8 @@ class WebcamClient:
         self.pc = RTCPeerConnection(_configuration())
         self.avatar = FrameSink()
         self.preview = FrameSink()
-        self.replies: asyncio.Queue = asyncio.Queue()
+        self.replies: asyncio.Queue[str] = asyncio.Queue()
+        self.last_reply_bytes = 0
         self.session_id: str | None = None
         self.view_token: str | None = None
         self.channel = None
@@ -82,7 +83,7 @@ class WebcamClient:
         pc.addTrack(ClipTrack())
         pc.addTransceiver("video", direction="recvonly")
         self.channel = pc.createDataChannel("control")
-        self.channel.on("message", lambda message: self.replies.put_nowait(json.loads(message)))
+        self.channel.on("message", self.replies.put_nowait)
         sinks = iter([self.avatar, self.preview])
 
         @pc.on("track")
@@ -98,11 +99,14 @@ class WebcamClient:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         return response
 
-    async def control(self, message: dict | str, timeout: float = 30.0) -> dict:
-        """Send one control message and return the server's reply to it."""
+    async def control(self, message: dict | str | bytes, timeout: float = 30.0) -> dict:
+        """Send one control message (a dict as JSON, text or bytes as they are) and return the
+        server's reply to it; the reply's size in bytes is kept in `last_reply_bytes`."""
         await eventually(lambda: self.channel.readyState == "open", timeout=timeout, what="the control channel")
-        self.channel.send(message if isinstance(message, str) else json.dumps(message))
-        return await asyncio.wait_for(self.replies.get(), timeout)
+        self.channel.send(json.dumps(message) if isinstance(message, dict) else message)
+        raw = await asyncio.wait_for(self.replies.get(), timeout)
+        self.last_reply_bytes = len(raw.encode())
+        return json.loads(raw)
 
     async def stats(self) -> dict:
         response = await self.http.get(f"/api/sessions/{self.session_id}/stats")

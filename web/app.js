@@ -210,7 +210,7 @@ function addFields(form, schema, node, values, path) {
 function buildParamsForm() {
   const form = $("params");
   form.innerHTML = "";
-  addField(form, null, ["fps"], { type: "number", minimum: 1, maximum: config.max_fps }, config.params.fps);
+  addField(form, null, ["fps"], { type: "number", minimum: config.min_fps, maximum: config.max_fps }, config.params.fps);
   addFields(form, config.params_schema, config.params_schema, config.params, []);
 }
 
@@ -285,20 +285,6 @@ function createPeerConnection() {
     video.srcObject = new MediaStream([event.track]);
   });
   return connection;
-}
-
-function waitForIceGathering(connection) {
-  if (connection.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      if (connection.iceGatheringState === "complete") {
-        connection.removeEventListener("icegatheringstatechange", done);
-        resolve();
-      }
-    };
-    connection.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, 5000);  // send what we have
-  });
 }
 
 function negotiate() {

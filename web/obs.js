@@ -32,16 +32,6 @@ function sizeVideo() {
   }
 }
 
-function waitForIceGathering(connection) {
-  if (connection.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    connection.addEventListener("icegatheringstatechange", () => {
-      if (connection.iceGatheringState === "complete") resolve();
-    });
-    setTimeout(resolve, 5000);
-  });
-}
-
 function createPeerConnection() {
   const connection = new RTCPeerConnection({ iceServers });
   connection.addTransceiver("video", { direction: "recvonly" });

@@ -14,7 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rain_core.stream.reference_encoder import MAX_REFERENCE_PIXELS
 from rain_core.weights.profiles import check_model_source
+
+# The lowest frame rate a session may run at: a frame a second still shows a moving avatar, and
+# no wait for a frame (the pacer's, the sampler's) is longer than a second.
+MIN_FPS = 1.0
 
 # The pages live beside the package in a checkout and in the Docker image (/app/web).
 _CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -61,15 +66,16 @@ class Settings(BaseSettings):
     # Sessions.
     MAX_SESSIONS: int = Field(4, ge=1)
     MAX_BATCH: int = Field(8, ge=1)  # most sessions stepped in one batched UNet call
-    FPS: float = Field(16.0, gt=0)  # a session's frame rate until it asks for another
-    MAX_FPS: float = Field(30.0, gt=0)
+    FPS: float = Field(16.0, ge=MIN_FPS)  # a session's frame rate until it asks for another
+    MAX_FPS: float = Field(30.0, ge=MIN_FPS)
     DRIVING_THREADS: int = Field(4, ge=1)  # thread pool of the driving-signal extraction
     SILENCE_TIMEOUT: float = Field(20.0, gt=0)  # seconds without a webcam frame before a session is reaped
     MAX_VIEWERS: int = Field(8, ge=1)  # WHEP viewers per session
 
     # References (character images).
     MAX_UPLOAD_BYTES: int = Field(10_000_000, ge=1)
-    MAX_REFERENCE_PIXELS: int = Field(40_000_000, ge=64)
+    # The reference encoder's own limit, or less (it refuses larger images whatever the setting).
+    MAX_REFERENCE_PIXELS: int = Field(MAX_REFERENCE_PIXELS, ge=64, le=MAX_REFERENCE_PIXELS)
     MAX_REFERENCES: int = Field(64, ge=1)  # kept in memory; the least recently used go first
     REFERENCE_TTL: float = Field(3600.0, gt=0)  # seconds an unused reference is kept
 

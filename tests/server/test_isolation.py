@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-import server.sessions
+import server.media.driving
 from rain_core.driving import DrivingPipeline
 from server.core.config import Settings
 from server.main import create_app
@@ -35,7 +35,7 @@ class FailingWhenMirrored(DrivingPipeline):
 
 @pytest.fixture
 def threaded_server(monkeypatch) -> Iterator[str]:
-    monkeypatch.setattr(server.sessions, "DrivingPipeline", FailingWhenMirrored)
+    monkeypatch.setattr(server.media.driving, "DrivingPipeline", FailingWhenMirrored)
     settings = Settings(
         _env_file=None, PROFILE="tiny", RANDOM_WEIGHTS=True, DEVICE="cpu", TORCH_THREADS=1, ICE_LOOPBACK=True,
         ICE_SERVERS=[], SILENCE_TIMEOUT=30,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from server.tracks import warming_up_card
+from server.media.avatar import warming_up_card
 from tests.avatar_client import Viewer, WebcamClient, eventually
 from tests.webcam import ASTRONAUT
 
@@ -61,9 +61,10 @@ async def test_session_end_to_end(live_server) -> None:
             assert frame is not None and frame.shape == (SIZE, SIZE, 3)
             assert not is_warming_card(frame), "still the warming-up card after the first engine frame"
             assert client.preview.count > 0 and client.preview.last.shape == (SIZE, SIZE, 3)
+            # The engine's own count, not a rate: a loaded machine may take longer to get there.
+            await eventually(lambda: client.engine_out_above(2 * FPS - 1), timeout=60, what="2 s of engine frames")
             stats = await client.stats()
             assert stats["state"] == "connected"
-            assert stats["frames"]["engine_out"] >= 2 * FPS
             assert stats["first_frame_s"] is not None and stats["latency_ms"] is not None
             assert stats["params"]["fps"] == FPS
 

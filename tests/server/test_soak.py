@@ -18,7 +18,7 @@ SESSIONS_PER_ROUND = 3
 # sessions, RSS rose ~50-70 MB in the first five and then stayed flat). The precise leak check is
 # the server's count of session and engine objects still in memory, which must reach zero.
 RSS_SLACK_BYTES = 96 * 1024 * 1024
-# The server gives memory back a second after sessions end (`SessionManager._collect_garbage`).
+# The server gives memory back a second after sessions end (`server.sessions.memory.MemoryRelease`).
 SETTLE_SECONDS = 3
 # Python threads live in bounded pools that grow on demand and stay: the main thread, the model
 # worker, the driving pool (RAIN_DRIVING_THREADS, default 4) and the event loop's default
@@ -112,7 +112,7 @@ async def test_sigterm_closes_every_connection(tmp_path) -> None:
     finally:
         code = stop_live_server(server)
     log = server.log()
-    # uvicorn re-raises the signal it caught once its graceful shutdown is done.
-    assert code in (0, -signal.SIGTERM), log
+    # A clean shutdown exits 0 (not killed by the signal that asked for it).
+    assert code == 0, log
     assert "closing: server shutting down" in log and "Application shutdown complete" in log, log
     assert "Traceback" not in log, log

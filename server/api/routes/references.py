@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from server.api.deps import ReferencesDep, SettingsDep
-from server.references import BadDimensions, NotAnImage, UploadTooLarge, decode_upload
+from server.api.deps import RuntimeDep, SettingsDep
 
 router = APIRouter(prefix="/references", tags=["references"])
 
@@ -45,12 +42,8 @@ class ReferenceCreated(BaseModel):
     responses={413: {"description": "too large"}, 415: {"description": "not an image"},
                422: {"description": "absurd dimensions or no file"}},
 )
-async def upload_reference(request: Request, settings: SettingsDep, references: ReferencesDep) -> ReferenceCreated:
+async def upload_reference(request: Request, settings: SettingsDep, runtime: RuntimeDep) -> ReferenceCreated:
     """Upload a character image (multipart/form-data, field `file`)."""
-    limit = settings.MAX_UPLOAD_BYTES
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
-        raise HTTPException(413, f"upload is {length} bytes; the limit is {limit} bytes")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(415, "send the image as multipart/form-data in a field named 'file'")
     form = await request.form(max_files=1, max_fields=4)
@@ -58,16 +51,9 @@ async def upload_reference(request: Request, settings: SettingsDep, references: 
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HTTPException(422, "multipart field 'file' (the image) is missing")
-        data = await upload.read(limit + 1)
+        # One byte over the limit is enough to refuse it (with the file's own size limit in the message).
+        data = await upload.read(settings.MAX_UPLOAD_BYTES + 1)
     finally:
         await form.close()
-    try:
-        image = await asyncio.to_thread(decode_upload, data, max_bytes=limit, max_pixels=settings.MAX_REFERENCE_PIXELS)
-    except UploadTooLarge as exc:
-        raise HTTPException(413, str(exc)) from None
-    except NotAnImage as exc:
-        raise HTTPException(415, str(exc)) from None
-    except BadDimensions as exc:
-        raise HTTPException(422, str(exc)) from None
-    reference = references.add(image)
-    return ReferenceCreated(reference_id=reference.id, width=image.width, height=image.height)
+    reference = await runtime.upload_reference(data)
+    return ReferenceCreated(reference_id=reference.id, width=reference.image.width, height=reference.image.height)

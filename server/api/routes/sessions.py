@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.deps import ReferencesDep, SessionDep, SessionsDep
-from server.references import UnknownReference
+from server.api.deps import RuntimeDep
+from server.tokens import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
@@ -16,28 +16,24 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 class ReferenceChoice(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reference_id: str = Field(max_length=64)
+    reference_id: str = Field(max_length=MAX_TOKEN_CHARS)
 
 
-@router.get("/{session_id}/stats")
-async def session_stats(session: SessionDep) -> dict[str, Any]:
+@router.get("/{session_id}/stats", responses={404: {"description": "unknown session"}})
+async def session_stats(session_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     """Frame counts, fps, latency and queue state of a session."""
-    return session.stats()
+    return runtime.stats(session_id)
 
 
-@router.put("/{session_id}/reference")
-async def swap_reference(body: ReferenceChoice, session: SessionDep, references: ReferencesDep) -> ReferenceChoice:
+@router.put("/{session_id}/reference", responses={404: {"description": "unknown session or reference"}})
+async def swap_reference(session_id: str, body: ReferenceChoice, runtime: RuntimeDep) -> ReferenceChoice:
     """Animate another character from the next frames on."""
-    try:
-        reference = references.get(body.reference_id)
-    except UnknownReference as exc:
-        raise HTTPException(404, str(exc)) from None
-    await session.set_reference(reference)
+    reference = await runtime.swap_reference(session_id, body.reference_id)
     return ReferenceChoice(reference_id=reference.id)
 
 
-@router.delete("/{session_id}", status_code=204)
-async def end_session(session: SessionDep, sessions: SessionsDep) -> Response:
+@router.delete("/{session_id}", status_code=204, responses={404: {"description": "unknown session"}})
+async def end_session(session_id: str, runtime: RuntimeDep) -> Response:
     """End a session and free everything it held."""
-    await sessions.close(session, "ended by the client")
+    await runtime.close_session(session_id)
     return Response(status_code=204)

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.deps import SessionsDep
-from server.references import UnknownReference
-from server.sessions import CapacityError, ParamsError
-from server.webrtc import OfferError
+from server.api.deps import RuntimeDep
+from server.rtc.sdp import MAX_SDP_BYTES
+from server.tokens import MAX_TOKEN_CHARS
 
 router = APIRouter(tags=["signaling"])
 
-# How long a client told "full" should wait before offering again.
-RETRY_AFTER_SECONDS = 5
+# The offer's JSON: the SDP (JSON escapes its line ends, two bytes each) and a few small fields.
+OFFER_BODY_BYTES = 2 * MAX_SDP_BYTES + 16 * 1024
 
 
 class Offer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sdp: str = Field(max_length=200_000, description="the client's complete SDP offer")
+    sdp: str = Field(max_length=MAX_SDP_BYTES, description="the client's complete SDP offer")
     type: str = Field(description='"offer"')
     reference_id: str | None = Field(
-        None, max_length=64, description="from POST /api/references; default: the server's character"
+        None, max_length=MAX_TOKEN_CHARS, description="from POST /api/references; default: the server's character"
     )
     params: dict[str, Any] | None = Field(
         None, description="initial fps and driving settings, as on the control channel"
@@ -41,19 +40,10 @@ class Answer(BaseModel):
 @router.post(
     "/offer",
     responses={400: {"description": "bad SDP"}, 404: {"description": "unknown reference"},
-               422: {"description": "bad params"}, 503: {"description": "server full"}},
+               413: {"description": "body too large"}, 422: {"description": "bad params"},
+               503: {"description": "server full"}},
 )
-async def offer(body: Offer, sessions: SessionsDep) -> Answer:
+async def offer(body: Offer, runtime: RuntimeDep) -> Answer:
     """Open a session: answer a webcam offer whose first video section sends the camera."""
-    try:
-        session = await sessions.open(body.sdp, body.type, reference_id=body.reference_id, params=body.params)
-    except OfferError as exc:
-        raise HTTPException(400, str(exc)) from None
-    except UnknownReference as exc:
-        raise HTTPException(404, str(exc)) from None
-    except ParamsError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except CapacityError as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
-    assert session.answer is not None
-    return Answer(sdp=session.answer, session_id=session.id, view_token=session.view_token)
+    opened = await runtime.open_session(body.sdp, body.type, reference_id=body.reference_id, params=body.params)
+    return Answer(sdp=opened.answer, session_id=opened.session_id, view_token=opened.view_token)

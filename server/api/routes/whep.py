@@ -11,13 +11,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
-from server.api.deps import SessionDep, SessionsDep, SettingsDep
-from server.sessions import BadViewToken, CapacityError
-from server.webrtc import OfferError
+from server.api.deps import RuntimeDep, SettingsDep
+from server.tokens import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/whep", tags=["whep"])
-
-MAX_SDP_BYTES = 200_000
 
 
 def _view_token(token: str | None, authorization: str | None) -> str | None:
@@ -36,40 +33,31 @@ def _view_token(token: str | None, authorization: str | None) -> str | None:
     responses={201: {"content": {"application/sdp": {}}, "description": "the answer SDP"},
                400: {"description": "bad SDP"}, 401: {"description": "no view token"},
                403: {"description": "wrong view token"}, 404: {"description": "unknown session"},
-               415: {"description": "not application/sdp"}, 503: {"description": "too many viewers"}},
+               413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
+               503: {"description": "too many viewers"}},
 )
 async def whep_offer(
+    session_id: str,
     request: Request,
-    session: SessionDep,
-    sessions: SessionsDep,
+    runtime: RuntimeDep,
     settings: SettingsDep,
-    token: Annotated[str | None, Query(max_length=64)] = None,
+    token: Annotated[str | None, Query(max_length=MAX_TOKEN_CHARS)] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Watch a session: a receive-only SDP offer in, the answer out."""
     view_token = _view_token(token, authorization)
-    if view_token is None:
-        raise HTTPException(401, "a view token is required (?token=... or Authorization: Bearer ...)")
-    try:
-        sessions.check_view_token(session, view_token)
-    except BadViewToken as exc:
-        raise HTTPException(403, str(exc)) from None
+    # The right to watch first: nothing more is read from a client without it (`add_viewer`
+    # checks it again, as every runtime operation stands on its own).
+    runtime.authorize_viewer(session_id, view_token)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise HTTPException(415, "send the offer as Content-Type: application/sdp")
     body = await request.body()
-    if len(body) > MAX_SDP_BYTES:
-        raise HTTPException(413, f"SDP offer is {len(body)} bytes; the limit is {MAX_SDP_BYTES}")
     try:
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPException(400, "SDP offer is not UTF-8 text") from None
-    try:
-        viewer_id, answer = await sessions.open_viewer(session, sdp)
-    except OfferError as exc:
-        raise HTTPException(400, str(exc)) from None
-    except CapacityError as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
-    headers = {"Location": f"/whep/{session.id}/{viewer_id}"}
+    viewer = await runtime.add_viewer(session_id, view_token, sdp)
+    headers = {"Location": f"/whep/{session_id}/{viewer.viewer_id}"}
     links = [
         f'<{url}>; rel="ice-server"'
         + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
@@ -78,12 +66,13 @@ async def whep_offer(
     ]
     if links:
         headers["Link"] = ", ".join(links)
-    return Response(answer, status_code=201, media_type="application/sdp", headers=headers)
+    return Response(viewer.answer, status_code=201, media_type="application/sdp", headers=headers)
 
 
-@router.delete("/{session_id}/{viewer_id}", status_code=204, responses={404: {"description": "unknown viewer"}})
-async def whep_stop(viewer_id: str, session: SessionDep, sessions: SessionsDep) -> Response:
+@router.delete(
+    "/{session_id}/{viewer_id}", status_code=204, responses={404: {"description": "unknown session or viewer"}}
+)
+async def whep_stop(session_id: str, viewer_id: str, runtime: RuntimeDep) -> Response:
     """Stop watching (the viewer resource named by the `Location` of the POST)."""
-    if not await sessions.close_viewer(session, viewer_id):
-        raise HTTPException(404, "unknown viewer")
+    await runtime.remove_viewer(session_id, viewer_id)
     return Response(status_code=204)

@@ -1,67 +1,28 @@
-"""WebRTC plumbing around aiortc: ICE configuration, offer checks, the answer's candidates."""
+"""SDP: checking an offer before any peer connection exists, answering it, and advertising a
+public address beside the answer's host candidates."""
 
 from __future__ import annotations
 
 import ipaddress
-import logging
-from collections.abc import Callable
 
-import aioice.ice
 from aioice import Candidate
 from aioice.candidate import candidate_priority
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from server.core.config import IceServer
+from rain_core.validation import shorten
 
-logger = logging.getLogger(__name__)
-
-LOOPBACK = "127.0.0.1"
+# The longest SDP offer read (a webcam or viewer offer is a few kB; this leaves room for many
+# codecs and candidates), for the offer's JSON field and WHEP's `application/sdp` body alike.
+MAX_SDP_BYTES = 200_000
+# What an error quotes of the offer (aiortc's parser errors quote the offending line).
+MAX_ECHO_CHARS = 120
 
 
 class OfferError(ValueError):
     """An SDP offer the server cannot answer; the message says why."""
 
 
-def rtc_configuration(ice_servers: list[IceServer]) -> RTCConfiguration:
-    """The peer connections' configuration: exactly the configured ICE servers.
-
-    An explicit (possibly empty) list: aiortc's default configuration would add a public
-    Google STUN server, which a private deployment or an offline test must not depend on.
-    """
-    return RTCConfiguration(
-        iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in ice_servers]
-    )
-
-
-# Loopback host candidates ------------------------------------------------------------
-# aioice gathers host candidates from `aioice.ice.get_host_addresses`, which leaves out
-# 127.0.0.1, and offers no option to keep it. On a host whose only interface is loopback (CI
-# sandboxes, tests) the answer would then carry no candidate at all. With the setting on, the
-# function is wrapped to add 127.0.0.1; `include_loopback(False)` puts the original back.
-_original_get_host_addresses: Callable[[bool, bool], list[str]] | None = None
-
-
-def include_loopback(enabled: bool) -> None:
-    global _original_get_host_addresses
-    if enabled and _original_get_host_addresses is None:
-        original = aioice.ice.get_host_addresses
-
-        def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-            addresses = original(use_ipv4, use_ipv6)
-            if use_ipv4 and LOOPBACK not in addresses:
-                addresses.append(LOOPBACK)
-            return addresses
-
-        _original_get_host_addresses = original
-        aioice.ice.get_host_addresses = get_host_addresses
-        logger.info("ICE: adding %s host candidates", LOOPBACK)
-    elif not enabled and _original_get_host_addresses is not None:
-        aioice.ice.get_host_addresses = _original_get_host_addresses
-        _original_get_host_addresses = None
-
-
-# Offers ------------------------------------------------------------------------------
 def parse_offer(sdp: str, type_: str, *, need: str) -> RTCSessionDescription:
     """Check an offer before any peer connection exists.
 
@@ -69,13 +30,13 @@ def parse_offer(sdp: str, type_: str, *, need: str) -> RTCSessionDescription:
     video (a viewer).
     """
     if type_ != "offer":
-        raise OfferError(f"expected an SDP of type 'offer', got {type_!r}")
+        raise OfferError(f"expected an SDP of type 'offer', got {shorten(repr(type_), MAX_ECHO_CHARS)}")
     if not sdp.lstrip().startswith("v=0"):
         raise OfferError("SDP does not parse: it must start with 'v=0'")
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # noqa: BLE001 - aiortc's parser raises whatever the line gives
-        raise OfferError(f"SDP does not parse: {exc}") from None
+        raise OfferError(f"SDP does not parse: {shorten(str(exc), MAX_ECHO_CHARS)}") from None
     if not description.media:
         raise OfferError("SDP does not parse: no media section ('m=' line)")
     for media in description.media:
@@ -95,7 +56,7 @@ async def answer_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> N
     try:
         await pc.setRemoteDescription(offer)
     except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError, OperationError, ...
-        raise OfferError(f"offer rejected: {exc}") from None
+        raise OfferError(f"offer rejected: {shorten(str(exc), MAX_ECHO_CHARS)}") from None
 
 
 async def create_answer(pc: RTCPeerConnection, public_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
@@ -103,12 +64,11 @@ async def create_answer(pc: RTCPeerConnection, public_ip: ipaddress.IPv4Address 
     try:
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001 - e.g. no codec in common
-        raise OfferError(f"cannot answer the offer: {exc}") from None
+        raise OfferError(f"cannot answer the offer: {shorten(str(exc), MAX_ECHO_CHARS)}") from None
     sdp = pc.localDescription.sdp
     return advertise_public_ip(sdp, public_ip) if public_ip is not None else sdp
 
 
-# Public address ----------------------------------------------------------------------
 def advertise_public_ip(sdp: str, public_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
     """Add, after each host candidate of the public address's family, the same port on `public_ip`
     as a server-reflexive candidate.

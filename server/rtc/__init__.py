@@ -1,0 +1,1 @@
+"""WebRTC signaling around aiortc: SDP offers and answers (`sdp`), ICE configuration (`ice`)."""

@@ -1,0 +1,205 @@
+"""The runtime of one box: everything a serving replica owns, and the operations it offers.
+
+It holds the model worker, the sessions, the uploaded references and the metrics, and knows
+nothing of HTTP: the FastAPI app hosts one (`server.main`), and a scaled-out deployment would
+host one per replica. Its errors are the domain's own (`UnknownSession`, `CapacityError`,
+`OfferError`, ...); the API turns them into statuses (`server.api.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from rain_core.driving import DrivingSettings
+from rain_core.weights.profiles import sample_character
+from server.core.config import MIN_FPS, Settings
+from server.metrics import Metrics
+from server.model_worker import ModelWorker
+from server.references import Reference, ReferenceStore, decode_upload, grey_card, load_reference_file
+from server.rtc.ice import include_loopback
+from server.rtc.sdp import parse_offer
+from server.sessions.control import check_params
+from server.sessions.registry import SessionRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    session_id: str  # controls the session: only its client may know it
+    view_token: str  # lets viewers watch it
+    answer: str  # the complete answer SDP
+
+
+@dataclass(frozen=True)
+class OpenedViewer:
+    viewer_id: str
+    answer: str
+
+
+class Runtime:
+    """One box's serving state: `start()` loads the model, `stop()` closes every session."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.worker = ModelWorker(settings, self.metrics)
+        self.references = ReferenceStore(max_items=settings.MAX_REFERENCES, ttl=settings.REFERENCE_TTL)
+        self._sessions: SessionRegistry | None = None
+        self._default_reference: Reference | None = None
+
+    # Life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        settings = self.settings
+        image = load_reference_file(settings.REFERENCE_IMAGE) if settings.REFERENCE_IMAGE else None
+        include_loopback(settings.ICE_LOOPBACK)
+        try:
+            await self.worker.start()
+            if image is None:
+                bundled = sample_character(self.worker.config)
+                image = load_reference_file(bundled) if bundled is not None else grey_card()
+        except BaseException:
+            await self.worker.stop()
+            include_loopback(False)
+            raise
+        self._default_reference = Reference(id="default", image=image)
+        self._sessions = SessionRegistry(settings, self.worker, self.metrics)
+        self._sessions.start()
+        # Start-up objects (torch, diffusers, the models) live as long as the process: keep them out
+        # of every later garbage collection, which then only scans what sessions create.
+        gc.collect()
+        gc.freeze()
+        logger.info("ready: profile %s, at most %d sessions", self.worker.config.name, settings.MAX_SESSIONS)
+
+    async def stop(self) -> None:
+        if self._sessions is not None:
+            logger.info("shutting down: closing %d sessions", len(self._sessions))
+            await self._sessions.shutdown()
+            self.references.clear()
+            gc.unfreeze()
+        await self.worker.stop()
+        include_loopback(False)
+
+    @property
+    def _registry(self) -> SessionRegistry:
+        assert self._sessions is not None, "the runtime is not started"
+        return self._sessions
+
+    # Sessions --------------------------------------------------------------------------
+    async def open_session(
+        self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None
+    ) -> OpenedSession:
+        """Check a webcam offer, its character and its parameters, then open a session if there is room."""
+        offer = parse_offer(sdp, type_, need="send")
+        reference = self.reference(reference_id) if reference_id is not None else self._default_reference
+        assert reference is not None
+        checked = check_params(
+            params if params is not None else {}, max_fps=self.settings.MAX_FPS, current=self.worker.driving_defaults
+        )
+        session = await self._registry.open(offer, reference=reference, params=checked)
+        assert session.answer is not None
+        return OpenedSession(session_id=session.id, view_token=session.view_token, answer=session.answer)
+
+    async def control(self, session_id: str, message: str | bytes) -> dict:
+        """A control message, as on the session's data channel -> its reply."""
+        return await self._registry.get(session_id).handle_control(message)
+
+    def stats(self, session_id: str) -> dict:
+        return self._registry.get(session_id).stats()
+
+    async def swap_reference(self, session_id: str, reference_id: str) -> Reference:
+        session = self._registry.get(session_id)
+        reference = self.reference(reference_id)
+        await session.set_reference(reference)
+        return reference
+
+    async def close_session(self, session_id: str) -> None:
+        await self._registry.close(self._registry.get(session_id), "ended by the client")
+
+    # Viewers ---------------------------------------------------------------------------
+    def authorize_viewer(self, session_id: str, token: str | None) -> None:
+        """May the holder of `token` watch the session (before anything else is read from them)."""
+        self._registry.get(session_id).check_view_token(token)
+
+    async def add_viewer(self, session_id: str, token: str | None, sdp: str) -> OpenedViewer:
+        session = self._registry.get(session_id)
+        session.check_view_token(token)
+        assert session.viewers is not None
+        viewer_id, answer = await session.viewers.add(sdp)
+        return OpenedViewer(viewer_id=viewer_id, answer=answer)
+
+    async def remove_viewer(self, session_id: str, viewer_id: str) -> None:
+        viewers = self._registry.get(session_id).viewers
+        assert viewers is not None
+        await viewers.remove(viewer_id)
+
+    # References ------------------------------------------------------------------------
+    async def upload_reference(self, data: bytes) -> Reference:
+        """An uploaded image file -> a stored reference (checked cheapest first, decoded off the loop)."""
+        image: Image.Image = await asyncio.to_thread(
+            decode_upload, data, max_bytes=self.settings.MAX_UPLOAD_BYTES, max_pixels=self.settings.MAX_REFERENCE_PIXELS
+        )
+        return self.references.add(image)
+
+    def reference(self, reference_id: str) -> Reference:
+        return self.references.get(reference_id)
+
+    # Health ----------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        config = self.worker.config
+        return {
+            "status": "ok",
+            "profile": config.name,
+            "device": str(config.device),
+            "dtype": config.dtype,
+            "sessions": len(self._registry),
+            "max_sessions": self.settings.MAX_SESSIONS,
+            "engines": len(self.worker.engines),
+            "viewers": self._registry.viewer_count,
+            "references": len(self.references),
+            "process": self._process(),
+        }
+
+    def _process(self) -> dict[str, Any]:
+        """What a leak would grow: threads (all, and Python's), resident memory, asyncio tasks, and
+        the session and engine objects still in memory (open or not)."""
+        try:
+            with open("/proc/self/statm") as statm:
+                rss: int | None = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            threads = len(os.listdir("/proc/self/task"))
+        except (OSError, ValueError, IndexError):
+            rss, threads = None, threading.active_count()
+        return {
+            "threads": threads,
+            "python_threads": threading.active_count(),
+            "rss_bytes": rss,
+            "tasks": len(asyncio.all_tasks()),
+            "session_objects": len(self._registry.in_memory),
+            "engine_objects": len(self.worker.in_memory),
+        }
+
+    def client_config(self) -> dict[str, Any]:
+        """What the pages need: ICE servers, the stream's size and rates, the parameters and their ranges."""
+        config, settings = self.worker.config, self.settings
+        return {
+            "ice_servers": [s.model_dump(exclude_none=True) for s in settings.ICE_SERVERS],
+            "profile": config.name,
+            "width": config.width,
+            "height": config.height,
+            "frames_per_call": config.frames_per_group,
+            "first_frame_latency_frames": config.queue_length,
+            "fps": settings.FPS,
+            "min_fps": MIN_FPS,
+            "max_fps": settings.MAX_FPS,
+            "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+            "params": {"fps": settings.FPS, **self.worker.driving_defaults.model_dump()},
+            "params_schema": DrivingSettings.model_json_schema(),
+        }

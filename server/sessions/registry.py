@@ -1,0 +1,111 @@
+"""The sessions of one box: at most `MAX_SESSIONS` of them, by id, reaped when silent.
+
+The registry owns every session (aiortc's style: an app-owned set of peer connections, each
+closed on failure and at shutdown). A session that fails, closes or stays silent is closed and
+dropped here, and its memory is given back shortly after (`MemoryRelease`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+from aiortc import RTCSessionDescription
+
+from server.core.config import Settings
+from server.metrics import Metrics
+from server.model_worker import ModelWorker
+from server.references import Reference
+from server.rtc.ice import rtc_configuration
+from server.sessions.control import ParamsChange
+from server.sessions.errors import CapacityError, UnknownSession
+from server.sessions.memory import MemoryRelease
+from server.sessions.session import Session
+
+logger = logging.getLogger(__name__)
+
+
+class SessionRegistry:
+    """The box's sessions by id; what they share (the model worker, the driving thread pool)."""
+
+    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics):
+        self.settings = settings
+        self.worker = worker
+        self.metrics = metrics
+        self.rtc_config = rtc_configuration(settings.ICE_SERVERS)
+        self.driving_pool = ThreadPoolExecutor(settings.DRIVING_THREADS, thread_name_prefix="rain-driving")
+        self.sessions: dict[str, Session] = {}
+        # Every session object still in memory, live or not: none may outlive its clean-up.
+        self.in_memory: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._opening = 0
+        self._reaper: asyncio.Task | None = None
+        self._memory = MemoryRelease()
+
+    def start(self) -> None:
+        self._reaper = asyncio.ensure_future(self._reap_silent())
+
+    async def shutdown(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        await asyncio.gather(*(self.close(s, "server shutting down") for s in list(self.sessions.values())))
+        await self._memory.stop()
+        self.driving_pool.shutdown(wait=True)
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    @property
+    def viewer_count(self) -> int:
+        return sum(len(s.viewers) for s in self.sessions.values() if s.viewers is not None)
+
+    def get(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None or session.closed:
+            raise UnknownSession(session_id)
+        return session
+
+    async def open(self, offer: RTCSessionDescription, *, reference: Reference, params: ParamsChange) -> Session:
+        """Open a session for a checked offer, if there is room (`session.answer` holds the answer)."""
+        if len(self.sessions) + self._opening >= self.settings.MAX_SESSIONS:
+            self.metrics.offers_rejected.labels("capacity").inc()
+            raise CapacityError(f"the server is full ({self.settings.MAX_SESSIONS} sessions); try again later")
+        self._opening += 1
+        session = Session(self, fps=params.fps or self.settings.FPS, reference=reference)
+        self.in_memory.add(session)
+        try:
+            session.answer = await session.open(offer, params.driving)
+        except BaseException:
+            await session.close("failed to open")
+            raise
+        finally:
+            self._opening -= 1
+        self.sessions[session.id] = session
+        self.metrics.sessions.set(len(self.sessions))
+        self.metrics.sessions_started.inc()
+        session.log.info("opened (%d live)", len(self.sessions))
+        return session
+
+    async def close(self, session: Session, reason: str) -> None:
+        if session.closed:
+            return
+        await session.close(reason)
+        if self.sessions.pop(session.id, None) is not None:
+            self.metrics.sessions_ended.labels(reason.split(":")[0]).inc()
+        self.metrics.sessions.set(len(self.sessions))
+        self._memory.schedule()
+
+    async def _reap_silent(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.SILENCE_TIMEOUT / 4))
+            await self._reap_once()
+
+    async def _reap_once(self) -> None:
+        # A method of its own: a loop variable left in the sleeping loop above would keep the
+        # last session it saw in memory.
+        timeout, now = self.settings.SILENCE_TIMEOUT, time.monotonic()
+        for session in [s for s in self.sessions.values() if s.silent_for(now) > timeout]:
+            await self.close(session, f"silent: no webcam frame for {timeout:g} s")

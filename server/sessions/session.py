@@ -1,0 +1,305 @@
+"""A session: one webcam peer connection and the objects that serve it, wired together.
+
+The media path (see `server.media`): webcam -> `DrivingTrack` -> `EnginePump` (the model
+worker) -> `AvatarTrack` -> `AvatarRelay` -> the page and the `Viewers`. The control channel
+changes the session's `FrameRate`, the extractor's driving settings and the pump's pause.
+
+A failure in one of the session's tasks closes this session only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from rain_core.driving import DrivingSettings
+from rain_core.stream.engine import StreamEngine
+from server.media.avatar import AvatarTrack, DrivingPreviewTrack
+from server.media.camera import DrivingTrack
+from server.media.discard import DiscardedTracks
+from server.media.driving import DrivingExtractor
+from server.media.pacing import FrameRate
+from server.media.pump import EnginePump
+from server.media.relay import AvatarRelay
+from server.references import Reference
+from server.rtc.sdp import answer_offer, create_answer
+from server.sessions.control import (
+    ControlError,
+    ControlRequest,
+    ParamsError,
+    check_params,
+    error_reply,
+    ok_reply,
+    parse_request,
+)
+from server.sessions.errors import BadViewToken, NoViewToken
+from server.sessions.logs import Prefixed
+from server.sessions.viewers import Viewers
+from server.tokens import new_token, same_token
+
+if TYPE_CHECKING:
+    from server.sessions.registry import SessionRegistry
+
+logger = logging.getLogger(__name__)
+_labels = itertools.count(1)
+
+
+class Session:
+    """One webcam peer connection and everything that serves it."""
+
+    def __init__(self, registry: SessionRegistry, *, fps: float, reference: Reference):
+        self.registry = registry
+        self.id = new_token()
+        self.view_token = new_token()
+        self.label = f"session {next(_labels)}"
+        self.log = Prefixed(logger, {"label": self.label})
+        self.created = time.monotonic()
+        self.rate = FrameRate(fps)
+        self.reference = reference
+        self.closed = False
+        self.close_reason: str | None = None
+        self.answer: str | None = None
+        self.pc = RTCPeerConnection(configuration=registry.rtc_config)
+        self.extractor = DrivingExtractor(registry.driving_pool)
+        self.engine: StreamEngine | None = None
+        self.avatar: AvatarTrack | None = None
+        self.preview: DrivingPreviewTrack | None = None
+        self.relay: AvatarRelay | None = None
+        self.viewers: Viewers | None = None
+        self.pump: EnginePump | None = None
+        self.driving: DrivingTrack | None = None
+        self._discarded = DiscardedTracks()
+        self._tasks: set[asyncio.Task] = set()
+        self._control: asyncio.Queue = asyncio.Queue()
+
+    # Opening ---------------------------------------------------------------------------
+    async def open(self, offer: RTCSessionDescription, driving_settings: DrivingSettings) -> str:
+        """Build the pipeline, the engine and the tracks, then answer `offer`; returns the answer SDP."""
+        registry, worker, settings = self.registry, self.registry.worker, self.registry.settings
+        config = worker.config
+        pc = self.pc
+
+        @pc.on("connectionstatechange")
+        async def on_connectionstatechange() -> None:
+            self.log.info("connection %s", pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await registry.close(self, f"connection {pc.connectionState}")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and self.driving is None:
+                self.log.info("webcam track received")
+                self._attach_camera(track)
+            else:
+                self.log.info("ignoring an extra %s track", track.kind)
+                self._discarded.add(track)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            if channel.label != "control":
+                self.log.info("ignoring data channel %r", channel.label)
+                return
+
+            @channel.on("message")
+            def on_message(message) -> None:
+                self._control.put_nowait((channel, message))
+
+        await self.extractor.open(driving_settings, width=config.width, height=config.height)
+        self.engine = await worker.open_engine()
+        await self._use_reference(self.reference)
+        self.avatar = AvatarTrack(
+            config.width, config.height, self.rate, max_backlog=config.frames_per_group + 1, metrics=registry.metrics
+        )
+        self.preview = DrivingPreviewTrack(config.width, config.height, self.rate)
+        self.relay = AvatarRelay(self.avatar)
+        self.viewers = Viewers(
+            self.label, self.relay, limit=settings.MAX_VIEWERS, rtc_config=registry.rtc_config,
+            public_ip=settings.PUBLIC_IP, metrics=registry.metrics,
+        )
+        self.pump = EnginePump(self.engine, worker, self.avatar, self.preview, metrics=registry.metrics, log=self.log)
+
+        await answer_offer(pc, offer)
+        # First video section: webcam in, avatar out. An optional second one gets the driving preview.
+        videos = [t for t in pc.getTransceivers() if t.kind == "video"]
+        pc.addTrack(self.relay.subscribe())
+        if len(videos) > 1:
+            pc.addTrack(self.preview)
+        answer = await create_answer(pc, settings.PUBLIC_IP)
+        self._spawn(self._serve_control(), "control")
+        return answer
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.label} {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self.closed:
+            return
+        exc = task.exception()
+        if exc is not None:
+            what = task.get_name().removeprefix(f"{self.label} ")
+            self.log.error("%s failed: %r", what, exc, exc_info=exc)
+            asyncio.ensure_future(self.registry.close(self, f"{what} failed: {exc}"))
+
+    def _attach_camera(self, track: MediaStreamTrack) -> None:
+        assert self.pump is not None
+        self.driving = DrivingTrack(track, self.extractor, self.rate, self.registry.metrics)
+        self._spawn(self._drive(self.pump, self.driving), "driving")
+        self._spawn(self.pump.deliver(), "delivery")
+
+    async def _drive(self, pump: EnginePump, driving: DrivingTrack) -> None:
+        await pump.drive(driving)
+        await self.registry.close(self, "webcam track ended")
+
+    # Control ---------------------------------------------------------------------------
+    async def _serve_control(self) -> None:
+        while True:
+            channel, message = await self._control.get()
+            try:
+                reply = await self.handle_control(message)
+            except Exception:  # noqa: BLE001 - a message must never end its session
+                self.log.exception("control message failed")
+                reply = error_reply("the server failed to handle this message", request_id=None, kind=None)
+            if channel.readyState == "open":
+                channel.send(json.dumps(reply))
+
+    async def handle_control(self, message: str | bytes) -> dict:
+        """One control message -> its reply (see `server.sessions.control`)."""
+        try:
+            request = parse_request(message)
+        except ControlError as exc:
+            return error_reply(str(exc), request_id=exc.request_id, kind=exc.kind)
+        try:
+            await self._apply(request)
+        except ParamsError as exc:
+            return error_reply(str(exc), request_id=request.id, kind=request.type)
+        self.log.info("control: %s", request.type)
+        assert self.pump is not None
+        return ok_reply(request, params=self.params(), paused=self.pump.paused)
+
+    async def _apply(self, request: ControlRequest) -> None:
+        assert self.pump is not None
+        if request.type == "params":
+            await self.apply_params(request.params)
+        elif request.type == "pause":
+            self.pump.paused = True
+        elif request.type == "resume":
+            self.pump.paused = False
+        elif request.type == "reset":
+            await self.pump.reset()
+
+    def params(self) -> dict:
+        return {"fps": self.rate.fps, **self.extractor.settings.model_dump()}
+
+    async def apply_params(self, params: Any) -> None:
+        """All or nothing: everything is checked before anything changes."""
+        change = check_params(params, max_fps=self.registry.settings.MAX_FPS, current=self.extractor.settings)
+        if change.driving != self.extractor.settings:
+            await self.extractor.update(change.driving)
+        if change.fps is not None:
+            self.rate.set(change.fps)
+
+    # References and viewers --------------------------------------------------------------
+    async def set_reference(self, reference: Reference) -> None:
+        await self._use_reference(reference)
+        self.reference = reference
+        self.log.info("reference changed")
+
+    async def _use_reference(self, reference: Reference) -> None:
+        worker = self.registry.worker
+        encoding = await worker.run(reference.encoding, worker.model)
+        await worker.run(self.engine.set_reference_encoding, encoding)
+
+    def check_view_token(self, token: str | None) -> None:
+        if token is None:
+            raise NoViewToken()
+        if not same_token(token, self.view_token):
+            raise BadViewToken()
+
+    # Stats -----------------------------------------------------------------------------
+    def stats(self) -> dict:
+        now = time.monotonic()
+        avatar, driving, pump = self.avatar, self.driving, self.pump
+        assert avatar is not None and pump is not None and self.viewers is not None
+        latencies = sorted(avatar.latencies)
+        return {
+            "state": self.pc.connectionState,
+            "uptime_s": round(now - self.created, 3),
+            "paused": pump.paused,
+            "params": self.params(),
+            "reference_id": self.reference.id,
+            "frames": {
+                "camera": driving.frames_received if driving else 0,
+                "driving": driving.frames_extracted if driving else 0,
+                "dropped": pump.frames_dropped,
+                "engine_out": pump.frames_out,
+                "sent": avatar.frames_sent,
+                "repeated": avatar.frames_repeated,
+                "skipped": avatar.frames_skipped,
+            },
+            "fps": {
+                "camera": _rate(driving.received_at, now) if driving else 0.0,
+                "output": _rate(avatar.sent_at, now),
+                "target": self.rate.fps,
+            },
+            "latency_ms": round(1000 * latencies[len(latencies) // 2], 1) if latencies else None,
+            "first_frame_s": None if pump.first_frame_seconds is None else round(pump.first_frame_seconds, 3),
+            "queue": {
+                "warmup": round(pump.warmup, 3),
+                "engine_pending": pump.pending,
+                "output_backlog": avatar.backlog,
+            },
+            "viewers": len(self.viewers),
+        }
+
+    def silent_for(self, now: float) -> float:
+        last = self.driving.last_frame_at if self.driving is not None else None
+        return now - (last if last is not None else self.created)
+
+    # Closing ---------------------------------------------------------------------------
+    async def close(self, reason: str) -> None:
+        """Free everything: tasks, tracks, viewers, the peer connection, the engine, the pipeline."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.log.info("closing: %s", reason)
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.driving is not None:
+            await self.driving.stop()
+        for track in (self.avatar, self.preview):
+            if track is not None:
+                track.stop()
+        if self.viewers is not None:
+            await self.viewers.close()
+        await self.pc.close()
+        await self._discarded.stop()
+        if self.engine is not None:
+            await self.registry.worker.close_engine(self.engine)
+            self.engine = None
+        await self.extractor.close()
+        # Break the reference cycles this session made (the event handlers point back at it), so
+        # that most of it is freed at once rather than at the next full garbage collection.
+        self.pc.remove_all_listeners()
+        self.driving = self.avatar = self.preview = self.relay = self.viewers = self.pump = None
+
+
+def _rate(times, now: float, window: float = 2.0) -> float:
+    recent = [t for t in times if t > now - window]
+    if len(recent) < 2:
+        return 0.0
+    return round((len(recent) - 1) / max(recent[-1] - recent[0], 1e-6), 2)

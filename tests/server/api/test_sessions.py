@@ -1,0 +1,36 @@
+"""A session's resources: stats, the character, the end; unknown sessions are 404 everywhere."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.server.api.requests import detail, png, upload
+
+
+def test_unknown_session(client: TestClient) -> None:
+    for response in (
+        client.get("/api/sessions/nope/stats"),
+        client.put("/api/sessions/nope/reference", json={"reference_id": "x"}),
+        client.delete("/api/sessions/nope"),
+        client.post("/whep/nope?token=x", content="v=0\r\n", headers={"Content-Type": "application/sdp"}),
+        client.delete("/whep/nope/viewer"),
+    ):
+        assert response.status_code == 404 and detail(response) == "unknown or expired session"
+
+
+def test_stats_and_character_of_a_live_session(client: TestClient, session: dict) -> None:
+    session_id = session["session_id"]
+    stats = client.get(f"/api/sessions/{session_id}/stats").json()
+    assert stats["frames"]["camera"] == 0 and stats["viewers"] == 0
+    bad = client.put(f"/api/sessions/{session_id}/reference", json={"reference_id": "nope"})
+    assert bad.status_code == 404 and detail(bad) == "unknown or expired reference_id"
+    bad = client.put(
+        f"/api/sessions/{session_id}/reference", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert bad.status_code == 400 and detail(bad).startswith("malformed JSON")
+    bad = client.put(f"/api/sessions/{session_id}/reference", json={"reference_id": "x" * 100_000})
+    assert bad.status_code == 413 and "limit" in detail(bad)
+    reference_id = upload(client, png(64, 64)).json()["reference_id"]
+    good = client.put(f"/api/sessions/{session_id}/reference", json={"reference_id": reference_id})
+    assert good.status_code == 200 and good.json() == {"reference_id": reference_id}
+    assert client.get(f"/api/sessions/{session_id}/stats").json()["reference_id"] == reference_id

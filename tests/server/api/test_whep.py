@@ -1,0 +1,49 @@
+"""WHEP: the view token first, then the content type and the SDP; a good viewer comes and goes."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.server.api.requests import detail
+
+SDP = {"Content-Type": "application/sdp"}
+
+
+def test_whep_bad_requests(client: TestClient, session: dict, offers) -> None:
+    whep, token = f"/whep/{session['session_id']}", session["view_token"]
+    response = client.post(whep, content=offers["receive_only"], headers=SDP)
+    assert response.status_code == 401 and "view token is required" in detail(response)
+    response = client.post(f"{whep}?token=wrong", content=offers["receive_only"], headers=SDP)
+    assert response.status_code == 403 and detail(response) == "invalid view token"
+    response = client.post(whep, content=offers["receive_only"], headers={**SDP, "Authorization": "Bearer wrong"})
+    assert response.status_code == 403
+    response = client.post(f"{whep}?token={token}", json={"sdp": offers["receive_only"]})
+    assert response.status_code == 415 and "application/sdp" in detail(response)
+    response = client.post(f"{whep}?token={token}", content="not sdp", headers=SDP)
+    assert response.status_code == 400 and "SDP does not parse" in detail(response)
+    response = client.post(f"{whep}?token={token}", content=offers["audio_only"], headers=SDP)
+    assert response.status_code == 400 and "accepts no video" in detail(response)
+    response = client.post(f"{whep}?token={token}", content="v=0\r\n" * 100_000, headers=SDP)
+    assert response.status_code == 413 and "limit" in detail(response)
+    response = client.post(f"{whep}?token={token}", content=b"\xff\xfe", headers=SDP)
+    assert response.status_code == 400 and "UTF-8" in detail(response)
+    response = client.delete(f"{whep}/not-a-viewer")
+    assert response.status_code == 404 and detail(response) == "unknown viewer"
+
+
+def test_a_viewer_comes_and_goes(client: TestClient, session: dict, offers) -> None:
+    session_id, token = session["session_id"], session["view_token"]
+    stats = f"/api/sessions/{session_id}/stats"
+    # The token as a bearer token (what WHEP players send).
+    response = client.post(
+        f"/whep/{session_id}", content=offers["receive_only"], headers={**SDP, "Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 201 and response.headers["content-type"].startswith("application/sdp")
+    assert response.text.startswith("v=0") and "a=sendonly" in response.text
+    location = response.headers["location"]
+    assert location.startswith(f"/whep/{session_id}/")
+    assert client.get(stats).json()["viewers"] == 1
+    assert client.get("/api/health").json()["viewers"] == 1
+    assert client.delete(location).status_code == 204
+    assert client.get(stats).json()["viewers"] == 0
+    assert client.delete(location).status_code == 404

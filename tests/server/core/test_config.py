@@ -1,0 +1,69 @@
+"""The server's one `Settings`: checked at once, from the environment or the command line."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import pytest
+from pydantic import ValidationError
+
+import cli
+from rain_core.stream import reference_encoder
+from server.core.config import MIN_FPS, Settings
+from tests.server.settings import tiny_settings
+
+
+def test_settings_check_the_model_source() -> None:
+    assert Settings(_env_file=None).PROFILE is None  # resolve_profile decides when the model loads
+    with pytest.raises(ValidationError, match="random weights need a profile"):
+        Settings(_env_file=None, RANDOM_WEIGHTS=True)
+    with pytest.raises(ValidationError, match="not both"):
+        Settings(_env_file=None, PROFILE="tiny", RANDOM_WEIGHTS=True, WEIGHTS="/tmp")
+    with pytest.raises(ValidationError, match="not a profile"):
+        Settings(_env_file=None, PROFILE="huge", RANDOM_WEIGHTS=True)
+    with pytest.raises(ValidationError, match="exceeds MAX_FPS"):
+        tiny_settings(FPS=40, MAX_FPS=30)
+    with pytest.raises(ValidationError, match="FPS"):
+        tiny_settings(FPS=MIN_FPS / 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--random-weights"], "random weights need a profile"),
+        (["serve", "--profile", "tiny", "--random-weights", "--weights", "."], "not both"),
+        (["serve", "--profile", "tiny", "--weights", "{missing}"], "profile 'tiny': incomplete weights"),
+    ],
+)
+def test_serve_refuses_a_model_it_cannot_load_before_starting(argv, message, tmp_path, capsys, monkeypatch) -> None:
+    for key in [k for k in os.environ if k.startswith("RAIN_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no .env file
+    argv = [arg.format(missing=tmp_path / "missing") for arg in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_settings_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("RAIN_PROFILE", "tiny")
+    monkeypatch.setenv("RAIN_RANDOM_WEIGHTS", "true")
+    monkeypatch.setenv("RAIN_ICE_SERVERS", '[{"urls": "turn:turn.example:3478", "username": "u", "credential": "p"},'
+                                           ' {"urls": ["stun:stun.example:3478"]}]')
+    monkeypatch.setenv("RAIN_PUBLIC_IP", "203.0.113.7")
+    monkeypatch.setenv("RAIN_MAX_SESSIONS", "2")
+    settings = Settings(_env_file=None)
+    assert settings.PROFILE == "tiny" and settings.RANDOM_WEIGHTS and settings.MAX_SESSIONS == 2
+    assert settings.ICE_SERVERS[0].username == "u" and settings.ICE_SERVERS[1].urls == ["stun:stun.example:3478"]
+    assert settings.PUBLIC_IP == ipaddress.ip_address("203.0.113.7")
+    monkeypatch.setenv("RAIN_PUBLIC_IP", "not-an-ip")
+    with pytest.raises(ValidationError, match="PUBLIC_IP"):
+        Settings(_env_file=None)
+
+
+def test_reference_pixel_limit_is_the_encoders() -> None:
+    assert Settings(_env_file=None).MAX_REFERENCE_PIXELS == reference_encoder.MAX_REFERENCE_PIXELS
+    assert tiny_settings(MAX_REFERENCE_PIXELS=1_000_000).MAX_REFERENCE_PIXELS == 1_000_000
+    with pytest.raises(ValidationError, match="MAX_REFERENCE_PIXELS"):
+        tiny_settings(MAX_REFERENCE_PIXELS=reference_encoder.MAX_REFERENCE_PIXELS + 1)

@@ -1,0 +1,81 @@
+"""The model worker: batching queued steps of several streams, and isolating a bad one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from rain_core.weights.checkpoints import WeightsError
+from server.metrics import Metrics
+from server.model_worker import ModelWorker
+from tests.server.settings import tiny_settings
+
+
+@pytest.fixture
+async def worker():
+    metrics = Metrics()
+    model_worker = ModelWorker(tiny_settings(MAX_BATCH=4), metrics)
+    await model_worker.start()
+    yield model_worker
+    await model_worker.stop()
+
+
+async def _engine(worker: ModelWorker):
+    engine = await worker.open_engine()
+    image = np.full((64, 64, 3), 128, np.uint8)
+    encoding = await worker.run(worker.model.encode_reference, image)
+    await worker.run(engine.set_reference_encoding, encoding)
+    return engine
+
+
+def _driving(p: int = 4) -> np.ndarray:
+    return np.zeros((p, 64, 64, 3), np.uint8)
+
+
+async def test_worker_batches_queued_steps_of_different_streams(worker: ModelWorker) -> None:
+    engines = [await _engine(worker) for _ in range(3)]
+    gate = threading.Event()
+    blocked = asyncio.ensure_future(worker.run(gate.wait, 30))  # hold the thread while steps queue up
+    steps = [worker.step(engine, _driving()) for engine in engines]
+    steps.append(worker.step(engines[0], _driving()))  # a second step of stream 0: the next batch
+    gate.set()
+    await blocked
+    outputs = await asyncio.gather(*steps)
+    assert all(out is None for out in outputs)  # still filling
+    registry = worker.metrics.registry
+    assert registry.get_sample_value("rain_step_batch_size_count") == 2
+    assert registry.get_sample_value("rain_step_batch_size_sum") == 4  # one batch of 3, then 1
+    assert [e.frames_in for e in engines] == [8, 4, 4]
+    for engine in engines:
+        await worker.close_engine(engine)
+    assert not worker.engines
+
+
+async def test_worker_isolates_a_bad_stream_in_a_batch(worker: ModelWorker) -> None:
+    good, bad = await _engine(worker), await _engine(worker)
+    gate = threading.Event()
+    blocked = asyncio.ensure_future(worker.run(gate.wait, 30))
+    good_step = worker.step(good, _driving())
+    bad_step = worker.step(bad, _driving(p=3))  # wrong number of driving images
+    gate.set()
+    await blocked
+    assert await good_step is None
+    with pytest.raises(ValueError, match="expected 4 driving images"):
+        await bad_step
+    assert good.frames_in == 4 and bad.frames_in == 0
+    # The good stream carries on to its first frames.
+    for _ in range(3):
+        out = await worker.step(good, _driving())
+    assert out.shape == (4, 64, 64, 3) and out.dtype == np.uint8
+
+
+async def test_worker_reports_a_load_failure(tmp_path) -> None:
+    worker = ModelWorker(tiny_settings(RANDOM_WEIGHTS=False, WEIGHTS=tmp_path / "missing"), Metrics())
+    try:
+        with pytest.raises(WeightsError, match="does not exist"):
+            await worker.start()
+    finally:
+        await worker.stop()

@@ -1,0 +1,83 @@
+"""The runtime on its own, with no HTTP around it: every operation a serving replica offers."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from server.references import UnknownReference
+from server.rtc.sdp import OfferError
+from server.runtime import Runtime
+from server.sessions.control import ParamsError
+from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
+from tests.avatar_client import make_offer
+from tests.server.api.requests import png
+from tests.server.settings import tiny_settings
+
+SERVER = Path(__file__).resolve().parents[2] / "server"
+
+
+async def test_runtime_operations() -> None:
+    runtime = Runtime(tiny_settings(MAX_SESSIONS=1, ICE_SERVERS=[]))
+    await runtime.start()
+    try:
+        webcam, viewer_offer = await make_offer(video="sendrecv"), await make_offer(video="recvonly")
+        with pytest.raises(OfferError, match="sends no video"):
+            await runtime.open_session(viewer_offer, "offer")
+        with pytest.raises(UnknownReference):
+            await runtime.open_session(webcam, "offer", reference_id="nope")
+        with pytest.raises(ParamsError, match="fps"):
+            await runtime.open_session(webcam, "offer", params={"fps": 1000})
+        opened = await runtime.open_session(webcam, "offer", params={"fps": 10})
+        assert opened.answer.startswith("v=0") and opened.session_id != opened.view_token
+        with pytest.raises(CapacityError):
+            await runtime.open_session(webcam, "offer")
+
+        reply = await runtime.control(opened.session_id, json.dumps({"id": 1, "type": "pause"}))
+        assert reply["ok"] and reply["paused"] and reply["params"]["fps"] == 10
+        stats = runtime.stats(opened.session_id)
+        assert stats["paused"] and stats["fps"]["target"] == 10
+
+        reference = await runtime.upload_reference(png(64, 64))
+        assert runtime.reference(reference.id) is reference
+        assert await runtime.swap_reference(opened.session_id, reference.id) is reference
+        assert runtime.stats(opened.session_id)["reference_id"] == reference.id
+
+        with pytest.raises(NoViewToken):
+            runtime.authorize_viewer(opened.session_id, None)
+        with pytest.raises(BadViewToken):
+            runtime.authorize_viewer(opened.session_id, "wrong")
+        viewer = await runtime.add_viewer(opened.session_id, opened.view_token, viewer_offer)
+        assert runtime.health()["viewers"] == 1
+        await runtime.remove_viewer(opened.session_id, viewer.viewer_id)
+        with pytest.raises(UnknownViewer):
+            await runtime.remove_viewer(opened.session_id, viewer.viewer_id)
+
+        await runtime.close_session(opened.session_id)
+        with pytest.raises(UnknownSession):
+            runtime.stats(opened.session_id)
+        health = runtime.health()
+        assert (health["sessions"], health["engines"], health["viewers"]) == (0, 0, 0)
+    finally:
+        await runtime.stop()
+
+
+def test_the_runtime_knows_nothing_of_http() -> None:
+    """Only the app (`server/main.py`, `server/api/`) speaks HTTP; the runtime and all below it do not."""
+    offenders = []
+    for path in SERVER.rglob("*.py"):
+        relative = path.relative_to(SERVER)
+        if relative.parts[0] == "api" or relative == Path("main.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            offenders += [f"{relative}: {n}" for n in names if n.split(".")[0] in ("fastapi", "starlette", "uvicorn")]
+    assert offenders == []
