@@ -17,6 +17,7 @@ if next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None) != "trai
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from rain_core.config import DTYPES, PROFILES, ConfigError, RainConfig, profile_config
@@ -95,13 +96,14 @@ def load_components(args: argparse.Namespace) -> RainComponents:
     return load_model(args.profile, args.weights, random_weights=args.random_weights, **_runtime(args))
 
 
-def _print_result(result: dict, as_json: bool) -> None:
-    """One JSON object, or one aligned `key value` line per figure."""
+def _print_result(result, as_json: bool) -> None:
+    """A result dataclass as one JSON object, or one aligned `key value` line per figure."""
+    figures = asdict(result)
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(json.dumps(figures) + "\n")
         return
-    width = max(len(key) for key in result) + 2
-    for key, value in result.items():
+    width = max(len(key) for key in figures) + 2
+    for key, value in figures.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         sys.stdout.write(f"{key:<{width}}{shown}\n")
 
@@ -180,11 +182,10 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the streaming engine's steady-state speed."""
-    from rain_core.bench.engine import as_dict, run_bench
+    from rain_core.bench.engine import run_bench
 
     components = load_components(args)
-    result = as_dict(run_bench(components, seconds=args.seconds, progress=not args.json))
-    _print_result(result, args.json)
+    _print_result(run_bench(components, seconds=args.seconds, progress=not args.json), args.json)
     return 0
 
 
@@ -192,12 +193,12 @@ def cmd_bench_driving(args: argparse.Namespace) -> int:
     """Measure camera frames per second through landmark extraction and drawing."""
     import numpy as np
 
-    from rain_core.bench.driving import as_dict, run_driving_bench
+    from rain_core.bench.driving import run_driving_bench
     from rain_core.media.video import load_image
 
     photo = np.asarray(load_image(args.image))
-    result = as_dict(
-        run_driving_bench(photo, mode=args.mode, seconds=args.seconds, output_size=(args.output_size, args.output_size))
+    result = run_driving_bench(
+        photo, mode=args.mode, seconds=args.seconds, output_size=(args.output_size, args.output_size)
     )
     _print_result(result, args.json)
     return 0
@@ -253,12 +254,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """PSNR/SSIM on held-out synthetic characters, against two baselines."""
     from rain_core.train.data import SyntheticClips
-    from rain_core.train.evaluate import as_dict, evaluate
+    from rain_core.train.evaluate import evaluate
 
     components = load_components(args)
     dataset = SyntheticClips(components.config, frames=args.frames, split="val")
     result = evaluate(components, dataset, clips=args.clips, seed=components.config.seed)
-    _print_result(as_dict(result), args.json)
+    _print_result(result, args.json)
     if args.strip is not None:
         from PIL import Image
 
