@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rain_core.stream.engine import StreamEngine, frames_to_uint8
-from rain_core.stream.reference_encoder import ReferenceImageError
+from rain_core.stream.reference_encoder import ReferenceImageError, as_rgb_image
 from tests.helpers import random_driving
 
 
@@ -92,3 +92,9 @@ def test_bad_inputs_are_refused(tiny_model, reference_images):
     with pytest.raises(ReferenceImageError, match="must be an image"):
         engine.set_reference("not an image")
 
+
+def test_reference_pixel_limit_is_the_callers_to_set():
+    image = np.zeros((30, 40, 3), np.uint8)
+    assert as_rgb_image(image, max_pixels=30 * 40).size == (40, 30)
+    with pytest.raises(ReferenceImageError, match="40x30; at most 1199 pixels"):
+        as_rgb_image(image, max_pixels=30 * 40 - 1)
