@@ -18,11 +18,10 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the streaming engine's steady-state speed."""
-    from rain_core.bench.engine import as_dict, run_bench
+    from rain_core.bench.engine import run_bench
 
     components = load_components(args)
-    result = as_dict(run_bench(components, seconds=args.seconds, progress=not args.json))
-    print_result(result, args.json)
+    print_result(run_bench(components, seconds=args.seconds, progress=not args.json), args.json)
     return 0
 
 
@@ -42,12 +41,12 @@ def cmd_bench_driving(args: argparse.Namespace) -> int:
     """Measure camera frames per second through landmark extraction and drawing."""
     import numpy as np
 
-    from rain_core.bench.driving import as_dict, run_driving_bench
+    from rain_core.bench.driving import run_driving_bench
     from rain_core.media.video import load_image
 
     photo = np.asarray(load_image(args.image))
-    result = as_dict(
-        run_driving_bench(photo, mode=args.mode, seconds=args.seconds, output_size=(args.output_size, args.output_size))
+    result = run_driving_bench(
+        photo, mode=args.mode, seconds=args.seconds, output_size=(args.output_size, args.output_size)
     )
     print_result(result, args.json)
     return 0

@@ -7,6 +7,7 @@ Nothing here imports torch: the parser is built before the process's thread sett
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -83,12 +84,13 @@ def load_components(args: argparse.Namespace) -> RainComponents:
     return load_model(args.profile, args.weights, random_weights=args.random_weights, **_runtime(args))
 
 
-def print_result(result: dict, as_json: bool) -> None:
-    """One JSON object, or one aligned `key value` line per figure."""
+def print_result(result, as_json: bool) -> None:
+    """A result dataclass as one JSON object, or one aligned `key value` line per figure."""
+    figures = dataclasses.asdict(result)
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(json.dumps(figures) + "\n")
         return
-    width = max(len(key) for key in result) + 2
-    for key, value in result.items():
+    width = max(len(key) for key in figures) + 2
+    for key, value in figures.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         sys.stdout.write(f"{key:<{width}}{shown}\n")

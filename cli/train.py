@@ -126,12 +126,12 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """PSNR/SSIM on held-out synthetic characters, against two baselines."""
     from rain_core.train.data import SyntheticClips
-    from rain_core.train.evaluate import as_dict, evaluate
+    from rain_core.train.evaluate import evaluate
 
     components = load_components(args)
     dataset = SyntheticClips(components.config, frames=args.frames, split="val")
     result = evaluate(components, dataset, clips=args.clips, seed=components.config.seed)
-    print_result(as_dict(result), args.json)
+    print_result(result, args.json)
     if args.strip is not None:
         from PIL import Image
 

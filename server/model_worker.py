@@ -25,8 +25,9 @@ import torch
 
 from rain_core.config import RainConfig, default_device
 from rain_core.driving import DrivingSettings
+from rain_core.stream.batching import step_streams
 from rain_core.stream.components import RainComponents
-from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8, step_streams
+from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8
 from rain_core.weights.profiles import load_model
 from server.core.config import Settings
 from server.metrics import Metrics

@@ -74,7 +74,7 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Imag
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-        image = as_rgb_image(image)
+        image = as_rgb_image(image, max_pixels=max_pixels)
     except ReferenceImageError as exc:
         raise BadDimensions(str(exc)) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from rain_core.config import RainConfig
+    from rain_core.stream.engine import StreamEngine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real test media (shared/media beside the clone).
@@ -27,6 +33,13 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str, rtol: 
     assert error < rtol, f"{name}: relative L2 error {error:.3e} >= {rtol:.0e}"
 
 
+def random_driving(config: RainConfig, calls: int, seed: int = 0) -> list[np.ndarray]:
+    """`calls` groups of P random driving images [P, H, W, 3] uint8 at the config's size."""
+    rng = np.random.default_rng(seed)
+    p, h, w = config.frames_per_group, config.height, config.width
+    return [rng.integers(0, 256, (p, h, w, 3), dtype=np.uint8) for _ in range(calls)]
+
+
 class ReplayNoise:
     """A noise source that hands out given tensors in order, checking each shape.
 
@@ -45,12 +58,34 @@ class ReplayNoise:
         return tensor.to(device=device, dtype=dtype)
 
 
+def restore_queue(engine: StreamEngine, latents: torch.Tensor, pose_features: torch.Tensor) -> None:
+    """Make `engine`'s queue the full queue of a golden fixture: latents [1, C, G*P, h, w] and the
+    pose features of all but the newest group [1, C0, (G-1)*P, h, w]; the decoder memory stays
+    zero, as the fixtures start.
+
+    White-box: it writes the engine's buffers, because only a test starts a stream from a queue
+    computed elsewhere.
+    """
+    assert engine.frames_in == 0, "restore a new engine"
+    assert (latents.shape, pose_features.shape) == (engine._latents.shape, engine._features.shape), (
+        f"fixture queue {tuple(latents.shape)} / {tuple(pose_features.shape)} does not fit the engine's "
+        f"{tuple(engine._latents.shape)} / {tuple(engine._features.shape)}"
+    )
+    engine._latents.copy_(latents)
+    engine._features.copy_(pose_features)
+    engine._groups = engine.config.noise_groups
+
+
+def queue_latents(engine: StreamEngine) -> torch.Tensor:
+    """A copy of `engine`'s queue latents [1, C, G*P, h, w] (white-box, like `restore_queue`)."""
+    return engine._latents.clone()
+
+
 def assert_animates_the_demo_character(frames: list) -> None:
     """Avatar frames (float RGB arrays) show the demo model's sample character, and change.
 
     Its own character, not just any: another held-out character is at least twice as far away.
     """
-    import numpy as np
     from PIL import Image
 
     from rain_core.train.synthetic.clip import make_clip

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from rain_core.models import guidance_scale_embedding
-from rain_core.stream.engine import Conditioning, QueueModel, QueueSnapshot, StreamEngine
+from rain_core.stream.engine import Conditioning, QueueModel, StreamEngine
 from rain_core.stream.reference_encoder import ReferenceEncoding
-from tests.helpers import ReplayNoise, assert_close
+from tests.helpers import ReplayNoise, assert_close, queue_latents, restore_queue
 
 STREAM_STEPS = 3
 
@@ -102,12 +102,11 @@ def test_chained_streaming_steps(golden_components, golden_cases, golden_config,
     engine.set_reference_encoding(
         ReferenceEncoding(clip_embeds=golden_cases["reference.clip_embeds"], latents=golden_cases["reference.latents"])
     )
-    memory = golden_components.decoder.initial_memory(1, golden_config.latent_height, golden_config.latent_width)
-    engine.restore(QueueSnapshot(init, golden_cases["stream.init.pose_cond_fea"], memory))
+    restore_queue(engine, init, golden_cases["stream.init.pose_cond_fea"])
     for k in range(STREAM_STEPS):
         frames = engine.step(golden_cases[f"stream.{k}.pose"][0].transpose(0, 1))  # [P, 3, H, W]
         assert_close(frames, golden_cases[f"stream.{k}.frames"][0], f"stream.{k}.frames")
-        assert_close(engine.snapshot().latents, golden_cases[f"stream.{k}.sample_after"], f"stream.{k}.sample_after")
+        assert_close(queue_latents(engine), golden_cases[f"stream.{k}.sample_after"], f"stream.{k}.sample_after")
     assert engine.noise.tensors == [], "the engine consumed less noise than the fixture's stream"
 
 

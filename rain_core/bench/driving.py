@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,7 +56,3 @@ def run_driving_bench(photo: np.ndarray, *, mode: str = "face", frame_size=(640,
         draw_ms=1000 * draw / count,
         found_fraction=found / count,
     )
-
-
-def as_dict(result: DrivingBenchResult) -> dict:
-    return asdict(result)

@@ -9,17 +9,17 @@ Start-up follows the reference's PyTorch path: the queue fills from the top. The
 denoises one group at the highest noise level, the next two groups, and so on; the first
 frames come out of the G-th call, after G*P driving images. Nothing is emitted before.
 
-Several engines that share a `QueueModel` can be stepped in one batched UNet call with
-`step_streams`; each keeps its own queue, reference and noise generator, so a stream gives
-the same frames whether it is stepped alone or in a batch.
+A call is three moves: the engine hands out its inputs (`call_inputs`: copies of the queue,
+fresh step noise, the conditioning and, once the queue is full, the decoder memory), the
+`QueueModel` runs them (`QueueModel.run`), and the engine takes the result back (`advance`).
+`StreamEngine.step` does the three for one stream; `rain_core.stream.batching` does them for
+several streams of one model in one batched call, each keeping its own queue, reference and
+noise generator.
 """
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,38 +53,6 @@ class SeededNoise:
         return torch.randn(shape, generator=self.generator, device=device, dtype=dtype)
 
 
-class StageTimer:
-    """Wall time per stage of a call (pose guider, UNet, scheduler, decoder).
-
-    On CUDA it synchronises around each stage, which costs overlap: only benchmarks turn it on.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
-        yield
-        self._sync()
-        self.seconds[stage] += time.perf_counter() - start
-        self.counts[stage] += 1
-
-    def mean_ms(self, stage: str) -> float:
-        return 1000 * self.seconds[stage] / max(self.counts[stage], 1)
-
-    def clear(self) -> None:
-        self.seconds.clear()
-        self.counts.clear()
-
-
 @dataclass
 class Conditioning:
     """What a reference contributes to every call: CLIP context [B, 1, D] and per-block banks or K/V."""
@@ -94,13 +62,29 @@ class Conditioning:
 
 
 @dataclass
-class QueueSnapshot:
-    """A copy of a full queue: latents [1, C, G*P, h, w], pose features of all but the newest
-    group [1, C0, (G-1)*P, h, w], and the decoder memory."""
+class QueueCall:
+    """The inputs of one queue call, for B streams at the same fill level.
 
-    latents: torch.Tensor
-    pose_features: torch.Tensor
-    decoder_memory: list[torch.Tensor]
+    The F frames of the call are the queue's filled part, G*P frames once the queue is full.
+    """
+
+    driving: torch.Tensor  # [B, 3, P, H, W] the newest driving images, in [0, 1]
+    latents: torch.Tensor  # [B, C, F, h, w]
+    pose_features: torch.Tensor  # [B, C0, F - P, h, w] of the frames already in the queue
+    step_noise: torch.Tensor  # [B, C, F, h, w] the LCM step's noise
+    conditioning: Conditioning
+    # The memory of the streaming decoder, given only when the call finishes the oldest group.
+    decoder_memory: list[torch.Tensor] | None
+
+
+@dataclass
+class QueueCallResult:
+    """What one queue call computed, for the B streams of its `QueueCall`."""
+
+    latents: torch.Tensor  # [B, C, F, h, w] every frame one step further
+    pose_features: torch.Tensor  # [B, C0, F, h, w] the call's pose features, the newest group's included
+    frames: torch.Tensor | None  # [B, P, 3, H, W] the oldest group decoded, in [0, 1]; None while filling
+    decoder_memory: list[torch.Tensor] | None  # the memory to carry into the next call
 
 
 class QueueModel:
@@ -111,8 +95,9 @@ class QueueModel:
         self.components = components
         self.config = config
         self.device = config.torch_device
-        self.dtype = config.torch_dtype
-        self.groups = config.noise_groups
+        # The queue runs in the dtype its networks were placed in: the config's, unless a caller
+        # cast the components (tests run them in float64 to compare exactly).
+        self.dtype = next(components.denoising_unet.parameters()).dtype
         self.per_group = config.frames_per_group
         self.timesteps = components.scheduler.frame_timesteps(config.num_inference_steps, config.frames_per_group).to(
             self.device
@@ -121,11 +106,6 @@ class QueueModel:
             device=self.device, dtype=self.dtype
         )
         self.reference_encoder: ReferenceEncoder | None = None
-        # Benchmarks set a StageTimer; live use runs untimed.
-        self.timer: StageTimer | None = None
-
-    def _timed(self, stage: str):
-        return self.timer(stage) if self.timer is not None else nullcontext()
 
     def _encoder(self) -> ReferenceEncoder:
         if self.reference_encoder is None:
@@ -147,35 +127,54 @@ class QueueModel:
         reference = c.denoising_unet.cache_reference(banks) if cache_kv else banks
         return Conditioning(clip_embeds=clip, reference=reference)
 
+    @torch.inference_mode()
+    def run(self, call: QueueCall) -> QueueCallResult:
+        """One queue call: pose guider on the new driving images, UNet and LCM step over the queue,
+        and, when the call finishes the oldest group, the decoder."""
+        features = torch.cat([call.pose_features, self.pose_features(call.driving)], dim=2)
+        latents = self.denoise(call.latents, features, call.conditioning, call.step_noise)
+        frames = memory = None
+        if call.decoder_memory is not None:
+            frames, memory = self.decode(latents[:, :, : self.per_group], call.decoder_memory)
+        return QueueCallResult(latents=latents, pose_features=features, frames=frames, decoder_memory=memory)
+
     def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
-        with self._timed("pose_guider"):
-            return self.components.pose_guider(pose)
+        """Driving images [B, 3, P, H, W] in [0, 1] -> pose features [B, C0, P, h, w]."""
+        return self.components.pose_guider(pose)
 
     def denoise(
         self, latents: torch.Tensor, features: torch.Tensor, conditioning: Conditioning, step_noise: torch.Tensor
     ) -> torch.Tensor:
         """One UNet pass and LCM step over the newest `latents.shape[2]` frames of the queue."""
-        frames = latents.shape[2]
-        timesteps = self.timesteps[-frames:]
-        with self._timed("unet"):
-            model_output = self.components.denoising_unet(
-                latents,
-                timesteps,
-                conditioning.clip_embeds,
-                pose_features=features,
-                time_cond=self.time_cond,
-                reference=conditioning.reference,
-            ).sample
-        with self._timed("scheduler"):
-            return self.components.scheduler.step_frames(
-                model_output, timesteps, latents, step_noise, self.config.num_inference_steps
-            ).prev_sample
+        timesteps = self.timesteps[-latents.shape[2] :]
+        model_output = self.unet(latents, timesteps, features, conditioning)
+        return self.scheduler_step(model_output, timesteps, latents, step_noise)
+
+    def unet(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor, conditioning: Conditioning
+    ) -> torch.Tensor:
+        """The denoising UNet's prediction for frames [B, C, F, h, w] at per-frame `timesteps` [F]."""
+        return self.components.denoising_unet(
+            latents,
+            timesteps,
+            conditioning.clip_embeds,
+            pose_features=features,
+            time_cond=self.time_cond,
+            reference=conditioning.reference,
+        ).sample
+
+    def scheduler_step(
+        self, model_output: torch.Tensor, timesteps: torch.Tensor, latents: torch.Tensor, step_noise: torch.Tensor
+    ) -> torch.Tensor:
+        """The LCM step of every frame from its timestep to the next lower one (the oldest to clean)."""
+        return self.components.scheduler.step_frames(
+            model_output, timesteps, latents, step_noise, self.config.num_inference_steps
+        ).prev_sample
 
     def decode(self, latents: torch.Tensor, memory: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """[B, C, P, h, w] clean latents -> frames [B, P, 3, H, W] clamped to [0, 1], new memory."""
-        with self._timed("decoder"):
-            frames, memory = self.components.decoder.decode_stream(latents.transpose(1, 2), memory)
-            return frames.clamp_(0, 1), memory
+        frames, memory = self.components.decoder.decode_stream(latents.transpose(1, 2), memory)
+        return frames.clamp_(0, 1), memory
 
 
 class StreamEngine:
@@ -204,9 +203,10 @@ class StreamEngine:
         device, dtype = self.model.device, self.model.dtype
         channels = config.unet.in_channels
         features = config.pose_guider.conditioning_embedding_channels
-        # The big state buffers live for the whole stream; calls write into them.
+        # The big state buffers live for the whole stream; calls write into them. The newest
+        # group's pose features are computed in its first call, so only the older groups' are kept.
         self._latents = torch.empty(1, channels, g * p, h, w, device=device, dtype=dtype)
-        self._features = [torch.empty(1, features, g * p, h, w, device=device, dtype=dtype) for _ in range(2)]
+        self._features = torch.empty(1, features, (g - 1) * p, h, w, device=device, dtype=dtype)
         self._memory = self.model.components.decoder.initial_memory(1, h, w, device=device, dtype=dtype)
         self._conditioning: Conditioning | None = None
         self._groups = 0
@@ -226,12 +226,13 @@ class StreamEngine:
         return self.config.queue_length
 
     @property
-    def is_full(self) -> bool:
-        return self._groups == self.config.noise_groups
+    def fill_level(self) -> int:
+        """Groups in the queue, 1 to G; streams at the same level can share a call."""
+        return self._groups
 
     @property
-    def has_reference(self) -> bool:
-        return self._conditioning is not None
+    def is_full(self) -> bool:
+        return self._groups == self.config.noise_groups
 
     # Reference -------------------------------------------------------------------------
     def set_reference(self, image: Image.Image | np.ndarray) -> None:
@@ -256,69 +257,71 @@ class StreamEngine:
         self.frames_in = self.frames_out = 0
         self.first_output_after = None
 
-    def restore(self, snapshot: QueueSnapshot) -> None:
-        """Continue from a full queue (see `snapshot`)."""
-        g, p = self.config.noise_groups, self.config.frames_per_group
-        expected = (self._latents.shape, (*self._features[0].shape[:2], (g - 1) * p, *self._features[0].shape[3:]))
-        if (snapshot.latents.shape, snapshot.pose_features.shape) != expected:
-            raise ValueError(
-                f"snapshot shapes {tuple(snapshot.latents.shape)} / {tuple(snapshot.pose_features.shape)} do not fit "
-                f"this stream's {tuple(expected[0])} / {tuple(expected[1])}"
-            )
-        self._latents.copy_(snapshot.latents)
-        self._features[0][:, :, : (g - 1) * p].copy_(snapshot.pose_features)
-        for memory, saved in zip(self._memory, snapshot.decoder_memory, strict=True):
-            memory.copy_(saved)
-        self._groups = g
-
-    def snapshot(self) -> QueueSnapshot:
-        if not self.is_full:
-            raise RuntimeError("only a full queue can be snapshotted")
-        p = self.config.frames_per_group
-        return QueueSnapshot(
-            latents=self._latents.clone(),
-            pose_features=self._features[0][:, :, :-p].clone(),
-            decoder_memory=[m.clone() for m in self._memory],
-        )
-
     def _draw(self, frames: int) -> torch.Tensor:
         shape = (1, self._latents.shape[1], frames, *self._latents.shape[3:])
         return self.noise(shape, device=self.model.device, dtype=self.model.dtype)
 
     # Stepping --------------------------------------------------------------------------
+    @torch.inference_mode()
     def step(self, driving) -> torch.Tensor | None:
         """Take P driving images; return P frames [P, 3, H, W] in [0, 1], or None while filling."""
-        return step_streams([self], [driving])[0]
+        return self.advance(self.model.run(self.call_inputs(self.prepare_driving(driving))))
 
-    def _prepare(self, driving) -> torch.Tensor:
-        if self._conditioning is None:
-            raise RuntimeError("set a reference before stepping the stream")
-        return driving_tensor(driving, self.config.frames_per_group, self.config.height, self.config.width).to(
-            device=self.model.device, dtype=self.model.dtype
+    def prepare_driving(self, driving) -> torch.Tensor:
+        """Check P driving images (see `driving_tensor`) -> [1, 3, P, H, W] on the model's device and dtype.
+
+        Changes nothing, so that a batch can check every stream's input before stepping any.
+        """
+        self._reference()
+        pose = driving_tensor(driving, self.config.frames_per_group, self.config.height, self.config.width)
+        # Contiguous, as a batch's concatenation makes it: a layout can change the kernels, so a
+        # stream stepped alone would not compute exactly what it computes in a batch.
+        return pose.to(device=self.model.device, dtype=self.model.dtype).contiguous()
+
+    def call_inputs(self, driving: torch.Tensor) -> QueueCall:
+        """This call's inputs for prepared driving images: copies of the queue's filled part and
+        its pose features, the step noise (drawn now, from this stream's noise), the conditioning
+        and, when the oldest group finishes, a copy of the decoder memory. Pass its result to `advance`."""
+        conditioning = self._reference()
+        first = (self.config.noise_groups - self._groups) * self.config.frames_per_group
+        latents = self._latents[:, :, first:].clone(memory_format=torch.contiguous_format)
+        return QueueCall(
+            driving=driving,
+            latents=latents,
+            pose_features=self._features[:, :, first:].clone(memory_format=torch.contiguous_format),
+            step_noise=self._draw(latents.shape[2]),
+            conditioning=conditioning,
+            decoder_memory=[m.clone() for m in self._memory] if self.is_full else None,
         )
 
-    def _active(self) -> slice:
-        p = self.config.frames_per_group
-        return slice((self.config.noise_groups - self._groups) * p, self.config.queue_length)
+    def _reference(self) -> Conditioning:
+        if self._conditioning is None:
+            raise RuntimeError("set a reference before stepping the stream")
+        return self._conditioning
 
-    def _advance(self, stepped: torch.Tensor, features: torch.Tensor) -> None:
-        """Move every group one level down and put fresh noise on top."""
+    def advance(self, result: QueueCallResult) -> torch.Tensor | None:
+        """Take a call's result: move every group one level down and put fresh noise on top.
+
+        Returns the finished group's frames [P, 3, H, W], or None while the queue fills.
+        """
         p, g = self.config.frames_per_group, self.config.noise_groups
         full = self.is_full
+        # A full queue drops its oldest group; a filling one keeps every frame one group lower.
         keep = slice(p, None) if full else slice(None)
         start = 0 if full else (g - self._groups - 1) * p
-        spare = self._features[1]
-        spare[:, :, start : g * p - p].copy_(features[:, :, keep])
-        self._features.reverse()
-        self._latents[:, :, start : g * p - p].copy_(stepped[:, :, keep])
+        self._features[:, :, start:].copy_(result.pose_features[:, :, keep])
+        self._latents[:, :, start : g * p - p].copy_(result.latents[:, :, keep])
         self._latents[:, :, -p:].copy_(self._draw(p))
         self.frames_in += p
-        if full:
-            self.frames_out += p
-            if self.first_output_after is None:
-                self.first_output_after = self.frames_in
-        else:
+        if not full:
             self._groups += 1
+            return None
+        for own, new in zip(self._memory, result.decoder_memory, strict=True):
+            own.copy_(new)
+        self.frames_out += p
+        if self.first_output_after is None:
+            self.first_output_after = self.frames_in
+        return result.frames[0]
 
 
 def driving_tensor(driving, frames: int, height: int, width: int) -> torch.Tensor:
@@ -336,74 +339,6 @@ def driving_tensor(driving, frames: int, height: int, width: int) -> torch.Tenso
     if tuple(driving.shape) != (frames, 3, height, width):
         raise ValueError(f"expected {frames} driving images of 3x{height}x{width}, got {tuple(driving.shape)}")
     return driving.transpose(0, 1).unsqueeze(0)
-
-
-@torch.inference_mode()
-def step_streams(engines: Sequence[StreamEngine], drivings: Sequence) -> list[torch.Tensor | None]:
-    """Step several streams of one model; those at the same fill level share one batched UNet call.
-
-    Returns, per engine, its P frames [P, 3, H, W] or None while its queue is filling.
-    """
-    if len(engines) != len(drivings):
-        raise ValueError(f"{len(engines)} engines but {len(drivings)} driving batches")
-    if len({id(e.model) for e in engines}) > 1:
-        raise ValueError("streams stepped together must share one QueueModel")
-    results: list[torch.Tensor | None] = [None] * len(engines)
-    poses = [engine._prepare(d) for engine, d in zip(engines, drivings, strict=True)]
-    by_level: dict[int, list[int]] = defaultdict(list)
-    for index, engine in enumerate(engines):
-        by_level[engine._groups].append(index)
-    for indices in by_level.values():
-        frames = _step_batch([engines[i] for i in indices], [poses[i] for i in indices])
-        for i, out in zip(indices, frames, strict=True):
-            results[i] = out
-    return results
-
-
-def _cat_reference(conditionings: Sequence[Conditioning]) -> Conditioning:
-    if len(conditionings) == 1:
-        return conditionings[0]
-    first = conditionings[0].reference
-    reference = {}
-    for name, value in first.items():
-        parts = [c.reference[name] for c in conditionings]
-        if isinstance(value, torch.Tensor):
-            reference[name] = torch.cat(parts)
-        else:
-            keys, values = torch.cat([p.key for p in parts]), torch.cat([p.value for p in parts])
-            reference[name] = type(value)(key=keys, value=values)
-    return Conditioning(clip_embeds=torch.cat([c.clip_embeds for c in conditionings]), reference=reference)
-
-
-def _step_batch(engines: Sequence[StreamEngine], poses: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
-    model = engines[0].model
-    p = model.per_group
-    active = engines[0]._active()
-    kinds = {e.cache_reference_kv for e in engines}
-    if len(kinds) > 1:
-        raise ValueError("streams stepped together must all use the reference K/V cache, or all not")
-
-    new_features = model.pose_features(torch.cat(list(poses)))
-    for i, engine in enumerate(engines):
-        engine._features[0][:, :, -p:].copy_(new_features[i : i + 1])
-    latents = torch.cat([e._latents[:, :, active] for e in engines])
-    features = torch.cat([e._features[0][:, :, active] for e in engines])
-    step_noise = torch.cat([e._draw(latents.shape[2]) for e in engines])
-    conditioning = _cat_reference([e._conditioning for e in engines])
-
-    stepped = model.denoise(latents, features, conditioning, step_noise)
-
-    frames: list[torch.Tensor | None] = [None] * len(engines)
-    if engines[0].is_full:
-        memory = [torch.cat(parts) for parts in zip(*(e._memory for e in engines), strict=True)]
-        decoded, memory = model.decode(stepped[:, :, :p], memory)
-        for i, engine in enumerate(engines):
-            for own, new in zip(engine._memory, memory, strict=True):
-                own.copy_(new[i : i + 1])
-            frames[i] = decoded[i]
-    for i, engine in enumerate(engines):
-        engine._advance(stepped[i : i + 1], features[i : i + 1])
-    return frames
 
 
 def stream_frames(engine: StreamEngine, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

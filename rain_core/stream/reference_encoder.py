@@ -24,8 +24,10 @@ except ImportError:  # pragma: no cover - depends on the installed transformers
 
 # The SD VAE's latent scaling factor.
 VAE_SCALING = 0.18215
-# An upload larger than this many pixels is refused before it is decoded further.
-MAX_REFERENCE_PIXELS = 64_000_000
+# The largest reference image accepted, in pixels: the server's default upload limit too
+# (`RAIN_MAX_REFERENCE_PIXELS`). The encoders resize to the model's size, so a larger image
+# adds nothing but memory.
+MAX_REFERENCE_PIXELS = 40_000_000
 
 
 class ReferenceImageError(ValueError):
@@ -38,8 +40,9 @@ class ReferenceEncoding:
     latents: torch.Tensor  # [1, C, h, w]
 
 
-def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
-    """Accept a PIL image or an HxWx3/HxWx4/HxW uint8 array; return an RGB PIL image."""
+def as_rgb_image(image: Image.Image | np.ndarray, *, max_pixels: int = MAX_REFERENCE_PIXELS) -> Image.Image:
+    """Accept a PIL image or an HxWx3/HxWx4/HxW uint8 array of at most `max_pixels` pixels;
+    return an RGB PIL image."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
             raise ReferenceImageError(
@@ -50,10 +53,8 @@ def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
         raise ReferenceImageError(f"reference must be an image, got {type(image).__name__}")
     if image.width < 8 or image.height < 8:
         raise ReferenceImageError(f"reference image is {image.width}x{image.height}; at least 8x8 is needed")
-    if image.width * image.height > MAX_REFERENCE_PIXELS:
-        raise ReferenceImageError(
-            f"reference image is {image.width}x{image.height}; at most {MAX_REFERENCE_PIXELS} pixels"
-        )
+    if image.width * image.height > max_pixels:
+        raise ReferenceImageError(f"reference image is {image.width}x{image.height}; at most {max_pixels} pixels")
     if image.mode == "RGBA":
         # Transparent character cut-outs go on black, like the driving images' background.
         background = Image.new("RGB", image.size)

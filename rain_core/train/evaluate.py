@@ -17,7 +17,7 @@ frame differs from the reference image), which is where following the driving im
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -162,10 +162,6 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
         codec_psnr=mean["cp"],
         codec_ssim=mean["cs"],
     )
-
-
-def as_dict(result: EvaluationResult) -> dict:
-    return asdict(result)
 
 
 @torch.inference_mode()
