@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from rain_core.choices import DTYPE_NAMES, PROFILE_NAMES
-from rain_core.models.denoising_unet import check_unet_layout
+from rain_core.models.denoising_unet import SD15_DOWN_BLOCK_TYPES, SD15_UP_BLOCK_TYPES, check_unet_layout
 from rain_core.models.taesdv import LATENT_SCALE
 from rain_core.validation import describe_validation_error
 
@@ -52,18 +52,8 @@ class UNetConfig(_Section):
     cross_attention_dim: int = Field(768, ge=1)
     norm_num_groups: int = Field(32, ge=1)
     norm_eps: float = Field(1e-5, gt=0)
-    down_block_types: tuple[str, ...] = (
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    )
-    up_block_types: tuple[str, ...] = (
-        "UpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-    )
+    down_block_types: tuple[str, ...] = SD15_DOWN_BLOCK_TYPES
+    up_block_types: tuple[str, ...] = SD15_UP_BLOCK_TYPES
     flip_sin_to_cos: bool = True
     freq_shift: int = 0
     downsample_padding: int = 1

@@ -81,6 +81,15 @@ class _VideoBlock(nn.Module):
     # Set by diffusers' `enable_gradient_checkpointing` (with `_gradient_checkpointing_func`).
     gradient_checkpointing = False
 
+    def _add_layers(self, spec: _BlockSpec, channels: int, layers: int, *, cross_attention: bool, motion: bool) -> None:
+        """The per-layer spatial transformers and motion modules (either may be absent)."""
+        self.attentions = (
+            nn.ModuleList([_spatial_transformer(spec, channels) for _ in range(layers)]) if cross_attention else None
+        )
+        self.motion_modules = (
+            nn.ModuleList([MotionModule(channels, **spec.motion) for _ in range(layers)]) if motion else None
+        )
+
     def _run(self, module: nn.Module, *args):
         """Call `module`, through activation checkpointing while training with it enabled."""
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -118,14 +127,7 @@ class DownBlock(_VideoBlock):
         self.resnets = nn.ModuleList(
             [_resnet(spec, channels_in if i == 0 else channels_out, channels_out) for i in range(layers)]
         )
-        self.attentions = (
-            nn.ModuleList([_spatial_transformer(spec, channels_out) for _ in range(layers)])
-            if cross_attention
-            else None
-        )
-        self.motion_modules = (
-            nn.ModuleList([MotionModule(channels_out, **spec.motion) for _ in range(layers)]) if motion else None
-        )
+        self._add_layers(spec, channels_out, layers, cross_attention=cross_attention, motion=motion)
         self.downsamplers = (
             nn.ModuleList(
                 [
@@ -153,8 +155,7 @@ class MidBlock(_VideoBlock):
     def __init__(self, spec: _BlockSpec, channels: int, motion: bool, scale: float):
         super().__init__()
         self.resnets = nn.ModuleList([_resnet(spec, channels, channels, scale) for _ in range(2)])
-        self.attentions = nn.ModuleList([_spatial_transformer(spec, channels)])
-        self.motion_modules = nn.ModuleList([MotionModule(channels, **spec.motion)]) if motion else None
+        self._add_layers(spec, channels, 1, cross_attention=True, motion=motion)
 
     def forward(self, hidden_states, temb, context, references, num_frames):
         # The mid block opens with a lone resnet; its one layer is then attention -> motion -> resnet.
@@ -183,14 +184,7 @@ class UpBlock(_VideoBlock):
             skip = channels_skip_last if i == layers - 1 else channels_out
             resnets.append(_resnet(spec, (channels_prev if i == 0 else channels_out) + skip, channels_out))
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = (
-            nn.ModuleList([_spatial_transformer(spec, channels_out) for _ in range(layers)])
-            if cross_attention
-            else None
-        )
-        self.motion_modules = (
-            nn.ModuleList([MotionModule(channels_out, **spec.motion) for _ in range(layers)]) if motion else None
-        )
+        self._add_layers(spec, channels_out, layers, cross_attention=cross_attention, motion=motion)
         self.upsamplers = (
             nn.ModuleList([Upsample2D(channels_out, use_conv=True, out_channels=channels_out)]) if upsample else None
         )
@@ -207,6 +201,9 @@ class UpBlock(_VideoBlock):
 # The blocks this UNet builds, by diffusers' names: with spatial (and reference) attention or without.
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
+# SD1.5's layout, RAIN-v0.1's: attention in every block but the lowest.
+SD15_DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+SD15_UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
 
 
 def check_unet_layout(
@@ -307,18 +304,8 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
         cross_attention_dim: int = 768,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-5,
-        down_block_types: tuple[str, ...] = (
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "DownBlock2D",
-        ),
-        up_block_types: tuple[str, ...] = (
-            "UpBlock2D",
-            "CrossAttnUpBlock2D",
-            "CrossAttnUpBlock2D",
-            "CrossAttnUpBlock2D",
-        ),
+        down_block_types: tuple[str, ...] = SD15_DOWN_BLOCK_TYPES,
+        up_block_types: tuple[str, ...] = SD15_UP_BLOCK_TYPES,
         flip_sin_to_cos: bool = True,
         freq_shift: int = 0,
         downsample_padding: int = 1,

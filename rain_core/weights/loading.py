@@ -110,16 +110,21 @@ def _check_materialised(name: str, network: nn.Module, path: Path) -> None:
         raise WeightsError(f"{path}: {name} still has uninitialised tensors after loading: {left[:5]}")
 
 
+def _from_folder(model_class, folder: Path, what: str, layout: str) -> nn.Module:
+    """`model_class.from_pretrained(folder)` offline, every failure a `WeightsError` naming the folder."""
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: {what} folder missing ({layout})")
+    try:
+        return model_class.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{folder}: cannot load the {what} ({exc})") from None
+
+
 def load_vae(folder: Path) -> nn.Module:
     """The SD VAE (`AutoencoderKL`) from a diffusers folder; only its encoder is used."""
     from diffusers import AutoencoderKL
 
-    if not folder.is_dir():
-        raise WeightsError(f"{folder}: VAE folder missing (diffusers AutoencoderKL format, e.g. sd-vae-ft-mse)")
-    try:
-        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{folder}: cannot load the VAE ({exc})") from None
+    vae = _from_folder(AutoencoderKL, folder, "VAE", "diffusers AutoencoderKL format, e.g. sd-vae-ft-mse")
     if vae.config.latent_channels != 4:
         raise WeightsError(f"{folder}: VAE has {vae.config.latent_channels} latent channels, RAIN needs 4")
     return vae
@@ -129,12 +134,9 @@ def load_image_encoder(folder: Path, embed_dim: int) -> nn.Module:
     """The CLIP vision encoder with projection (sd-image-variations' `image_encoder`)."""
     from transformers import CLIPVisionModelWithProjection
 
-    if not folder.is_dir():
-        raise WeightsError(f"{folder}: image encoder folder missing (transformers CLIPVisionModelWithProjection)")
-    try:
-        encoder = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{folder}: cannot load the image encoder ({exc})") from None
+    encoder = _from_folder(
+        CLIPVisionModelWithProjection, folder, "image encoder", "transformers CLIPVisionModelWithProjection"
+    )
     if encoder.config.projection_dim != embed_dim:
         raise WeightsError(
             f"{folder}: image encoder projects to {encoder.config.projection_dim} dims, the UNets expect {embed_dim}"
