@@ -40,6 +40,15 @@ def random_driving(config: RainConfig, calls: int, seed: int = 0) -> list[np.nda
     return [rng.integers(0, 256, (p, h, w, 3), dtype=np.uint8) for _ in range(calls)]
 
 
+def stream_alone(model, reference, drivings, seed: int) -> list:
+    """One new stream of `model` with `reference`, stepped once per driving batch: its outputs."""
+    from rain_core.stream.engine import StreamEngine
+
+    engine = StreamEngine(model, seed=seed)
+    engine.set_reference(reference)
+    return [engine.step(d) for d in drivings]
+
+
 class ReplayNoise:
     """A noise source that hands out given tensors in order, checking each shape.
 

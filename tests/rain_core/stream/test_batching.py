@@ -26,7 +26,7 @@ from rain_core.config import tiny_config
 from rain_core.stream.batching import step_streams
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import QueueModel, StreamEngine
-from tests.helpers import random_driving, relative_error
+from tests.helpers import random_driving, relative_error, stream_alone
 
 # Batched against alone, float64: reduction order gives about 1e-14 here even with the tiny
 # model's amplification (measured with 1e-16 noise after every layer; 1e-13 gives 3e-11).
@@ -40,20 +40,14 @@ def float64_model() -> QueueModel:
     return QueueModel(RainComponents.random(tiny_config(), seed=3).to("cpu", torch.float64))
 
 
-def _alone(model, reference, drivings, seed):
-    engine = StreamEngine(model, seed=seed)
-    engine.set_reference(reference)
-    return [engine.step(d) for d in drivings]
-
-
-def test_batched_streams_equal_each_alone(float64_model, reference_images):
+def test_batched_streams_equal_eachstream_alone(float64_model, reference_images):
     """Two streams from the first call, a third joining two calls later (another fill level)."""
     config = float64_model.config
     calls = config.noise_groups + 1
     starts = [0, 0, 2]
     references = [reference_images[0], reference_images[1], reference_images[0]]
     drivings = [random_driving(config, calls - starts[i], seed=10 + i) for i in range(3)]
-    alone = [_alone(float64_model, references[i], drivings[i], seed=20 + i) for i in range(3)]
+    alone = [stream_alone(float64_model, references[i], drivings[i], seed=20 + i) for i in range(3)]
     engines = [StreamEngine(float64_model, seed=20 + i) for i in range(3)]
     for engine, image in zip(engines, references, strict=True):
         engine.set_reference(image)
@@ -81,11 +75,11 @@ def test_each_streams_own_inputs_show_in_its_frames(float64_model, reference_ima
     config = float64_model.config
     calls = config.noise_groups + 1
     own_driving, other_driving = random_driving(config, calls, seed=10), random_driving(config, calls, seed=11)
-    own = _alone(float64_model, reference_images[0], own_driving, seed=20)
+    own = stream_alone(float64_model, reference_images[0], own_driving, seed=20)
     leaks = {
-        "reference": _alone(float64_model, reference_images[1], own_driving, seed=20),
-        "driving images": _alone(float64_model, reference_images[0], other_driving, seed=20),
-        "noise": _alone(float64_model, reference_images[0], own_driving, seed=21),
+        "reference": stream_alone(float64_model, reference_images[1], own_driving, seed=20),
+        "driving images": stream_alone(float64_model, reference_images[0], other_driving, seed=20),
+        "noise": stream_alone(float64_model, reference_images[0], own_driving, seed=21),
     }
     for name, frames in leaks.items():
         error = relative_error(frames[-1], own[-1])
@@ -103,7 +97,7 @@ def test_a_refused_batch_moves_no_stream(tiny_model, reference_images):
         step_streams(engines, [drivings[0], drivings[0][:1]])
     assert [e.fill_level for e in engines] == [1, 1]
     retried = [engines[0].step(d) for d in drivings]
-    assert torch.equal(retried[-1], _alone(tiny_model, reference_images[0], drivings, seed=30)[-1])
+    assert torch.equal(retried[-1], stream_alone(tiny_model, reference_images[0], drivings, seed=30)[-1])
 
 
 def test_streams_of_different_models_are_refused(tiny_model, reference_images):

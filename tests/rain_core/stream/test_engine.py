@@ -8,13 +8,7 @@ import torch
 
 from rain_core.stream.engine import StreamEngine, frames_to_uint8
 from rain_core.stream.reference_encoder import ReferenceImageError, as_rgb_image
-from tests.helpers import random_driving
-
-
-def _run(model, reference, drivings, seed):
-    engine = StreamEngine(model, seed=seed)
-    engine.set_reference(reference)
-    return [engine.step(d) for d in drivings]
+from tests.helpers import random_driving, stream_alone
 
 
 def test_no_frame_before_the_queue_is_full(tiny_model, reference_images):
@@ -37,9 +31,9 @@ def test_no_frame_before_the_queue_is_full(tiny_model, reference_images):
 
 def test_same_seed_same_stream(tiny_model, reference_images):
     drivings = random_driving(tiny_model.config, tiny_model.config.noise_groups + 1)
-    first = _run(tiny_model, reference_images[0], drivings, seed=7)
-    second = _run(tiny_model, reference_images[0], drivings, seed=7)
-    other = _run(tiny_model, reference_images[0], drivings, seed=8)
+    first = stream_alone(tiny_model, reference_images[0], drivings, seed=7)
+    second = stream_alone(tiny_model, reference_images[0], drivings, seed=7)
+    other = stream_alone(tiny_model, reference_images[0], drivings, seed=8)
     assert torch.equal(first[-1], second[-1])
     assert not torch.equal(first[-1], other[-1])
 
