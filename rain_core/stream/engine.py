@@ -279,8 +279,8 @@ class StreamEngine:
         return pose.to(device=self.model.device, dtype=self.model.dtype).contiguous()
 
     def call_inputs(self, driving: torch.Tensor) -> QueueCall:
-        """This call's inputs for prepared driving images: copies of the queue's filled part and
-        its pose features, the step noise (drawn now, from this stream's noise), the conditioning
+        """This call's inputs for prepared driving images: a copy of the queue's filled part, a view
+        of its pose features, the step noise (drawn now, from this stream's noise), the conditioning
         and, when the oldest group finishes, a copy of the decoder memory. Pass its result to `advance`."""
         conditioning = self._reference()
         first = (self.config.noise_groups - self._groups) * self.config.frames_per_group
@@ -288,7 +288,8 @@ class StreamEngine:
         return QueueCall(
             driving=driving,
             latents=latents,
-            pose_features=self._features[:, :, first:].clone(memory_format=torch.contiguous_format),
+            # A view: `QueueModel.run` concatenates it with the new features, which copies it anyway.
+            pose_features=self._features[:, :, first:],
             step_noise=self._draw(latents.shape[2]),
             conditioning=conditioning,
             decoder_memory=[m.clone() for m in self._memory] if self.is_full else None,
