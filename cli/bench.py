@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.options import add_model_options, load_components, positive_float, positive_int, print_result
+from cli.options import (
+    add_fast_path_options,
+    add_model_options,
+    fast_paths,
+    load_components,
+    model_config,
+    positive_float,
+    positive_int,
+    print_result,
+)
 
 
 def add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="measure the streaming engine's speed")
     add_model_options(bench, default_profile="tiny")
+    add_fast_path_options(bench)
     bench.add_argument("--seconds", type=positive_float, default=5.0, help="seconds per fps measurement")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=cmd_bench)
@@ -20,8 +30,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the streaming engine's steady-state speed."""
     from rain_core.bench.engine import run_bench
 
+    # Checked before the (slow) load: the paths depend on the device only.
+    paths = fast_paths(args, model_config(args).torch_device)
     components = load_components(args)
-    print_result(run_bench(components, seconds=args.seconds, progress=not args.json), args.json)
+    print_result(run_bench(components, paths=paths, seconds=args.seconds, progress=not args.json), args.json)
     return 0
 
 

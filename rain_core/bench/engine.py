@@ -3,11 +3,13 @@
 Measures, after the queue has filled and a few warm-up calls: output fps, the time of one call
 and of its stages, first-frame latency, peak memory, and the UNet's FLOP count (counted with
 `torch.utils.flop_counter` on the meta device) against its measured time. The same run repeats
-the fps measurement with the reference K/V cache switched off.
+the fps measurement with the reference K/V cache switched off. The model runs the fast paths
+asked for (`rain_core.stream.fast_paths`); the result names them, and those the model says ran.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import sys
@@ -26,6 +28,7 @@ from tqdm import tqdm
 from rain_core.config import RainConfig
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import Conditioning, QueueModel, StreamEngine
+from rain_core.stream.fast_paths import FastPaths, default_fast_paths, prepare_model
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +50,10 @@ class StageTimer:
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        _sync(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         yield
-        _sync(self.device)
+        synchronize(self.device)
         self.seconds[stage] += time.perf_counter() - start
         self.counts[stage] += 1
 
@@ -111,6 +114,9 @@ class BenchResult:
     frame_tflop: float
     matmul_peak_tflops: float | None
     unet_fraction_of_peak: float | None
+    # The fast paths asked for, and those the prepared model says it runs (None: it does not say).
+    fast_paths_requested: dict[str, bool]
+    fast_paths_ran: dict | str | None
 
 
 def unet_flops_per_call(config: RainConfig) -> int:
@@ -133,32 +139,47 @@ def unet_flops_per_call(config: RainConfig) -> int:
     return counter.get_total_flops()
 
 
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """Achieved TFLOP/s of a large square matmul: the GPU's practical ceiling for this dtype."""
-    n = 8192
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, *, size: int = 8192, iterations: int = 20) -> float:
+    """Achieved TFLOP/s of a large square matmul: the device's practical ceiling for this dtype.
+
+    Random operands, not zeros: a GPU multiplies zeros measurably faster than real data.
+    """
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize(device)
-    iterations = 20
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(iterations):
         a @ b
-    torch.cuda.synchronize(device)
-    return 2 * n**3 * iterations / (time.perf_counter() - start) / 1e12
+    synchronize(device)
+    return 2 * size**3 * iterations / (time.perf_counter() - start) / 1e12
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a host clock read after it times that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def fast_paths_ran(model: QueueModel) -> dict | str | None:
+    """What `model` says it runs (`QueueModel.fast_paths`, where prepared models name it), as JSON-ready
+    data; None when the model does not say, so that a report never claims a path it cannot see."""
+    ran = getattr(model, "fast_paths", None)
+    if ran is None:
+        return None
+    if dataclasses.is_dataclass(ran) and not isinstance(ran, type):
+        return dataclasses.asdict(ran)
+    if isinstance(ran, dict):
+        return dict(ran)
+    return str(ran)
 
 
 def _steady_fps(engine: StreamEngine, drivings: list[np.ndarray], seconds: float, desc: str, progress: bool) -> float:
     device = engine.model.device
     for driving in drivings[:WARMUP_CALLS]:
         engine.step(driving)
-    _sync(device)
+    synchronize(device)
     calls, start = 0, time.perf_counter()
     with tqdm(desc=desc, unit="frame", disable=not progress, file=sys.stderr) as bar:
         while True:
@@ -167,7 +188,7 @@ def _steady_fps(engine: StreamEngine, drivings: list[np.ndarray], seconds: float
             bar.update(engine.frames_per_call)
             if calls >= 2 and time.perf_counter() - start >= seconds:
                 break
-    _sync(device)
+    synchronize(device)
     return calls * engine.frames_per_call / (time.perf_counter() - start)
 
 
@@ -178,10 +199,19 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_bench(components: RainComponents, *, seconds: float = 5.0, progress: bool = True, seed: int = 0) -> BenchResult:
+def run_bench(
+    components: RainComponents,
+    *,
+    paths: FastPaths | None = None,
+    seconds: float = 5.0,
+    progress: bool = True,
+    seed: int = 0,
+) -> BenchResult:
+    """Measure `components` streaming with `paths` (default: those `default_fast_paths` picks here)."""
     config = components.config
     device = config.torch_device
-    model = TimedQueueModel(components)
+    paths = default_fast_paths(device) if paths is None else paths
+    model = prepare_model(components, paths, batch_sizes=(1,), progress=progress)
     rng = np.random.default_rng(seed)
     reference = rng.integers(0, 256, (config.height, config.width, 3), dtype=np.uint8)
     drivings = [
@@ -194,28 +224,34 @@ def run_bench(components: RainComponents, *, seconds: float = 5.0, progress: boo
     # First-frame latency: from the first driving image to the first output frame.
     engine = StreamEngine(model, seed=seed)
     engine.set_reference(reference)
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     calls = 0
     while engine.frames_out == 0:
         engine.step(drivings[calls % len(drivings)])
         calls += 1
-    _sync(device)
+    synchronize(device)
     first_ms = 1000 * (time.perf_counter() - start)
     latency_frames = engine.first_output_after or 0
 
     fps = _steady_fps(engine, drivings, seconds, "bench (K/V cache)", progress)
 
-    # Stage split: a separate pass, since timing each stage synchronises the GPU.
+    # Stage split: a separate pass, since timing each stage synchronises the GPU. It runs the same
+    # networks stage by stage, so the paths that work on a whole call (CUDA graphs) are not in it.
     timer = StageTimer(device)
-    model.timer = timer
+    timed = TimedQueueModel(components)
+    split = StreamEngine(timed, seed=seed)
+    split.set_reference(reference)
+    for i in range(config.noise_groups):
+        split.step(drivings[i % len(drivings)])
+    timed.timer = timer
     start = time.perf_counter()
     split_calls = max(3, int(fps / config.frames_per_group))  # about a second of calls
     for i in range(split_calls):
-        engine.step(drivings[i % len(drivings)])
-    _sync(device)
+        split.step(drivings[i % len(drivings)])
+    synchronize(device)
     call_ms = 1000 * (time.perf_counter() - start) / split_calls
-    model.timer = None
+    timed.timer = None
     stage = {s: timer.mean_ms(s) for s in ("pose_guider", "unet", "scheduler", "decoder")}
 
     uncached = StreamEngine(model, seed=seed, cache_reference_kv=False)
@@ -251,5 +287,6 @@ def run_bench(components: RainComponents, *, seconds: float = 5.0, progress: boo
         frame_tflop=flops / 1e12 / config.frames_per_group,
         matmul_peak_tflops=peak,
         unet_fraction_of_peak=(unet_tflops / peak) if peak else None,
+        fast_paths_requested=dataclasses.asdict(paths),
+        fast_paths_ran=fast_paths_ran(model),
     )
-

@@ -1,20 +1,30 @@
-"""`rain-avatar bench --json` prints the figures the benchmarks page is built from."""
+"""`rain-avatar bench --json` prints the figures the benchmarks page is built from, and the fast paths."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from cli import main
 
 REQUIRED = {
     "fps", "call_ms", "unet_ms", "decoder_ms", "pose_guider_ms", "first_frame_latency_frames", "peak_mem_mb",
     "profile", "device", "groups", "per_group", "kv_cache_speedup", "fps_no_kv_cache",
+    "fast_paths_requested", "fast_paths_ran",
 }
+TINY_CPU = ["bench", "--profile", "tiny", "--random-weights", "--device", "cpu", "--seconds", "0.5",
+            "--groups", "3", "--per-group", "2", "--json"]
 
 
 def test_bench_json(capsys):
-    assert main(["bench", "--profile", "tiny", "--random-weights", "--device", "cpu", "--seconds", "0.5",
-                 "--groups", "3", "--per-group", "2", "--json"]) == 0
+    import dataclasses
+
+    import torch
+
+    from rain_core.stream.fast_paths import default_fast_paths
+
+    assert main(TINY_CPU) == 0
     result = json.loads(capsys.readouterr().out)
     assert REQUIRED <= set(result)
     assert (result["profile"], result["device"], result["groups"], result["per_group"]) == ("tiny", "cpu", 3, 2)
@@ -23,3 +33,30 @@ def test_bench_json(capsys):
     assert result["kv_cache_speedup"] == result["fps"] / result["fps_no_kv_cache"]
     assert result["unet_ms"] > 0 and result["call_ms"] >= result["unet_ms"]
     assert result["unet_tflop_per_call"] > 0
+    # Without path options the device's defaults run.
+    assert result["fast_paths_requested"] == dataclasses.asdict(default_fast_paths(torch.device("cpu")))
+
+
+def test_bench_reports_the_fast_paths_it_was_asked_for(capsys):
+    from rain_core.stream.fast_paths import FastPaths
+
+    assert main([*TINY_CPU, "--no-compile", "--no-cuda-graphs", "--attention", "concat"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fast_paths_requested"] == {
+        "merged_reference_attention": False, "compile": False, "cuda_graphs": False,
+    }
+    assert set(result["fast_paths_requested"]) == set(FastPaths.__dataclass_fields__)
+    # What ran is the model's own word, or None where it says nothing; never a guess.
+    assert result["fast_paths_ran"] is None or isinstance(result["fast_paths_ran"], (dict, str))
+
+
+def test_cuda_graphs_on_the_cpu_are_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY_CPU, "--cuda-graphs"])
+    assert exit_info.value.code == 2 and "--cuda-graphs needs a CUDA device" in capsys.readouterr().err
+
+
+def test_unknown_attention_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY_CPU, "--attention", "fast"])
+    assert exit_info.value.code == 2 and "--attention" in capsys.readouterr().err
