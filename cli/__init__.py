@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for add_parser in (weights.add_info, media.add_animate, weights.add_fetch_weights, bench.add_bench,
-                       bench.add_bench_driving, train.add_train, train.add_evaluate, train.add_export, serve.add_serve):
+                       bench.add_gpu_check, bench.add_bench_driving, train.add_train, train.add_evaluate,
+                       train.add_export, serve.add_serve):
         add_parser(commands)
     return parser
 

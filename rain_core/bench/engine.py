@@ -192,7 +192,7 @@ def _steady_fps(engine: StreamEngine, drivings: list[np.ndarray], seconds: float
     return calls * engine.frames_per_call / (time.perf_counter() - start)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     # ru_maxrss is in KiB on Linux: the process's peak resident memory.
@@ -279,7 +279,7 @@ def run_bench(
         decoder_ms=stage["decoder"],
         first_frame_latency_frames=latency_frames,
         first_frame_latency_ms=first_ms,
-        peak_mem_mb=_peak_memory_mb(device),
+        peak_mem_mb=peak_memory_mb(device),
         fps_no_kv_cache=fps_uncached,
         kv_cache_speedup=fps / fps_uncached,
         unet_tflop_per_call=flops / 1e12,
