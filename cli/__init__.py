@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     set_up_process(args)
     # Only now: these import torch.
     from rain_core.config import ConfigError
-    from rain_core.media.video import MediaError
+    from rain_core.media.errors import MediaError
     from rain_core.weights.checkpoints import WeightsError
 
     try:

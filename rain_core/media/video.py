@@ -12,9 +12,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-
-class MediaError(ValueError):
-    """An input file that cannot be used; the message names the file and the problem."""
+from rain_core.media.errors import MediaError
 
 
 def load_image(path: str | Path) -> Image.Image:
