@@ -137,7 +137,7 @@ def add_gpu_check(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--steady-calls", type=between(int, 1, 1_000_000), default=None,
                        help="calls of the steady-memory loop, cut short by the budget (default: 2000)")
     check.add_argument("--budget", type=between(float, 10, 3600), default=None,
-                       help="seconds for the whole check; sections that no longer fit are skipped (default: 420)")
+                       help="seconds for the whole check; sections that no longer fit are skipped (default: 400)")
     check.add_argument("--sections", type=_comma_list(_section, "sections"), default=None,
                        help=f"sections to run, of: {','.join(GPU_CHECK_SECTIONS)} (default: all)")
     add_fast_path_options(check)
@@ -169,7 +169,10 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
     if os.environ.get("OUT"):
         # The device machine returns what a command leaves under $OUT.
         out_dirs.append(Path(os.environ["OUT"]))
-    report = run_gpu_check(options, extra_sections=[model_worker_section()], out_dirs=out_dirs)
-    sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n" if args.json else report.to_markdown() + "\n")
-    sys.stderr.write(f"gpu-check: report written to {', '.join(str(d) for d in out_dirs)}\n")
+
+    def show(report) -> None:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n" if args.json else report.to_markdown() + "\n")
+        sys.stderr.write(f"gpu-check: report written to {', '.join(str(d) for d in out_dirs)}\n")
+
+    show(run_gpu_check(options, extra_sections=[model_worker_section()], out_dirs=out_dirs, on_hard_stop=show))
     return 0

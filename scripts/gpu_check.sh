@@ -9,7 +9,8 @@
 # eager / compiled / CUDA graphs, batched streams 1-8, G x P variants, the model worker, and
 # steady memory. It prints the markdown report and writes gpu_check.json + gpu_check.md into
 # --out (default gpu_check/) and into $OUT when that is set. Sections that no longer fit the
-# time budget (--budget, default 420 s) are skipped with that reason; a failing section is
+# time budget (--budget, default 400 s) are skipped with that reason, a section still running
+# 45 s past it ends the check with the report written (exit status 3); a failing section is
 # recorded and the next one runs. `rain-avatar gpu-check --help` lists every option.
 #
 # On a machine that reaches no package index (the lent GPU machines), the few pure-Python

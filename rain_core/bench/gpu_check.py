@@ -28,6 +28,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -80,7 +81,10 @@ class GpuCheckOptions:
     # Calls of the steady-memory loop (the goal is 10,000; the budget cuts it short, and says so).
     steady_calls: int = 2000
     # Seconds for the whole check; sections that no longer fit are skipped with that reason.
-    budget_s: float = 420.0
+    budget_s: float = 400.0
+    # Seconds past the budget after which a section still running (a hung compile) ends the process,
+    # with the report written; None: never (the dry run, which runs inside the test process).
+    hard_stop_after_s: float | None = 45.0
     matmul_size: int = 8192
     sections: tuple[str, ...] = GPU_CHECK_SECTIONS
     # The fast paths of the streaming sections (batched, variants, steady memory); None: the device's.
@@ -95,7 +99,7 @@ class GpuCheckOptions:
         return cls(
             profile="tiny", device="cpu", dtype="float32", groups=2, per_group=2, seconds=0.0, min_calls=1,
             warmup_calls=1, batch_sizes=(1, 2), variants=((2, 1), (3, 2)), worker_streams=2, steady_calls=3,
-            budget_s=300.0, matmul_size=256, dry_run=True,
+            budget_s=300.0, hard_stop_after_s=None, matmul_size=256, dry_run=True,
         )
 
 
@@ -542,31 +546,70 @@ def run_section(section: Section, ctx: CheckContext) -> SectionReport:
 
 
 def run_gpu_check(options: GpuCheckOptions, *, extra_sections: Sequence[Section] = (),
-                  out_dirs: Sequence[Path] = ()) -> CheckReport:
+                  out_dirs: Sequence[Path] = (), on_hard_stop: Callable[[CheckReport], None] | None = None
+                  ) -> CheckReport:
     """Run the chosen sections in order (`extra_sections` before steady memory), writing the report
-    into `out_dirs` after each one; returns the finished report."""
+    into `out_dirs` after each one; returns the finished report.
+
+    A section still running `options.hard_stop_after_s` after the budget ran out is recorded as
+    such, the report written and handed to `on_hard_stop`, and the process ends (exit status 3):
+    torch cannot interrupt a compilation, and the machine's time limit would lose the whole report.
+    """
     config = check_config(options)
     budget = Budget(options.budget_s)
     ctx = CheckContext(options=options, budget=budget, config=config)
     report = CheckReport(environment=describe_environment(config.torch_device), options=_options_json(options))
     report.environment["stream_paths"] = dataclasses.asdict(ctx.stream_paths)
-    sections = [*MEASUREMENTS, *extra_sections, STEADY_MEMORY]
-    for section in sections:
-        if section.name not in options.sections:
-            continue
-        if options.progress:
-            sys.stderr.write(f"gpu-check: {section.title} ({budget.left():.0f} s of the budget left)\n")
-        result = run_section(section, ctx)
-        free_memory(ctx.device)
-        report.sections.append(result)
-        report.elapsed_s = budget.elapsed()
-        if options.progress:
-            sys.stderr.write(f"gpu-check: {section.name} {result.status} in {result.seconds:.1f} s"
-                             + (f": {result.reason}" if result.reason else "") + "\n")
-        report.write(list(out_dirs))
-    report.finished = True
-    report.elapsed_s = budget.elapsed()
-    report.write(list(out_dirs))
+    directories = list(out_dirs)
+    # The report is written by this thread after each section, and by the hard stop's timer thread.
+    lock = threading.Lock()
+    running: list[tuple[Section, float]] = []
+
+    def hard_stop() -> None:
+        with lock:
+            for section, started in running:
+                report.sections.append(SectionReport(
+                    section.name, section.title, "error", time.perf_counter() - started, notes=list(section.notes),
+                    reason=f"still running {options.hard_stop_after_s:.0f} s after the time budget ran out: "
+                           "the check stopped here"))
+            report.elapsed_s = budget.elapsed()
+            report.write(directories)
+            if on_hard_stop is not None:
+                on_hard_stop(report)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
+
+    timer = None
+    if options.hard_stop_after_s is not None:
+        timer = threading.Timer(max(options.budget_s, 0.0) + options.hard_stop_after_s, hard_stop)
+        timer.daemon = True
+        timer.start()
+    try:
+        for section in [*MEASUREMENTS, *extra_sections, STEADY_MEMORY]:
+            if section.name not in options.sections:
+                continue
+            if options.progress:
+                sys.stderr.write(f"gpu-check: {section.title} ({budget.left():.0f} s of the budget left)\n")
+            with lock:
+                running.append((section, time.perf_counter()))
+            result = run_section(section, ctx)
+            free_memory(ctx.device)
+            with lock:
+                running.clear()
+                report.sections.append(result)
+                report.elapsed_s = budget.elapsed()
+                report.write(directories)
+            if options.progress:
+                sys.stderr.write(f"gpu-check: {section.name} {result.status} in {result.seconds:.1f} s"
+                                 + (f": {result.reason}" if result.reason else "") + "\n")
+        with lock:
+            report.finished = True
+            report.elapsed_s = budget.elapsed()
+            report.write(directories)
+    finally:
+        if timer is not None:
+            timer.cancel()
     return report
 
 

@@ -158,3 +158,28 @@ def test_the_script_runs_end_to_end_without_installing(tmp_path):
     for directory in ("out", "device-out"):
         sections = json.loads((tmp_path / directory / JSON_NAME).read_text())["sections"]
         assert sections["matmul_peak"]["status"] == "ok"
+
+
+def test_a_section_hung_past_the_budget_ends_the_check_with_the_report_written(tmp_path):
+    from tests.cli.helpers import run_snippet
+
+    result = run_snippet(f"""
+        import dataclasses, time
+        from pathlib import Path
+        from rain_core.bench.gpu_check import GpuCheckOptions, Section, run_gpu_check
+
+        def hang(ctx):
+            time.sleep(120)
+
+        options = dataclasses.replace(GpuCheckOptions.dry_run_defaults(), sections=("matmul_peak", "model_worker"),
+                                      budget_s=6.0, hard_stop_after_s=1.0, progress=False)
+        run_gpu_check(options, extra_sections=[Section("model_worker", "hangs", hang, min_seconds=0)],
+                      out_dirs=[Path({str(tmp_path)!r})], on_hard_stop=lambda report: print("stopped"))
+    """)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.strip() == "stopped"
+    report = json.loads((tmp_path / JSON_NAME).read_text())
+    assert report["finished"] is False
+    assert report["sections"]["matmul_peak"]["status"] == "ok"
+    hung = report["sections"]["model_worker"]
+    assert hung["status"] == "error" and "after the time budget ran out" in hung["reason"]
