@@ -293,7 +293,9 @@ def error_text(exc: BaseException) -> str:
 
 
 def _matmul_peak(ctx: CheckContext) -> list[dict[str, Any]]:
-    dtypes = ("float16", "bfloat16") if ctx.device.type == "cuda" else (ctx.config.dtype,)
+    # Both half precisions on a GPU (the issue compares against either), and always the check's own dtype.
+    dtypes = ("float16", "bfloat16", ctx.config.dtype) if ctx.device.type == "cuda" else (ctx.config.dtype,)
+    dtypes = tuple(dict.fromkeys(dtypes))
     rows = []
     for name in dtypes:
         tflops = measure_matmul_peak(ctx.device, getattr(torch, name), size=ctx.options.matmul_size)
