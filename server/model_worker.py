@@ -4,6 +4,10 @@ Torch work never runs on the event loop (signaling and media would stall behind 
 several threads at once. Jobs run in submission order, except that queued `step` jobs of
 different streams are pulled forward and stepped together in one batched UNet call
 (`step_streams`); the jobs of one stream keep their order.
+
+A step's frames go to the host asynchronously (`frames_to_host`): on CUDA the worker launches
+the next batch before it waits for the previous batch's copy, so that the copy overlaps the
+next call; when it has nothing else to launch it hands every frame over at once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from rain_core.config import RainConfig, default_device
 from rain_core.driving import DrivingSettings
 from rain_core.stream.batching import step_streams
 from rain_core.stream.components import RainComponents
-from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8
+from rain_core.stream.engine import QueueModel, StreamEngine
+from rain_core.stream.transfer import HostFrames, frames_to_host, frames_to_uint8
 from rain_core.weights.profiles import load_model
 from server.core.config import Settings
 from server.metrics import Metrics
@@ -73,6 +78,8 @@ class ModelWorker:
         self.engines: set[StreamEngine] = set()
         # Every engine still in memory, open or not (their buffers are the per-session model state).
         self.in_memory: weakref.WeakSet[StreamEngine] = weakref.WeakSet()
+        # Steps computed whose frames are still on their way to the host (model thread only).
+        self._landing: list[tuple[_Step, HostFrames | None]] = []
 
     # Life cycle ------------------------------------------------------------------------
     async def start(self) -> QueueModel:
@@ -160,6 +167,10 @@ class ModelWorker:
         ready.set_result(model)
         while True:
             with self._cond:
+                idle = not self._jobs
+            if idle:
+                self._hand_over(self._take_landing())  # nothing to overlap the copies with
+            with self._cond:
                 while not self._jobs:
                     self._cond.wait()
                 job = self._jobs.popleft()
@@ -169,7 +180,9 @@ class ModelWorker:
             if batch is not None:
                 self._step(batch)
             else:
+                self._hand_over(self._take_landing())  # a call runs after every step before it
                 self._call(job)
+        self._hand_over(self._take_landing())
         # Whatever is still queued will never run.
         with self._cond:
             pending, self._jobs = list(self._jobs), deque()
@@ -225,5 +238,26 @@ class ModelWorker:
             return
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
-        for job, out in zip(batch, outputs, strict=True):
-            job.future.set_result(None if out is None else frames_to_uint8(out))
+        earlier = self._take_landing()
+        self._landing = [
+            (job, None if out is None else frames_to_host(out)) for job, out in zip(batch, outputs, strict=True)
+        ]
+        # The device computed the earlier batch's frames before this one's: waiting for them now
+        # overlaps their copy with this batch. This batch's wait too, unless they are there already
+        # (always so on the CPU, where nothing runs behind the worker's back).
+        self._hand_over(earlier)
+        if all(frames is None or frames.ready for _, frames in self._landing):
+            self._hand_over(self._take_landing())
+
+    def _take_landing(self) -> list[tuple[_Step, HostFrames | None]]:
+        landing, self._landing = self._landing, []
+        return landing
+
+    @staticmethod
+    def _hand_over(landing: list[tuple[_Step, HostFrames | None]]) -> None:
+        """Resolve steps with their frames [P, H, W, 3] uint8 (or None), waiting for the copies."""
+        for job, frames in landing:
+            try:
+                job.future.set_result(None if frames is None else frames.numpy())
+            except Exception as exc:  # noqa: BLE001 - a failed copy ends that step, not the worker
+                job.future.set_exception(exc)

@@ -76,12 +76,14 @@ def restore_queue(engine: StreamEngine, latents: torch.Tensor, pose_features: to
     computed elsewhere.
     """
     assert engine.frames_in == 0, "restore a new engine"
-    assert (latents.shape, pose_features.shape) == (engine._latents.shape, engine._features.shape), (
+    # The engine keeps room for the newest group's features, which the next call computes.
+    older = engine._features[:, :, : -engine.config.frames_per_group]
+    assert (latents.shape, pose_features.shape) == (engine._latents.shape, older.shape), (
         f"fixture queue {tuple(latents.shape)} / {tuple(pose_features.shape)} does not fit the engine's "
-        f"{tuple(engine._latents.shape)} / {tuple(engine._features.shape)}"
+        f"{tuple(engine._latents.shape)} / {tuple(older.shape)}"
     )
     engine._latents.copy_(latents)
-    engine._features.copy_(pose_features)
+    older.copy_(pose_features)
     engine._groups = engine.config.noise_groups
 
 

@@ -9,9 +9,12 @@ Start-up follows the reference's PyTorch path: the queue fills from the top. The
 denoises one group at the highest noise level, the next two groups, and so on; the first
 frames come out of the G-th call, after G*P driving images. Nothing is emitted before.
 
-A call is three moves: the engine hands out its inputs (`call_inputs`: copies of the queue,
-fresh step noise, the conditioning and, once the queue is full, the decoder memory), the
-`QueueModel` runs them (`QueueModel.run`), and the engine takes the result back (`advance`).
+A call is three moves: the engine hands out its inputs (`call_inputs`: views of its queue and
+pose features, step noise drawn into its own buffer, the conditioning and, once the queue is
+full, its decoder memory), the `QueueModel` runs them (`QueueModel.run`, which writes the newest
+group's pose features in place), and the engine takes the result back (`advance`). A steady call
+allocates no queue buffer and copies only what moves: the latents one group down, P frames of
+fresh noise, the decoder memory.
 `StreamEngine.step` does the three for one stream; `rain_core.stream.batching` does them for
 several streams of one model in one batched call, each keeping its own queue, reference and
 noise generator.
@@ -19,6 +22,7 @@ noise generator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +35,7 @@ from rain_core.models.attention import BlockReference
 from rain_core.models.embeddings import guidance_scale_embedding
 from rain_core.stream.components import RainComponents
 from rain_core.stream.reference_encoder import ReferenceEncoder, ReferenceEncoding
+from rain_core.stream.transfer import DrivingUpload, frames_to_uint8
 
 
 class NoiseSource(Protocol):
@@ -52,6 +57,13 @@ class SeededNoise:
     def __call__(self, shape, *, device, dtype):
         return torch.randn(shape, generator=self.generator, device=device, dtype=dtype)
 
+    def fill_(self, out: torch.Tensor) -> torch.Tensor:
+        """Draw into `out` what `self(out.shape, ...)` would give: `out` must be contiguous, since a
+        draw into strided memory takes another algorithm (other numbers) on the CPU."""
+        if not out.is_contiguous():
+            raise ValueError("seeded noise is drawn into contiguous memory only")
+        return out.normal_(generator=self.generator)
+
 
 @dataclass
 class Conditioning:
@@ -69,11 +81,14 @@ class QueueCall:
     """
 
     driving: torch.Tensor  # [B, 3, P, H, W] the newest driving images, in [0, 1]
-    latents: torch.Tensor  # [B, C, F, h, w]
-    pose_features: torch.Tensor  # [B, C0, F - P, h, w] of the frames already in the queue
+    latents: torch.Tensor  # [B, C, F, h, w]; the call only reads them
+    # [B, C0, F, h, w]: the pose features of the frames already in the queue, followed by room for
+    # the newest P, which the call writes in place (no concatenation on every call).
+    pose_features: torch.Tensor
     step_noise: torch.Tensor  # [B, C, F, h, w] the LCM step's noise
     conditioning: Conditioning
-    # The memory of the streaming decoder, given only when the call finishes the oldest group.
+    # The memory of the streaming decoder, given only when the call finishes the oldest group; the
+    # call only reads it and returns the new memory.
     decoder_memory: list[torch.Tensor] | None
 
 
@@ -131,7 +146,8 @@ class QueueModel:
     def run(self, call: QueueCall) -> QueueCallResult:
         """One queue call: pose guider on the new driving images, UNet and LCM step over the queue,
         and, when the call finishes the oldest group, the decoder."""
-        features = torch.cat([call.pose_features, self.pose_features(call.driving)], dim=2)
+        features = call.pose_features
+        features[:, :, -self.per_group :] = self.pose_features(call.driving)
         latents = self.denoise(call.latents, features, call.conditioning, call.step_noise)
         frames = memory = None
         if call.decoder_memory is not None:
@@ -203,11 +219,22 @@ class StreamEngine:
         device, dtype = self.model.device, self.model.dtype
         channels = config.unet.in_channels
         features = config.pose_guider.conditioning_embedding_channels
-        # The big state buffers live for the whole stream; calls write into them. The newest
-        # group's pose features are computed in its first call, so only the older groups' are kept.
-        self._latents = torch.empty(1, channels, g * p, h, w, device=device, dtype=dtype)
-        self._features = torch.empty(1, features, (g - 1) * p, h, w, device=device, dtype=dtype)
+        # The state buffers live for the whole stream; calls read them in place and write into them.
+        # Latents and pose features are stored frame-major and handed out as [1, C, F, h, w] views:
+        # the networks fold frames into the batch, which is free in that layout, and any run of
+        # consecutive frames is one contiguous block.
+        self._latents = frame_major_buffer(1, channels, g * p, device=device, dtype=dtype, size=(h, w))
+        # The pose features of the queue sit in a window of G*P frames that slides one group per
+        # call through a store twice as long, so that they never move (the call writes the newest
+        # group's into the window's top P frames) except when the window wraps: one copy of the
+        # older groups every G + 1 calls.
+        self._feature_store = frame_major_buffer(1, features, 2 * g * p, device=device, dtype=dtype, size=(h, w))
+        self._feature_start = 0
+        # Noise is drawn into contiguous memory, where a seeded draw gives the numbers `torch.randn`
+        # gives (the same stream as before); shapes of up to G*P frames are views of one buffer.
+        self._noise = torch.empty(channels * g * p * h * w, device=device, dtype=dtype)
         self._memory = self.model.components.decoder.initial_memory(1, h, w, device=device, dtype=dtype)
+        self._upload = DrivingUpload(p, config.height, config.width, device=device, dtype=dtype)
         self._conditioning: Conditioning | None = None
         self._groups = 0
         self.frames_in = 0
@@ -234,6 +261,17 @@ class StreamEngine:
     def is_full(self) -> bool:
         return self._groups == self.config.noise_groups
 
+    @property
+    def conditioning(self) -> Conditioning:
+        """What the current reference gives every call (a new object whenever the reference changes)."""
+        return self._reference()
+
+    @property
+    def _features(self) -> torch.Tensor:
+        """The pose features of the queue's G*P frames [1, C0, G*P, h, w]; the newest group's are
+        written by the next call."""
+        return self._feature_store[:, :, self._feature_start : self._feature_start + self.config.queue_length]
+
     # Reference -------------------------------------------------------------------------
     def set_reference(self, image: Image.Image | np.ndarray) -> None:
         """Encode a reference image (CLIP, VAE, reference net) and use it from the next call on."""
@@ -253,13 +291,20 @@ class StreamEngine:
         for memory in self._memory:
             memory.zero_()
         self._groups = 1
+        self._feature_start = 0
         self._latents[:, :, -self.config.frames_per_group :].copy_(self._draw(self.config.frames_per_group))
         self.frames_in = self.frames_out = 0
         self.first_output_after = None
 
-    def _draw(self, frames: int) -> torch.Tensor:
-        shape = (1, self._latents.shape[1], frames, *self._latents.shape[3:])
-        return self.noise(shape, device=self.model.device, dtype=self.model.dtype)
+    def _draw(self, frames: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise for `frames` frames [1, C, frames, h, w], drawn into `out` (contiguous) or the engine's buffer."""
+        latents = self._latents
+        shape = (1, latents.shape[1], frames, *latents.shape[3:])
+        if out is None:
+            out = self._noise[: math.prod(shape)].view(shape)
+        if isinstance(self.noise, SeededNoise):
+            return self.noise.fill_(out)
+        return out.copy_(self.noise(shape, device=self.model.device, dtype=self.model.dtype))
 
     # Stepping --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -268,31 +313,31 @@ class StreamEngine:
         return self.advance(self.model.run(self.call_inputs(self.prepare_driving(driving))))
 
     def prepare_driving(self, driving) -> torch.Tensor:
-        """Check P driving images (see `driving_tensor`) -> [1, 3, P, H, W] on the model's device and dtype.
+        """Check P driving images and upload them: a uint8 array [P, H, W, 3] (as drawn by the driving
+        renderer) or a float tensor [P, 3, H, W] in [0, 1] -> [1, 3, P, H, W] on the model's device,
+        in the model's dtype, in the stream's upload buffer (valid until its next `prepare_driving`).
 
-        Changes nothing, so that a batch can check every stream's input before stepping any.
+        Changes no queue state, so that a batch can check every stream's input before stepping any.
         """
         self._reference()
-        pose = driving_tensor(driving, self.config.frames_per_group, self.config.height, self.config.width)
-        # Contiguous, as a batch's concatenation makes it: a layout can change the kernels, so a
-        # stream stepped alone would not compute exactly what it computes in a batch.
-        return pose.to(device=self.model.device, dtype=self.model.dtype).contiguous()
+        return self._upload(driving)
 
-    def call_inputs(self, driving: torch.Tensor) -> QueueCall:
-        """This call's inputs for prepared driving images: a copy of the queue's filled part, a view
-        of its pose features, the step noise (drawn now, from this stream's noise), the conditioning
-        and, when the oldest group finishes, a copy of the decoder memory. Pass its result to `advance`."""
+    def call_inputs(self, driving: torch.Tensor, *, step_noise: torch.Tensor | None = None) -> QueueCall:
+        """This call's inputs for prepared driving images: views of the queue's filled part and its
+        pose features (the call writes the newest group's), the step noise (drawn now, from this
+        stream's noise, into `step_noise` if given, a contiguous [1, C, F, h, w], such as a batch's
+        share), the conditioning and, when the oldest group finishes, the decoder memory.
+        Pass its result to `advance`."""
         conditioning = self._reference()
         first = (self.config.noise_groups - self._groups) * self.config.frames_per_group
-        latents = self._latents[:, :, first:].clone(memory_format=torch.contiguous_format)
+        latents = self._latents[:, :, first:]
         return QueueCall(
             driving=driving,
             latents=latents,
-            # A view: `QueueModel.run` concatenates it with the new features, which copies it anyway.
             pose_features=self._features[:, :, first:],
-            step_noise=self._draw(latents.shape[2]),
+            step_noise=self._draw(latents.shape[2], step_noise),
             conditioning=conditioning,
-            decoder_memory=[m.clone() for m in self._memory] if self.is_full else None,
+            decoder_memory=self._memory if self.is_full else None,
         )
 
     def _reference(self) -> Conditioning:
@@ -307,10 +352,13 @@ class StreamEngine:
         """
         p, g = self.config.frames_per_group, self.config.noise_groups
         full = self.is_full
+        # The newest group's pose features are in place when the call ran on this stream's buffers;
+        # a batched (or captured) call computed them in buffers of its own.
+        _copy_unless_same(self._features[:, :, -p:], result.pose_features[:, :, -p:])
+        self._slide_features()
         # A full queue drops its oldest group; a filling one keeps every frame one group lower.
         keep = slice(p, None) if full else slice(None)
         start = 0 if full else (g - self._groups - 1) * p
-        self._features[:, :, start:].copy_(result.pose_features[:, :, keep])
         self._latents[:, :, start : g * p - p].copy_(result.latents[:, :, keep])
         self._latents[:, :, -p:].copy_(self._draw(p))
         self.frames_in += p
@@ -318,28 +366,37 @@ class StreamEngine:
             self._groups += 1
             return None
         for own, new in zip(self._memory, result.decoder_memory, strict=True):
-            own.copy_(new)
+            _copy_unless_same(own, new)
         self.frames_out += p
         if self.first_output_after is None:
             self.first_output_after = self.frames_in
         return result.frames[0]
 
+    def _slide_features(self) -> None:
+        """Move the feature window one group up: the oldest group leaves, the top group is free."""
+        p, length = self.config.frames_per_group, self.config.queue_length
+        self._feature_start += p
+        store = self._feature_store
+        if self._feature_start + length > store.shape[2]:
+            # The window's older groups go back to the store's start; the store is long enough
+            # that they do not overlap where they come from.
+            kept = store[:, :, self._feature_start : self._feature_start + length - p]
+            store[:, :, : length - p].copy_(kept)
+            self._feature_start = 0
 
-def driving_tensor(driving, frames: int, height: int, width: int) -> torch.Tensor:
-    """P driving images as [1, 3, P, H, W] float in [0, 1].
 
-    Accepts a uint8 array [P, H, W, 3] (as drawn by the driving renderer) or a float tensor
-    [P, 3, H, W] in [0, 1].
-    """
-    if isinstance(driving, np.ndarray):
-        if driving.dtype != np.uint8 or driving.ndim != 4 or driving.shape[-1] != 3:
-            raise ValueError(f"driving images must be uint8 [P, H, W, 3], got {driving.dtype} {tuple(driving.shape)}")
-        driving = torch.from_numpy(driving).permute(0, 3, 1, 2).float().div_(255)
-    if not isinstance(driving, torch.Tensor) or driving.dim() != 4:
-        raise ValueError("driving images must be a [P, 3, H, W] tensor or a [P, H, W, 3] uint8 array")
-    if tuple(driving.shape) != (frames, 3, height, width):
-        raise ValueError(f"expected {frames} driving images of 3x{height}x{width}, got {tuple(driving.shape)}")
-    return driving.transpose(0, 1).unsqueeze(0)
+def frame_major_buffer(
+    batch: int, channels: int, frames: int, *, device: torch.device, dtype: torch.dtype, size: tuple[int, int]
+) -> torch.Tensor:
+    """An uninitialised [batch, channels, frames, h, w] tensor stored as [batch, frames, channels, h, w]:
+    the layout in which the networks fold frames into the batch without a copy."""
+    return torch.empty(batch, frames, channels, *size, device=device, dtype=dtype).transpose(1, 2)
+
+
+def _copy_unless_same(own: torch.Tensor, new: torch.Tensor) -> None:
+    """`own.copy_(new)`, skipped when `new` is `own`'s memory already (a call that wrote in place)."""
+    if new.data_ptr() != own.data_ptr() or new.stride() != own.stride():
+        own.copy_(new)
 
 
 def stream_frames(engine: StreamEngine, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -370,8 +427,3 @@ def stream_frames(engine: StreamEngine, images: Iterable[np.ndarray]) -> Iterato
     while emitted < seen:
         group += [last] * (p - len(group))
         yield from step()
-
-
-def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """[P, 3, H, W] floats in [0, 1] -> [P, H, W, 3] uint8 on the CPU."""
-    return frames.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -72,6 +72,32 @@ async def test_worker_isolates_a_bad_stream_in_a_batch(worker: ModelWorker) -> N
     assert out.shape == (4, 64, 64, 3) and out.dtype == np.uint8
 
 
+async def test_worker_hands_over_the_frames_of_the_stream_and_keeps_them(worker: ModelWorker) -> None:
+    """The frames a step resolves to are the stream's own (as stepping it directly gives them),
+    and stay as they were while later steps run (no buffer of the worker is reused under them)."""
+    from rain_core.stream.engine import StreamEngine, frames_to_uint8
+
+    served = await _engine(worker)
+    direct = await worker.run(StreamEngine, worker.model)
+    await worker.run(direct.set_reference_encoding, await worker.run(worker.model.encode_reference,
+                                                                      np.full((64, 64, 3), 128, np.uint8)))
+    rng = np.random.default_rng(0)
+    drivings = [rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8) for _ in range(worker.config.noise_groups + 2)]
+    handed, expected = [], []
+    for driving in drivings:
+        handed.append(await worker.step(served, driving))
+        frames = await worker.run(direct.step, driving)
+        expected.append(None if frames is None else frames_to_uint8(frames))
+    kept = [None if out is None else out.copy() for out in handed]
+    await worker.step(served, drivings[0])
+    for out, copy, want in zip(handed, kept, expected, strict=True):
+        if want is None:
+            assert out is None
+        else:
+            assert out.dtype == np.uint8 and np.array_equal(out, want)
+            assert np.array_equal(out, copy), "a later step changed frames already handed over"
+
+
 async def test_worker_reports_a_load_failure(tmp_path) -> None:
     worker = ModelWorker(tiny_settings(RANDOM_WEIGHTS=False, WEIGHTS=tmp_path / "missing"), Metrics())
     try:

@@ -22,9 +22,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rain_core.config import tiny_config
-from rain_core.stream.batching import step_streams
-from rain_core.stream.components import RainComponents
+from rain_core.stream.batching import batcher_of, step_streams
 from rain_core.stream.engine import QueueModel, StreamEngine
 from tests.helpers import random_driving, relative_error, stream_alone
 
@@ -33,11 +31,6 @@ from tests.helpers import random_driving, relative_error, stream_alone
 BATCH_RTOL = 1e-9
 # Any one of a stream's inputs taken from the other stream moves its frames by more than this.
 LEAK_FLOOR = 1e-3
-
-
-@pytest.fixture(scope="module")
-def float64_model() -> QueueModel:
-    return QueueModel(RainComponents.random(tiny_config(), seed=3).to("cpu", torch.float64))
 
 
 def test_batched_streams_equal_eachstream_alone(float64_model, reference_images):
@@ -111,3 +104,38 @@ def test_streams_of_different_models_are_refused(tiny_model, reference_images):
     mixed = [StreamEngine(tiny_model), StreamEngine(tiny_model, cache_reference_kv=False)]
     with pytest.raises(ValueError, match="K/V cache"):
         step_streams(mixed, [driving, driving])
+
+
+def test_a_reference_change_reaches_the_cached_batched_conditioning(float64_model, reference_images):
+    """The batch's concatenated conditioning is made once per set of streams and reused; a stream
+    that changes its reference between batched calls gets its new reference in the next one, as it
+    does stepped alone."""
+    config = float64_model.config
+    calls, swap_at = config.noise_groups + 2, config.noise_groups
+    drivings = [random_driving(config, calls, seed=40 + i) for i in range(2)]
+    engines = [StreamEngine(float64_model, seed=50 + i) for i in range(2)]
+    alone = [StreamEngine(float64_model, seed=50 + i) for i in range(2)]
+    for engine, single in zip(engines, alone, strict=True):
+        engine.set_reference(reference_images[0])
+        single.set_reference(reference_images[0])
+    batcher = batcher_of(float64_model)
+    for c in range(calls):
+        if c == swap_at:
+            before = batcher.conditioning([e.conditioning for e in engines])
+            engines[1].set_reference(reference_images[1])
+            alone[1].set_reference(reference_images[1])
+        batched = step_streams(engines, [d[c] for d in drivings])
+        expected = [single.step(d[c]) for single, d in zip(alone, drivings, strict=True)]
+        for i, (got, want) in enumerate(zip(batched, expected, strict=True)):
+            if want is None:
+                assert got is None
+            else:
+                error = relative_error(got, want)
+                assert error < BATCH_RTOL, f"call {c} stream {i}: relative L2 error {error:.3e} >= {BATCH_RTOL:.0e}"
+    assert batcher.conditioning([e.conditioning for e in engines]) is batcher.conditioning(
+        [e.conditioning for e in engines]
+    ), "the concatenation of one set of streams is made once"
+    after = batcher.conditioning([e.conditioning for e in engines])
+    assert after is not before
+    assert torch.equal(after.clip_embeds[1:], engines[1].conditioning.clip_embeds)
+    assert torch.equal(after.clip_embeds[:1], before.clip_embeds[:1])
