@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING
 from rain_core.choices import DTYPE_NAMES, PROFILE_NAMES
 
 if TYPE_CHECKING:
+    import torch
+
     from rain_core.config import RainConfig
     from rain_core.stream.components import RainComponents
+    from rain_core.stream.fast_paths import FastPaths
 
 
 def _number(kind: type[int] | type[float], text: str) -> int | float:
@@ -66,6 +69,38 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_profile: str |
     parser.add_argument("--groups", type=positive_int, default=None, help="G: noise groups (= LCM steps)")
     parser.add_argument("--per-group", type=positive_int, default=None, help="P: frames per group")
     parser.add_argument("--seed", type=int, default=None, help="noise seed of the stream")
+
+
+def add_fast_path_options(parser: argparse.ArgumentParser) -> None:
+    """The fast paths of `rain_core.stream.fast_paths`; each one left out takes the device's default."""
+    paths = parser.add_argument_group("fast paths (default: those measured faster on the device)")
+    paths.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the model's repeated blocks")
+    paths.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                       help="replay each call as a CUDA graph (CUDA devices only)")
+    paths.add_argument("--attention", choices=["merged", "concat"], default=None,
+                       help="reference attention: one shared reference K/V merged by log-sum-exp, "
+                            "or the reference's tokens concatenated to every frame's")
+
+
+def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
+    """The fast paths the options ask for on `device`, the device's defaults where they ask nothing."""
+    import dataclasses
+
+    from rain_core.config import ConfigError
+    from rain_core.stream.fast_paths import default_fast_paths
+
+    chosen = {}
+    if args.compile is not None:
+        chosen["compile"] = args.compile
+    if args.cuda_graphs is not None:
+        chosen["cuda_graphs"] = args.cuda_graphs
+    if args.attention is not None:
+        chosen["merged_reference_attention"] = args.attention == "merged"
+    paths = dataclasses.replace(default_fast_paths(device), **chosen)
+    if paths.cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"--cuda-graphs needs a CUDA device, not {device}")
+    return paths
 
 
 def _runtime(args: argparse.Namespace) -> dict:

@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from rain_core.config import ConfigError
 from rain_core.stream.batching import step_streams
 from rain_core.stream.compiled import CompiledQueueModel, compile_components
 from rain_core.stream.components import RainComponents
@@ -55,6 +57,25 @@ def default_fast_paths(device: torch.device) -> FastPaths:
     if device.type == "cuda":
         return FastPaths(compile=True, cuda_graphs=True)
     return FastPaths()
+
+
+# How a setting or option asks for a path: the device's default, or forced on or off.
+Switch = Literal["auto", "on", "off"]
+SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
+
+
+def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_graphs: Switch = "auto",
+                      merged_reference_attention: bool = True) -> FastPaths:
+    """The device's default paths with those switched on or off explicitly; CUDA graphs asked
+    for on another device are a `ConfigError` (not silently skipped)."""
+    if cuda_graphs == "on" and device.type != "cuda":
+        raise ConfigError(f"CUDA graphs need a CUDA device, not {device}")
+    default = default_fast_paths(device)
+    return FastPaths(
+        merged_reference_attention=merged_reference_attention,
+        compile=default.compile if compile == "auto" else compile == "on",
+        cuda_graphs=default.cuda_graphs if cuda_graphs == "auto" else cuda_graphs == "on",
+    )
 
 
 def default_dtype(device: torch.device) -> str:
