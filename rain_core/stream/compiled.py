@@ -59,6 +59,13 @@ def compile_components(components: RainComponents) -> None:
     """Compile the networks of a queue call in place (static shapes; compiled lazily at their first call)."""
     enable_compile_cache()
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    if components.config.torch_device.type == "cpu":
+        import torch._inductor.config as inductor_config
+
+        # One C++ file per graph instead of one per kernel: on 2 cores a cold compile of a cut-down
+        # tiny model took 86 s instead of 170 s; the demo's steady call is as fast (107 vs 115 ms).
+        # A process-wide inductor setting: every CPU graph compiled after this gets it.
+        inductor_config.cpp_wrapper = True
     components.denoising_unet.compile(dynamic=False)
     components.pose_guider.compile(dynamic=False)
     decoder = components.decoder
