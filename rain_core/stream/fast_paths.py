@@ -81,9 +81,10 @@ def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_gr
 def default_dtype(device: torch.device) -> str:
     """The dtype a model runs in when none is named.
 
-    float16 on CUDA (the official model's precision). float32 on CPUs: measured on a 2-core AMD
-    EPYC with avx512_bf16, bfloat16 is slower for the small profiles (see docs/benchmarks.md), as
-    it was on an AMX Xeon; their time goes into many small operations, not matrix products.
+    float16 on CUDA (the official model's precision). float32 on CPUs: on an AMX Xeon the demo model
+    was slower in bfloat16 (6.1 against 7.3 fps, issue #14), its time going into many small
+    operations rather than matrix products; on this project's 2-core AMD EPYC (avx512_bf16, no AMX)
+    the comparison is still to be measured.
     """
     return "float16" if device.type == "cuda" else "float32"
 
