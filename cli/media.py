@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.options import add_model_options, load_components, positive_float
+from cli.options import (
+    add_fast_path_options,
+    add_model_options,
+    fast_paths,
+    load_components,
+    model_config,
+    positive_float,
+)
 
 
 def add_animate(commands: argparse._SubParsersAction) -> None:
@@ -23,6 +30,7 @@ def add_animate(commands: argparse._SubParsersAction) -> None:
     animate.add_argument("--out", type=Path, required=True, help="output MP4")
     animate.add_argument("--fps", type=positive_float, default=None, help="output fps (default: the driving video's)")
     add_model_options(animate)
+    add_fast_path_options(animate)
     animate.set_defaults(run=cmd_animate)
 
 
@@ -32,18 +40,21 @@ def cmd_animate(args: argparse.Namespace) -> int:
     from rain_core.media.animate import animate
     from rain_core.media.video import VideoReader, load_image
     from rain_core.stream.engine import StreamEngine
+    from rain_core.stream.fast_paths import prepare_model
 
     # Check the inputs before the (slow) model load.
     load_image(args.reference)
     VideoReader(args.driving).close()
+    paths = fast_paths(args, model_config(args).torch_device)
     components = load_components(args)
+    model = prepare_model(components, paths)
     config = components.config
     pipeline = None
     if args.driving_kind == "person":
         pipeline = DrivingPipeline(DrivingSettings(mode=config.driving_mode), width=config.width, height=config.height)
     try:
         result = animate(
-            StreamEngine(components, seed=args.seed),
+            StreamEngine(model, seed=args.seed),
             args.reference,
             args.driving,
             args.out,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cli.options import add_model_options, positive_int
+from cli.options import add_fast_path_options, add_model_options, positive_int
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
@@ -14,6 +14,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=positive_int, default=None, help="port (default 8000)")
     serve.add_argument("--max-sessions", type=positive_int, default=None, help="live sessions at most (default 4)")
     add_model_options(serve, default_profile=None)
+    add_fast_path_options(serve)
     serve.set_defaults(run=cmd_serve)
 
 
@@ -39,6 +40,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "GROUPS": args.groups,
         "PER_GROUP": args.per_group,
         "SEED": args.seed,
+        "COMPILE": _switch(args.compile),
+        "CUDA_GRAPHS": _switch(args.cuda_graphs),
+        "REFERENCE_ATTENTION": args.attention,
         "LOG_LEVEL": "DEBUG" if args.verbose else None,
     }
     try:
@@ -51,3 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"PROFILE": profile, "WEIGHTS": weights})
     logging.getLogger("server").setLevel(settings.LOG_LEVEL)
     return serve(settings)
+
+
+def _switch(flag: bool | None) -> str | None:
+    """--x / --no-x / neither -> the setting's "on" / "off" / its environment value."""
+    return None if flag is None else ("on" if flag else "off")

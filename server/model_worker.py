@@ -32,6 +32,7 @@ from rain_core.driving import DrivingSettings
 from rain_core.stream.batching import step_streams
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import QueueModel, StreamEngine
+from rain_core.stream.fast_paths import choose_fast_paths, prepare_model
 from rain_core.stream.transfer import HostFrames, frames_to_host, frames_to_uint8
 from rain_core.weights.profiles import load_model
 from server.core.config import Settings
@@ -45,6 +46,20 @@ def load_components(settings: Settings) -> RainComponents:
         settings.PROFILE, settings.WEIGHTS, random_weights=settings.RANDOM_WEIGHTS, device=settings.DEVICE,
         dtype=settings.DTYPE, groups=settings.GROUPS, per_group=settings.PER_GROUP, seed=settings.SEED,
     )
+
+
+def prepare_served_model(components: RainComponents, settings: Settings) -> QueueModel:
+    """The model with the fast paths the settings ask for, compiled and captured before serving.
+
+    On CUDA every batch size the worker makes (1..MAX_BATCH) is prepared. On a CPU only single
+    streams: a call of several streams there already misses the frame rate, and each batch size
+    would cost minutes of compilation at the first start; batched calls run eager.
+    """
+    device = components.config.torch_device
+    paths = choose_fast_paths(device, compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
+                              merged_reference_attention=settings.REFERENCE_ATTENTION == "merged")
+    batch_sizes = range(1, settings.MAX_BATCH + 1) if device.type == "cuda" else (1,)
+    return prepare_model(components, paths, batch_sizes=batch_sizes, progress=True)
 
 
 @dataclass
@@ -156,11 +171,10 @@ class ModelWorker:
                 threads = max(1, (os.cpu_count() or 1) - 1)
             if threads is not None:
                 torch.set_num_threads(threads)
-            components = load_components(self.settings)
-            model = QueueModel(components)
+            model = prepare_served_model(load_components(self.settings), self.settings)
             self.model = model
-            logger.info("model %s loaded on %s (%s, %d CPU threads) in %.1f s", model.config.name, model.device,
-                        model.dtype, torch.get_num_threads(), time.perf_counter() - started)
+            logger.info("model %s loaded on %s (%s, %d CPU threads, %s) in %.1f s", model.config.name, model.device,
+                        model.dtype, torch.get_num_threads(), model.fast_paths, time.perf_counter() - started)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting lifespan
             ready.set_exception(exc)
             return

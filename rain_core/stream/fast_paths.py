@@ -1,19 +1,35 @@
 """The fast paths a `QueueModel` can run with, and preparing a model with them.
 
-Interface only for now (the speed issue fills it in): `FastPaths` names the paths,
-`default_fast_paths` picks those measured faster on a device, and `prepare_model` returns the
-`QueueModel` that runs them, with `QueueModel.fast_paths` naming what it actually runs.
+`FastPaths` names the paths, `default_fast_paths` picks those measured faster on a device, and
+`prepare_model` returns the `QueueModel` that runs them, compiled and captured at load time for
+the batch sizes the caller steps; its `fast_paths` names what it actually runs, with the reason
+for each path asked for that does not run.
+
+Precision is not a path here: it is the config's `dtype` (see `default_dtype`).
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
+from rain_core.config import ConfigError
+from rain_core.stream.batching import step_streams
+from rain_core.stream.compiled import CompiledQueueModel, compile_components
 from rain_core.stream.components import RainComponents
-from rain_core.stream.engine import QueueModel
+from rain_core.stream.cuda_graphs import GraphedQueueModel
+from rain_core.stream.engine import QueueModel, StreamEngine
+from rain_core.stream.reference_encoder import ReferenceEncoding
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,19 +38,133 @@ class FastPaths:
 
     # Attend every frame to one shared reference K/V (merged by log-sum-exp) instead of copies.
     merged_reference_attention: bool = True
-    # Regional torch.compile of the repeated blocks (inductor), cached on disk.
+    # torch.compile (inductor) of the UNet, pose guider and decoder for the steady call, cached on disk.
     compile: bool = False
-    # One CUDA graph per batch-size bucket, replayed per call (CUDA only).
+    # One CUDA graph per batch size, replayed per call (CUDA only).
     cuda_graphs: bool = False
+    # Why a path asked for does not run (set on `QueueModel.fast_paths` by `prepare_model`).
+    notes: tuple[str, ...] = ()
 
 
 def default_fast_paths(device: torch.device) -> FastPaths:
-    """The paths measured faster on this kind of device."""
+    """The paths measured faster on this kind of device.
+
+    CPU: compiling makes the demo model's steady call 1.8x faster (189 -> 106 ms on 2 cores) but
+    costs minutes of compilation at the first start (cached on disk after), so it is left to
+    whoever serves for long (`--compile on`, `RAIN_COMPILE=on`). CUDA: compiled and replayed as
+    CUDA graphs.
+    """
+    if device.type == "cuda":
+        return FastPaths(compile=True, cuda_graphs=True)
     return FastPaths()
+
+
+# How a setting or option asks for a path: the device's default, or forced on or off.
+Switch = Literal["auto", "on", "off"]
+SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
+
+
+def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_graphs: Switch = "auto",
+                      merged_reference_attention: bool = True) -> FastPaths:
+    """The device's default paths with those switched on or off explicitly; CUDA graphs asked
+    for on another device are a `ConfigError` (not silently skipped)."""
+    if cuda_graphs == "on" and device.type != "cuda":
+        raise ConfigError(f"CUDA graphs need a CUDA device, not {device}")
+    default = default_fast_paths(device)
+    return FastPaths(
+        merged_reference_attention=merged_reference_attention,
+        compile=default.compile if compile == "auto" else compile == "on",
+        cuda_graphs=default.cuda_graphs if cuda_graphs == "auto" else cuda_graphs == "on",
+    )
+
+
+def default_dtype(device: torch.device) -> str:
+    """The dtype a model runs in when none is named.
+
+    float16 on CUDA (the official model's precision). float32 on CPUs: on an AMX Xeon the demo model
+    was slower in bfloat16 (6.1 against 7.3 fps, issue #14), its time going into many small
+    operations rather than matrix products; on this project's 2-core AMD EPYC (avx512_bf16, no AMX)
+    the comparison is still to be measured.
+    """
+    return "float16" if device.type == "cuda" else "float32"
+
+
+class CompiledGraphedQueueModel(GraphedQueueModel, CompiledQueueModel):
+    """Compiled networks, the steady call of each batch size captured as a CUDA graph."""
+
+    def __init__(self, components: RainComponents, batch_sizes: Sequence[int]):
+        # Each base sets up QueueModel and its own batch sizes (QueueModel's set-up is cheap).
+        CompiledQueueModel.__init__(self, components, batch_sizes)
+        GraphedQueueModel.__init__(self, components, batch_sizes)
 
 
 def prepare_model(
     components: RainComponents, paths: FastPaths, *, batch_sizes: Sequence[int] = (1,), progress: bool = True
 ) -> QueueModel:
-    """A `QueueModel` over `components` that runs `paths` (compiled / captured for `batch_sizes`)."""
-    return QueueModel(components)
+    """A `QueueModel` over `components` that runs `paths`, compiled and captured for `batch_sizes`.
+
+    Compiles (and captures) at once, by stepping throwaway streams through the exact calls the
+    worker makes at each batch size; a progress line shows it. The components are changed in
+    place (compiled, attention switched): prepare one model per set of components.
+    """
+    device = components.config.torch_device
+    batch_sizes = tuple(sorted(set(batch_sizes)))
+    if not batch_sizes or batch_sizes[0] < 1:
+        raise ValueError(f"batch_sizes must be positive, got {batch_sizes}")
+    notes = []
+
+    merged = paths.merged_reference_attention
+    switch = getattr(components.denoising_unet, "set_reference_attention", None)
+    if switch is not None:
+        switch(merged=merged)
+    elif merged:
+        merged = False
+        notes.append("merged_reference_attention: this model's attention has no merged form yet")
+
+    graphs = paths.cuda_graphs
+    if graphs and device.type != "cuda":
+        graphs = False
+        notes.append(f"cuda_graphs: needs a CUDA device, the model runs on {device}")
+
+    if paths.compile:
+        compile_components(components)
+    if paths.compile and graphs:
+        model: QueueModel = CompiledGraphedQueueModel(components, batch_sizes)
+    elif graphs:
+        model = GraphedQueueModel(components, batch_sizes)
+    elif paths.compile:
+        model = CompiledQueueModel(components, batch_sizes)
+    else:
+        model = QueueModel(components)
+    model.fast_paths = FastPaths(  # type: ignore[attr-defined]
+        merged_reference_attention=merged, compile=paths.compile, cuda_graphs=graphs, notes=tuple(notes)
+    )
+    if paths.compile or graphs:
+        warm_up(model, batch_sizes, progress=progress)
+    return model
+
+
+def warm_up(model: QueueModel, batch_sizes: Sequence[int], *, progress: bool = True) -> None:
+    """Step throwaway streams, `b` at a time for each `b` in `batch_sizes`, until each batch size
+    has made two full-queue calls: the first compiles (or loads from the cache) and captures."""
+    config = model.config
+    rng = np.random.default_rng(0)
+    encoding = ReferenceEncoding(
+        clip_embeds=torch.randn(1, 1, config.clip_embed_dim),
+        latents=torch.randn(1, config.unet.in_channels, config.latent_height, config.latent_width),
+    )
+    driving = rng.integers(0, 256, (config.frames_per_group, config.height, config.width, 3), dtype=np.uint8)
+    what = " + ".join(name for name, on in (("compiling", model.fast_paths.compile),
+                                            ("capturing CUDA graphs", model.fast_paths.cuda_graphs)) if on)
+    started = time.perf_counter()
+    with tqdm(batch_sizes, desc=f"{what} ({config.name}, batch sizes)", unit="batch size", file=sys.stderr,
+              disable=not progress) as bar:
+        for batch in bar:
+            bar.set_postfix_str(f"{batch} stream{'s' if batch > 1 else ''}")
+            engines = [StreamEngine(model, seed=i) for i in range(batch)]
+            for engine in engines:
+                engine.set_reference_encoding(encoding)
+            for _ in range(config.noise_groups + 1):
+                step_streams(engines, [driving] * batch)
+    logger.info("%s for batch sizes %s took %.1f s", what, list(batch_sizes), time.perf_counter() - started)
+

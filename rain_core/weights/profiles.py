@@ -13,6 +13,7 @@ import torch
 
 from rain_core.config import PROFILES, ConfigError, RainConfig, default_device, profile_config
 from rain_core.stream.components import RainComponents
+from rain_core.stream.fast_paths import default_dtype
 from rain_core.weights.checkpoints import IMAGE_ENCODER_FOLDER, WeightsError
 from rain_core.weights.loading import check_weights_dir, load_components
 
@@ -94,7 +95,7 @@ def runtime_config(profile: str, *, device: str | None = None, dtype: str | None
     device = device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device}: CUDA is not available on this machine")
-    overrides: dict = {"device": device, "dtype": dtype or ("float16" if device.startswith("cuda") else "float32")}
+    overrides: dict = {"device": device, "dtype": dtype or default_dtype(torch.device(device))}
     if groups is not None:
         overrides.update(noise_groups=groups, num_inference_steps=groups)
     if per_group is not None:

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     RANDOM_WEIGHTS: bool = False
     DEVICE: str | None = None  # default: cuda if available, else cpu
     DTYPE: Literal["float32", "float16", "bfloat16"] | None = None  # default: float16 on CUDA, float32 on CPU
+    # Fast paths (auto: those measured faster on the device, see rain_core.stream.fast_paths).
+    # COMPILE=on compiles at start-up (minutes on a CPU the first time, cached on disk after).
+    COMPILE: Literal["auto", "on", "off"] = "auto"
+    CUDA_GRAPHS: Literal["auto", "on", "off"] = "auto"
+    # Reference attention: one shared reference K/V merged by log-sum-exp, or per-frame copies.
+    REFERENCE_ATTENTION: Literal["merged", "concat"] = "merged"
     GROUPS: int | None = Field(None, ge=1)
     PER_GROUP: int | None = Field(None, ge=1)
     SEED: int | None = None

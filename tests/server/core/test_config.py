@@ -6,10 +6,13 @@ import ipaddress
 import os
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 import cli
+from rain_core.config import ConfigError
 from rain_core.stream import reference_encoder
+from rain_core.stream.fast_paths import choose_fast_paths
 from server.core.config import MIN_FPS, Settings
 from tests.server.settings import tiny_settings
 
@@ -67,3 +70,16 @@ def test_reference_pixel_limit_is_the_encoders() -> None:
     assert tiny_settings(MAX_REFERENCE_PIXELS=1_000_000).MAX_REFERENCE_PIXELS == 1_000_000
     with pytest.raises(ValidationError, match="MAX_REFERENCE_PIXELS"):
         tiny_settings(MAX_REFERENCE_PIXELS=reference_encoder.MAX_REFERENCE_PIXELS + 1)
+
+
+def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
+    monkeypatch.setenv("RAIN_COMPILE", "fast")
+    with pytest.raises(ValidationError, match="COMPILE") as error:
+        tiny_settings()
+    assert "'auto', 'on' or 'off'" in str(error.value)
+    monkeypatch.setenv("RAIN_COMPILE", "on")
+    settings = tiny_settings(CUDA_GRAPHS="off")
+    paths = choose_fast_paths(torch.device("cpu"), compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS)
+    assert paths.compile and not paths.cuda_graphs
+    with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
+        choose_fast_paths(torch.device("cpu"), cuda_graphs="on")

@@ -1,0 +1,92 @@
+"""The compiled model: torch.compile (inductor) of the UNet, pose guider and streaming decoder.
+
+Only the steady call is compiled: a full queue (G*P frames) for each batch size the caller names.
+The G-1 calls that fill a new stream's queue have other shapes; they run eager, so that no shape
+but the steady one is ever compiled (a filling call costs one eager call, once per stream).
+
+Granularity, measured on the demo profile (2 CPU cores, float32, one call; eager 189 ms):
+the whole UNet compiled as one graph 106 ms; each down/mid/up block compiled alone 160 ms; each
+resnet / spatial transformer / motion module alone slower than eager (each region a separate
+graph of few operations, with a guard check per call, and their shapes differ too much to reuse
+graphs). The UNet is therefore compiled whole; the decoder's `decode_stream` and the pose guider too.
+
+Compiled artifacts (inductor's FX graph cache and the AOTAutograd cache, both on by default) go to
+`inductor_cache_dir()`: `$TORCHINDUCTOR_CACHE_DIR` when set, else `~/.cache/rain-avatar/inductor`
+(under `$XDG_CACHE_HOME` when set). A restart then skips inductor's code generation and the C++
+build; tracing the model still runs. Delete that directory to clear the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from pathlib import Path
+
+import torch
+
+from rain_core.stream.components import RainComponents
+from rain_core.stream.engine import QueueCall, QueueCallResult, QueueModel
+
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+# Each batch size is one more graph of each compiled network; the worker batches up to
+# MAX_BATCH streams (8 by default), so dynamo's default of 8 graphs per function would be hit.
+RECOMPILE_LIMIT = 64
+
+
+def inductor_cache_dir() -> Path:
+    """Where compiled artifacts are kept across restarts."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "rain-avatar" / "inductor"
+
+
+def enable_compile_cache() -> Path:
+    """Point inductor's on-disk caches at `inductor_cache_dir()` (before the first compile)."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    directory = inductor_cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    # Inductor reads the variable whenever it opens its cache.
+    os.environ[CACHE_ENV] = str(directory)
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
+    return directory
+
+
+def compile_components(components: RainComponents) -> None:
+    """Compile the networks of a queue call in place (static shapes; compiled lazily at their first call)."""
+    enable_compile_cache()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    if components.config.torch_device.type == "cpu":
+        import torch._inductor.config as inductor_config
+
+        # One C++ file per graph instead of one per kernel: on 2 cores a cold compile of a cut-down
+        # tiny model took 86 s instead of 170 s; the demo's steady call is as fast (107 vs 115 ms).
+        # A process-wide inductor setting: every CPU graph compiled after this gets it.
+        inductor_config.cpp_wrapper = True
+    components.denoising_unet.compile(dynamic=False)
+    components.pose_guider.compile(dynamic=False)
+    decoder = components.decoder
+    # An instance attribute shadows the method: only this decoder instance runs compiled.
+    decoder.decode_stream = torch.compile(decoder.decode_stream, dynamic=False)
+
+
+class CompiledQueueModel(QueueModel):
+    """A `QueueModel` whose networks were compiled for the full queue at `batch_sizes` streams;
+    every other call (a filling queue, another batch size) runs them eager instead of compiling."""
+
+    def __init__(self, components: RainComponents, batch_sizes: Collection[int]):
+        # Not super(): a subclass may also derive from another QueueModel taking batch sizes.
+        QueueModel.__init__(self, components)
+        self.compiled_batch_sizes = frozenset(batch_sizes)
+
+    def is_compiled_call(self, call: QueueCall) -> bool:
+        return call.latents.shape[2] == self.config.queue_length and call.latents.shape[0] in self.compiled_batch_sizes
+
+    def run(self, call: QueueCall) -> QueueCallResult:
+        if self.is_compiled_call(call):
+            return super().run(call)
+        with torch.compiler.set_stance("force_eager"):
+            return super().run(call)

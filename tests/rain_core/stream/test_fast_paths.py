@@ -1,0 +1,117 @@
+"""The fast paths give the eager float32 path's frames, within their stated tolerances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rain_core.config import TAESDVConfig, UNetConfig, tiny_config
+from rain_core.stream.components import RainComponents
+from rain_core.stream.engine import StreamEngine
+from rain_core.stream.fast_paths import FastPaths, default_dtype, default_fast_paths, prepare_model
+from tests.helpers import random_driving, relative_error
+
+# Compiled float32 against eager float32, per output frame batch (relative L2): inductor fuses
+# and reorders reductions (GroupNorm, softmax, convolutions), and the queue carries each call's
+# rounding into the next ones, so this is looser than the golden 1e-4 of a single call.
+COMPILED_RTOL = 1e-3
+# bfloat16 against float32: 8 mantissa bits (relative rounding 2**-9 per operation) through a
+# UNet of ~30 layers and the queue's calls.
+BFLOAT16_RTOL = 5e-2
+# Through a full streaming run: the queue fills (G-1 calls, eager), then steady calls.
+STEADY_CALLS = 3
+
+
+def _compile_test_config():
+    """The tiny profile cut to two resolutions, one layer per block and G = P = 2: every kind of
+    block is still there (spatial + reference attention, motion modules, memory blocks), at a
+    fraction of the kernels to compile (a cold compile of the tiny profile takes minutes on 2 cores)."""
+    return tiny_config(
+        unet=UNetConfig(block_out_channels=(32, 32), layers_per_block=1, cross_attention_dim=32,
+                        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+        taesdv=TAESDVConfig(channels=16, blocks_per_stage=1),
+        noise_groups=2, num_inference_steps=2, frames_per_group=2,
+    )
+
+
+def _stream(model, reference, calls: int) -> list[torch.Tensor]:
+    config = model.config
+    engine = StreamEngine(model, seed=7)
+    engine.set_reference(reference)
+    outputs = [engine.step(d) for d in random_driving(config, calls, seed=1)]
+    return [o for o in outputs if o is not None]
+
+
+def _assert_streams_close(actual, expected, rtol: float) -> None:
+    assert len(actual) == len(expected) > 0
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        error = relative_error(a.float(), e.float())
+        assert error < rtol, f"output {i}: relative L2 error {error:.2e} >= {rtol:.0e}"
+
+
+@pytest.fixture(scope="module")
+def eager_frames(reference_images):
+    model = prepare_model(RainComponents.random(tiny_config(), seed=3), FastPaths())
+    return _stream(model, reference_images[0], tiny_config().noise_groups + STEADY_CALLS)
+
+
+def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch):
+    # A fresh cache: the test compiles, as a first start does.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    config = _compile_test_config()
+    eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
+    expected = _stream(eager, reference_images[0], config.noise_groups + STEADY_CALLS)
+    model = prepare_model(RainComponents.random(config, seed=3), FastPaths(compile=True), progress=False)
+    assert model.fast_paths.compile
+    engine = StreamEngine(model, seed=7)
+    engine.set_reference(reference_images[0])
+    drivings = random_driving(config, config.noise_groups + STEADY_CALLS, seed=1)
+    outputs = [engine.step(d) for d in drivings[: config.noise_groups - 1]]
+    # The steady calls run what prepare_model compiled: none compiles again.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        outputs += [engine.step(d) for d in drivings[config.noise_groups - 1 :]]
+    _assert_streams_close([o for o in outputs if o is not None], expected, COMPILED_RTOL)
+
+
+def test_bfloat16_stream_is_close_to_float32(reference_images, eager_frames):
+    components = RainComponents.random(tiny_config(), seed=3).to("cpu", torch.bfloat16)
+    model = prepare_model(components, FastPaths())
+    assert model.dtype == torch.bfloat16
+    frames = _stream(model, reference_images[0], tiny_config().noise_groups + STEADY_CALLS)
+    _assert_streams_close(frames, eager_frames, BFLOAT16_RTOL)
+
+
+def test_cpu_defaults_and_paths_that_cannot_run_say_why():
+    cpu = torch.device("cpu")
+    assert not default_fast_paths(cpu).cuda_graphs
+    assert default_dtype(cpu) == "float32"
+    cuda = torch.device("cuda")
+    assert default_fast_paths(cuda).cuda_graphs and default_fast_paths(cuda).compile
+    assert default_dtype(cuda) == "float16"
+
+    model = prepare_model(RainComponents.random(tiny_config(), seed=3), FastPaths(cuda_graphs=True))
+    assert not model.fast_paths.cuda_graphs
+    assert any(note.startswith("cuda_graphs") for note in model.fast_paths.notes)
+
+
+def test_batch_sizes_must_be_positive():
+    with pytest.raises(ValueError, match="batch_sizes"):
+        prepare_model(RainComponents.random(tiny_config(), seed=3), FastPaths(), batch_sizes=(0,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none here")
+@pytest.mark.parametrize("compile_model", [False, True], ids=["eager", "compiled"])
+def test_cuda_graphs_equal_eager_on_cuda(reference_images, compile_model):
+    config = tiny_config(device="cuda", dtype="float32")
+    calls = config.noise_groups + STEADY_CALLS
+    eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
+    expected = _stream(eager, reference_images[0], calls)
+    paths = FastPaths(cuda_graphs=True, compile=compile_model)
+    graphed = prepare_model(RainComponents.random(config, seed=3), paths, batch_sizes=(1, 2), progress=False)
+    assert graphed.fast_paths.cuda_graphs
+    assert graphed.captured == 2
+    # Two streams with their own references through the same graph: each gets its own frames.
+    _assert_streams_close(_stream(graphed, reference_images[0], calls), expected, COMPILED_RTOL)
+    other = _stream(eager, reference_images[1], calls)
+    _assert_streams_close(_stream(graphed, reference_images[1], calls), other, COMPILED_RTOL)
