@@ -3,7 +3,8 @@
 * `ReferenceAttnProcessor`: the spatial self-attention of the denoising UNet, which attends
   over its own tokens followed by the reference bank of the matching reference-net block.
   The bank is the same for every frame and every call of a stream, so its key/value
-  projections can be computed once per reference (`ReferenceKV`) instead of per frame.
+  projections can be computed once per reference (`ReferenceKV`) instead of per frame, and
+  all frames of a stream read that one K/V (merged by log-sum-exp) instead of a copy each.
 * `TemporalAttention`: AnimateDiff's temporal self-attention over the frame axis, with a
   sinusoidal position encoding added to its input.
 * `reference_blocks`: the spatial transformer blocks of an SD-layout UNet in bank order
@@ -22,6 +23,8 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from torch import nn
+
+from rain_core.models.lse_attention import attention_with_lse, merge_attentions
 
 
 @dataclass(frozen=True)
@@ -50,15 +53,14 @@ def _split_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
 
 def reference_position_bias(grid: tuple[int, int], strength: float, *, device: torch.device,
                             dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention bias [N, 2N] of a frame's N tokens (an h x w grid) over its own tokens
-    (no bias) followed by the reference's N tokens of the same grid: `strength` at the token's
-    own place, falling off as a Gaussian of one token's width."""
+    """Additive attention bias [N, N] of a frame's N tokens (an h x w grid) over the reference's N
+    tokens of the same grid: `strength` at the token's own place, falling off as a Gaussian of
+    one token's width. A frame's own tokens get no bias."""
     h, w = grid
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     places = torch.stack([ys.flatten(), xs.flatten()], dim=1).to(torch.float32)
     distance2 = torch.cdist(places, places).pow(2)
-    to_reference = strength * torch.exp(-distance2 / 2)
-    return torch.cat([torch.zeros_like(to_reference), to_reference], dim=1).to(dtype)
+    return (strength * torch.exp(-distance2 / 2)).to(dtype)
 
 
 class ReferenceAttnProcessor:
@@ -69,14 +71,20 @@ class ReferenceAttnProcessor:
     attentions; it extends the self-attention and is ignored by the cross-attention (which
     attends to the CLIP context instead).
 
-    `position_bias` > 0 adds `reference_position_bias` to the self-attention logits. Attention
+    `merged` (the default) attends all frames of a stream to the one reference K/V and merges
+    that with each frame's attention over its own tokens by log-sum-exp (`lse_attention`);
+    otherwise each frame's keys and values are concatenated with a copy of the reference's, the
+    plain form the merged one is checked against. Both compute the same softmax.
+
+    `position_bias` > 0 adds `reference_position_bias` to the logits over the reference. Attention
     carries no notion of place, so a UNet trained from scratch must first learn to find the
     reference token that shows the same part (SD-initialised models bring that with them); with
     the bias it starts out copying the reference where nothing moves and learns the motion.
     """
 
-    def __init__(self, position_bias: float = 0.0):
+    def __init__(self, position_bias: float = 0.0, merged: bool = True):
         self.position_bias = position_bias
+        self.merged = merged
         self._bias_cache: dict[tuple, torch.Tensor] = {}
 
     def _bias(self, grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -98,32 +106,68 @@ class ReferenceAttnProcessor:
         if attention_mask is not None:
             raise ValueError("ReferenceAttnProcessor does not take an attention mask")
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(context)
-        value = attn.to_v(context)
+        query = _split_heads(attn, attn.to_q(hidden_states))
+        key = _split_heads(attn, attn.to_k(context))
+        value = _split_heads(attn, attn.to_v(context))
 
-        bias = None
-        if reference is not None and encoder_hidden_states is None:
+        if reference is None or encoder_hidden_states is not None:
+            out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+        else:
             ref = project_reference(attn, reference)
-            # hidden_states holds the frames of each stream back to back: [(B F), N, C].
-            frames = hidden_states.shape[0] // ref.key.shape[0]
-            key = torch.cat([key, ref.key.repeat_interleave(frames, dim=0)], dim=1)
-            value = torch.cat([value, ref.value.repeat_interleave(frames, dim=0)], dim=1)
-            if self.position_bias:
-                tokens = hidden_states.shape[1]
-                if grid is None or grid[0] * grid[1] != tokens or ref.key.shape[1] != tokens:
-                    raise ValueError(f"a position bias needs the token grid of frame and reference; got {grid} "
-                                     f"for {tokens} frame and {ref.key.shape[1]} reference tokens")
-                bias = self._bias(grid, hidden_states.device, query.dtype)
+            ref_key, ref_value = _split_heads(attn, ref.key), _split_heads(attn, ref.value)
+            bias = self._reference_bias(hidden_states.shape[1], ref_key.shape[2], grid, query)
+            attend = self._merged if self.merged else self._concatenated
+            out = attend(query, key, value, ref_key, ref_value, bias, attn.scale)
 
-        out = F.scaled_dot_product_attention(
-            _split_heads(attn, query), _split_heads(attn, key), _split_heads(attn, value), attn_mask=bias,
-            scale=attn.scale,
-        )
         batch, heads, length, dim_head = out.shape
         out = out.transpose(1, 2).reshape(batch, length, heads * dim_head)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
+
+    def _reference_bias(self, tokens: int, reference_tokens: int, grid: tuple[int, int] | None,
+                        query: torch.Tensor) -> torch.Tensor | None:
+        if not self.position_bias:
+            return None
+        if grid is None or grid[0] * grid[1] != tokens or reference_tokens != tokens:
+            raise ValueError(f"a position bias needs the token grid of frame and reference; got {grid} "
+                             f"for {tokens} frame and {reference_tokens} reference tokens")
+        return self._bias(grid, query.device, query.dtype)
+
+    @staticmethod
+    def _merged(query, key, value, ref_key, ref_value, bias, scale) -> torch.Tensor:
+        """[(B F), H, N, D] queries over their own frame's K/V and, merged by log-sum-exp, over
+        their stream's reference K/V [B, H, L, D], which each stream's frames read as one
+        stride-0 view (the bias [N, L] broadcasts the same way)."""
+        own, own_lse = attention_with_lse(query, key, value, None, scale)
+        streams = ref_key.shape[0]
+        frames = query.shape[0] // streams
+        parts = [
+            attention_with_lse(
+                query[b * frames : (b + 1) * frames],
+                ref_key[b : b + 1].expand(frames, -1, -1, -1),
+                ref_value[b : b + 1].expand(frames, -1, -1, -1),
+                bias,
+                scale,
+            )
+            for b in range(streams)
+        ]
+        if streams == 1:
+            shared, shared_lse = parts[0]
+        else:
+            shared = torch.cat([out for out, _ in parts])
+            shared_lse = torch.cat([lse for _, lse in parts])
+        return merge_attentions(own, own_lse, shared, shared_lse)
+
+    @staticmethod
+    def _concatenated(query, key, value, ref_key, ref_value, bias, scale) -> torch.Tensor:
+        """Each frame's keys/values followed by a copy of its stream's reference K/V."""
+        # hidden_states holds the frames of each stream back to back: [(B F), N, C].
+        frames = query.shape[0] // ref_key.shape[0]
+        key = torch.cat([key, ref_key.repeat_interleave(frames, dim=0)], dim=2)
+        value = torch.cat([value, ref_value.repeat_interleave(frames, dim=0)], dim=2)
+        if bias is not None:
+            bias = torch.cat([torch.zeros_like(bias), bias], dim=1)
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scale)
 
 
 class TemporalAttention(Attention):

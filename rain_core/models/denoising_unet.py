@@ -395,6 +395,20 @@ class DenoisingUNet(ModelMixin, ConfigMixin):
         for attention in self._spatial_attentions():
             attention.set_processor(processor)
 
+    def set_reference_attention(self, *, merged: bool) -> None:
+        """Reinstall the spatial attention processors, attending to the reference merged by
+        log-sum-exp (one shared K/V, the default) or through per-frame copies (the plain form
+        the merged one is checked against); the position bias stays as configured."""
+        self.set_attn_processor(
+            ReferenceAttnProcessor(position_bias=self.config.reference_position_bias, merged=merged)
+        )
+
+    @property
+    def reference_attention_merged(self) -> bool:
+        """Whether the spatial attentions attend to the reference merged (see `set_reference_attention`)."""
+        processor = next((attention.processor for attention in self._spatial_attentions()), None)
+        return isinstance(processor, ReferenceAttnProcessor) and processor.merged
+
     @property
     def reference_block_names(self) -> list[str]:
         return [name for name, _ in reference_blocks(self)]

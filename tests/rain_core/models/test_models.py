@@ -125,7 +125,10 @@ def test_position_bias_makes_each_token_copy_the_reference_at_its_place():
     attention.set_processor(ReferenceAttnProcessor(position_bias=12.0))
     out = attention(frame, reference=reference, grid=grid)
     nearest = torch.cdist(out[0], reference[0]).argmin(dim=1)
-    assert torch.equal(nearest, torch.arange(tokens)) and torch.equal(out[0], out[1])
+    assert torch.equal(nearest, torch.arange(tokens))
+    # Equal frames give equal outputs, up to rounding (the CPU attention kernel's vector tails
+    # fall differently on each frame's memory).
+    assert_close(out[1], out[0], "second frame", rtol=1e-6)
     # Without the bias (the published model) the same attention averages everything.
     attention.set_processor(ReferenceAttnProcessor())
     flat = attention(frame, reference=reference, grid=grid)
