@@ -31,6 +31,8 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="measure the streaming engine's speed")
     add_model_options(bench, default_profile="tiny")
     add_fast_path_options(bench)
+    bench.add_argument("--size", type=positive_int, default=None,
+                       help="square frame side in pixels, a multiple of 8 (default: the profile's)")
     bench.add_argument("--seconds", type=positive_float, default=5.0, help="seconds per fps measurement")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=cmd_bench)

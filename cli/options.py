@@ -75,7 +75,7 @@ def add_fast_path_options(parser: argparse.ArgumentParser) -> None:
     """The fast paths of `rain_core.stream.fast_paths`; each one left out takes the device's default."""
     paths = parser.add_argument_group("fast paths (default: those measured faster on the device)")
     paths.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.compile the model's repeated blocks")
+                       help="torch.compile the UNet, pose guider and decoder (cached on disk)")
     paths.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                        help="replay each call as a CUDA graph (CUDA devices only)")
     paths.add_argument("--attention", choices=["merged", "concat"], default=None,
@@ -104,7 +104,11 @@ def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
 
 
 def _runtime(args: argparse.Namespace) -> dict:
-    return dict(device=args.device, dtype=args.dtype, groups=args.groups, per_group=args.per_group, seed=args.seed)
+    runtime = dict(device=args.device, dtype=args.dtype, groups=args.groups, per_group=args.per_group, seed=args.seed)
+    # Only the benchmarks take another frame size: a trained model runs at its own.
+    if getattr(args, "size", None) is not None:
+        runtime["size"] = args.size
+    return runtime
 
 
 def model_config(args: argparse.Namespace) -> RainConfig:

@@ -91,6 +91,9 @@ class GpuCheckOptions:
     stream_paths: FastPaths | None = None
     seed: int = 0
     progress: bool = True
+    # torch.compile's backend for the compiled sections; the dry run only traces ("eager"), since a
+    # CPU inductor build of even the tiny model takes minutes on 2 cores.
+    compile_backend: str = "inductor"
     dry_run: bool = False
 
     @classmethod
@@ -99,7 +102,7 @@ class GpuCheckOptions:
         return cls(
             profile="tiny", device="cpu", dtype="float32", groups=2, per_group=2, seconds=0.0, min_calls=1,
             warmup_calls=1, batch_sizes=(1, 2), variants=((2, 1), (3, 2)), worker_streams=2, steady_calls=3,
-            budget_s=300.0, hard_stop_after_s=None, matmul_size=256, dry_run=True,
+            budget_s=300.0, hard_stop_after_s=None, matmul_size=256, dry_run=True, compile_backend="eager",
         )
 
 
@@ -204,7 +207,8 @@ def prepared_model(ctx: CheckContext, config: RainConfig, paths: FastPaths, batc
     (compilation, capture)."""
     components = RainComponents.random(config, seed=ctx.options.seed)
     start = time.perf_counter()
-    model = prepare_model(components, paths, batch_sizes=tuple(batch_sizes), progress=ctx.options.progress)
+    model = prepare_model(components, paths, batch_sizes=tuple(batch_sizes), progress=ctx.options.progress,
+                          compile_backend=ctx.options.compile_backend)
     return model, time.perf_counter() - start
 
 

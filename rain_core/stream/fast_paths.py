@@ -99,7 +99,8 @@ class CompiledGraphedQueueModel(GraphedQueueModel, CompiledQueueModel):
 
 
 def prepare_model(
-    components: RainComponents, paths: FastPaths, *, batch_sizes: Sequence[int] = (1,), progress: bool = True
+    components: RainComponents, paths: FastPaths, *, batch_sizes: Sequence[int] = (1,), progress: bool = True,
+    compile_backend: str = "inductor",
 ) -> QueueModel:
     """A `QueueModel` over `components` that runs `paths`, compiled and captured for `batch_sizes`.
 
@@ -127,7 +128,7 @@ def prepare_model(
         notes.append(f"cuda_graphs: needs a CUDA device, the model runs on {device}")
 
     if paths.compile:
-        compile_components(components)
+        compile_components(components, backend=compile_backend)
     if paths.compile and graphs:
         model: QueueModel = CompiledGraphedQueueModel(components, batch_sizes)
     elif graphs:

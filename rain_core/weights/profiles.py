@@ -88,10 +88,11 @@ def resolve_profile(requested: str | None, weights_dir: str | Path | None) -> tu
 
 
 def runtime_config(profile: str, *, device: str | None = None, dtype: str | None = None,
-                   groups: int | None = None, per_group: int | None = None, seed: int | None = None
-                   ) -> RainConfig:
+                   groups: int | None = None, per_group: int | None = None, seed: int | None = None,
+                   size: int | None = None) -> RainConfig:
     """The profile's configuration on this machine: CUDA and float16 when there is a GPU,
-    else the CPU and float32, unless given; G (and the LCM steps with it), P and the seed."""
+    else the CPU and float32, unless given; G (and the LCM steps with it), P, the seed and a square
+    frame side (benchmarks of a profile's widths at another size)."""
     device = device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device}: CUDA is not available on this machine")
@@ -102,6 +103,8 @@ def runtime_config(profile: str, *, device: str | None = None, dtype: str | None
         overrides["frames_per_group"] = per_group
     if seed is not None:
         overrides["seed"] = seed
+    if size is not None:
+        overrides.update(height=size, width=size)
     return profile_config(profile).with_overrides(**overrides)
 
 
