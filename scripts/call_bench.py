@@ -1,0 +1,56 @@
+"""Median and fastest steady streaming call, for comparing two versions of the engine.
+
+Usage: PYTHONPATH=<checkout> python scripts/call_bench.py PROFILE SIZE CALLS [compile]
+(SIZE 0: the profile's own). Random weights, 2 torch threads, fixed seeds; runs on code from
+before the fast paths too, which then simply run eager.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from rain_core.config import profile_config
+from rain_core.stream.components import RainComponents
+from rain_core.stream.engine import QueueModel, StreamEngine
+
+
+def main() -> None:
+    profile, size, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    compiled = len(sys.argv) > 4 and sys.argv[4] == "compile"
+    torch.set_num_threads(2)
+    config = profile_config(profile, height=size, width=size) if size else profile_config(profile)
+    components = RainComponents.random(config, seed=0)
+    try:
+        from rain_core.stream.fast_paths import FastPaths, prepare_model
+
+        model = prepare_model(components, FastPaths(compile=compiled), progress=False)
+    except ImportError:  # the code before the fast paths
+        model = QueueModel(components)
+    engine = StreamEngine(model, seed=0)
+    rng = np.random.default_rng(0)
+    engine.set_reference(rng.integers(0, 256, (config.height, config.width, 3), dtype=np.uint8))
+    shape = (config.frames_per_group, config.height, config.width, 3)
+    drivings = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(4)]
+    calls_made = 0
+    while engine.frames_out == 0:
+        engine.step(drivings[calls_made % 4])
+        calls_made += 1
+    times = []
+    for k in range(calls):
+        start = time.perf_counter()
+        engine.step(drivings[k % 4])
+        times.append(1000 * (time.perf_counter() - start))
+    median = statistics.median(times)
+    sys.stdout.write(
+        f"{profile} {config.height}px compile={compiled}: median {median:.1f} ms, fastest {min(times):.1f} ms "
+        f"over {calls} calls -> {config.frames_per_group * 1000 / median:.1f} fps\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
