@@ -7,6 +7,7 @@ before the fast paths too, which then simply run eager.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -22,7 +23,7 @@ from rain_core.stream.engine import QueueModel, StreamEngine
 def main() -> None:
     profile, size, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     compiled = len(sys.argv) > 4 and sys.argv[4] == "compile"
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     config = profile_config(profile, height=size, width=size) if size else profile_config(profile)
     components = RainComponents.random(config, seed=0)
     try:
