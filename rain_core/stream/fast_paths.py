@@ -49,7 +49,7 @@ class FastPaths:
 def default_fast_paths(device: torch.device) -> FastPaths:
     """The paths measured faster on this kind of device.
 
-    CPU: compiling makes the demo model's steady call 1.8x faster (189 -> 106 ms on 2 cores) but
+    CPU: compiling makes the demo model's steady call 1.5x faster (164 -> 107 ms on 2 cores) but
     costs minutes of compilation at the first start (cached on disk after), so it is left to
     whoever serves for long (`--compile on`, `RAIN_COMPILE=on`). CUDA: compiled and replayed as
     CUDA graphs.
