@@ -51,7 +51,7 @@ def default_fast_paths(device: torch.device) -> FastPaths:
 
     CPU: compiling makes the demo model's steady call 1.5x faster (164 -> 107 ms on 2 cores) but
     costs minutes of compilation at the first start (cached on disk after), so it is left to
-    whoever serves for long (`--compile on`, `RAIN_COMPILE=on`). CUDA: compiled and replayed as
+    whoever serves for long (`--compile`, `RAIN_COMPILE=on`). CUDA: compiled and replayed as
     CUDA graphs.
     """
     if device.type == "cuda":
