@@ -83,24 +83,22 @@ def add_fast_path_options(parser: argparse.ArgumentParser) -> None:
                             "or the reference's tokens concatenated to every frame's")
 
 
+def switch(flag: bool | None) -> str | None:
+    """--x / --no-x / neither -> a fast-path switch's "on" / "off" / None (the setting's own value)."""
+    return None if flag is None else ("on" if flag else "off")
+
+
 def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
     """The fast paths the options ask for on `device`, the device's defaults where they ask nothing."""
-    import dataclasses
-
     from rain_core.config import ConfigError
-    from rain_core.stream.fast_paths import default_fast_paths
+    from rain_core.stream.fast_paths import choose_fast_paths
 
-    chosen = {}
-    if args.compile is not None:
-        chosen["compile"] = args.compile
-    if args.cuda_graphs is not None:
-        chosen["cuda_graphs"] = args.cuda_graphs
-    if args.attention is not None:
-        chosen["merged_reference_attention"] = args.attention == "merged"
-    paths = dataclasses.replace(default_fast_paths(device), **chosen)
-    if paths.cuda_graphs and device.type != "cuda":
+    if args.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"--cuda-graphs needs a CUDA device, not {device}")
-    return paths
+    return choose_fast_paths(
+        device, compile=switch(args.compile) or "auto", cuda_graphs=switch(args.cuda_graphs) or "auto",
+        merged_reference_attention=args.attention != "concat",
+    )
 
 
 def _runtime(args: argparse.Namespace) -> dict:

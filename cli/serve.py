@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cli.options import add_fast_path_options, add_model_options, positive_int
+from cli.options import add_fast_path_options, add_model_options, positive_int, switch
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
@@ -40,8 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "GROUPS": args.groups,
         "PER_GROUP": args.per_group,
         "SEED": args.seed,
-        "COMPILE": _switch(args.compile),
-        "CUDA_GRAPHS": _switch(args.cuda_graphs),
+        "COMPILE": switch(args.compile),
+        "CUDA_GRAPHS": switch(args.cuda_graphs),
         "REFERENCE_ATTENTION": args.attention,
         "LOG_LEVEL": "DEBUG" if args.verbose else None,
     }
@@ -55,8 +55,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"PROFILE": profile, "WEIGHTS": weights})
     logging.getLogger("server").setLevel(settings.LOG_LEVEL)
     return serve(settings)
-
-
-def _switch(flag: bool | None) -> str | None:
-    """--x / --no-x / neither -> the setting's "on" / "off" / its environment value."""
-    return None if flag is None else ("on" if flag else "off")

@@ -6,9 +6,9 @@ per-kernel launch cost of the host. A graph reads and writes fixed addresses: ea
 (the queue, the step noise, the decoder memory, and the conditioning, since every stream has its
 own reference) are copied into the graph's static inputs before a replay, and the result handed
 out is the graph's static outputs, valid until the next replay. The engine's `advance` copies
-the queue state out of them at once; the frames are handed out as a copy, since a caller may
-keep them past the next call. Calls of shapes not captured (a filling queue, another batch size)
-run as the model itself does.
+the queue state out of them at once (the newest pose features included); the frames are handed
+out as a copy, since a caller may keep them past the next call. Calls of shapes not captured (a
+filling queue, another batch size) run as the model itself does.
 """
 
 from __future__ import annotations
@@ -91,11 +91,8 @@ class _CapturedCall:
         for static, source in zip(self.state + self.conditioning, state + _tensors(call.conditioning), strict=True):
             static.copy_(source)
         self.graph.replay()
-        # A model may write into its call (the engine may hand it buffers to fill): those writes
-        # went to the static inputs, so the queue state is copied back to the caller's tensors.
-        # The conditioning is only read.
-        for static, source in zip(self.state, state, strict=True):
-            source.copy_(static)
+        # What the call writes into its inputs (the newest pose features) stays in the static
+        # buffers: `StreamEngine.advance` copies it from the result, which holds those buffers.
         frames = self.static_result.frames
         return dataclasses.replace(self.static_result, frames=None if frames is None else frames.clone())
 
