@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     DRIVING_THREADS: int = Field(4, ge=1)  # thread pool of the driving-signal extraction
     SILENCE_TIMEOUT: float = Field(20.0, gt=0)  # seconds without a webcam frame before a session is reaped
     MAX_VIEWERS: int = Field(8, ge=1)  # WHEP viewers per session
+    # The longest delay of a session's voice behind its microphone (seconds): it follows the video
+    # latency up to this, and its buffer holds this much (about 190 kB a second).
+    VOICE_MAX_DELAY: float = Field(5.0, gt=0, le=60)
 
     # References (character images).
     MAX_UPLOAD_BYTES: int = Field(10_000_000, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 from functools import lru_cache
@@ -31,6 +32,8 @@ class AvatarTrack(PacedVideoTrack):
         self.frames_skipped = 0  # dropped from the backlog to keep latency bounded
         self.latencies: deque[float] = deque(maxlen=64)
         self.sent_at: deque[float] = deque(maxlen=128)
+        # (pts, webcam arrival) of the last distinct frames sent: which webcam frame each came from.
+        self.origins: deque[tuple[int, float]] = deque(maxlen=64)
 
     @property
     def backlog(self) -> int:
@@ -43,6 +46,14 @@ class AvatarTrack(PacedVideoTrack):
         while len(self._queue) > self.max_backlog:
             self._queue.popleft()
             self.frames_skipped += 1
+
+    def latency(self, frames: int = 6) -> float | None:
+        """The current glass-to-glass latency: the median over the last `frames` distinct frames
+        (what the voice's delay follows: a short window, as a loaded model's latency can move by
+        hundreds of ms within a second). None before the first frame."""
+        if not self.latencies:
+            return None
+        return statistics.median(list(self.latencies)[-frames:])
 
     def warming_up(self, progress: float) -> None:
         """How far the engine is towards its first frame (0 to 1), for the card."""
@@ -62,6 +73,8 @@ class AvatarTrack(PacedVideoTrack):
             self.frames_sent += 1
             self.sent_at.append(now)
             self.latencies.append(now - arrived)
+            if self.pts is not None:
+                self.origins.append((self.pts, arrived))
             self._metrics.latency_seconds.observe(now - arrived)
             return image
         if self._last is not None:

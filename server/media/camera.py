@@ -8,6 +8,7 @@ image. A slow model therefore drops input frames; it never queues them up and fa
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -71,6 +72,9 @@ class DrivingTrack:
         self.frames_extracted = 0
         self.received_at: deque[float] = deque(maxlen=128)
         self.last_frame_at: float | None = None
+        # (arrival, pts) of the last webcam frames sampled: the pts is the sender's own (aiortc
+        # counts a received track's pts from its first frame, as a sender's track starts them).
+        self.sampled: deque[tuple[float, int | None]] = deque(maxlen=128)
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -102,10 +106,18 @@ class DrivingTrack:
             self._latest = None
             if not self._sampler.accept(arrived, self._rate.fps):
                 continue
+            self.sampled.append((arrived, frame.pts))
             image = await self._extractor.extract(frame, arrived)
             self.frames_extracted += 1
             self._metrics.driving_frames.inc()
             return DrivingImage(image=image, arrived=arrived)
+
+    def frame_interval(self, frames: int = 16) -> float | None:
+        """The webcam's current frame interval (median over the last `frames`), None before two."""
+        times = list(self.received_at)[-frames:]
+        if len(times) < 2:
+            return None
+        return statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
 
     async def stop(self) -> None:
         self._reader.cancel()

@@ -53,6 +53,7 @@ class PacedVideoTrack(MediaStreamTrack):
         rate.follow(self._wake)
         self._start: float | None = None
         self._last_due = 0.0  # when the last frame was due
+        self.pts: int | None = None  # of the frame being made (`next_image` may record it)
         self._to_yuv = VideoReformatter()
 
     async def _next_timestamp(self) -> int:
@@ -83,7 +84,7 @@ class PacedVideoTrack(MediaStreamTrack):
         self._wake.set()  # a wait for the next frame ends now, not a period later
 
     async def recv(self) -> VideoFrame:
-        pts = await self._next_timestamp()
+        pts = self.pts = await self._next_timestamp()
         # yuv420p, what the encoders take: converted once here rather than once per consumer. One
         # scaler thread: an automatic count starts worker threads per track (2 on 2 cores).
         rgb = VideoFrame.from_ndarray(self.next_image(), format="rgb24")

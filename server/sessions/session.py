@@ -1,8 +1,10 @@
 """A session: one webcam peer connection and the objects that serve it, wired together.
 
 The media path (see `server.media`): webcam -> `DrivingTrack` -> `EnginePump` (the model
-worker) -> `AvatarTrack` -> `AvatarRelay` -> the page and the `Viewers`. The control channel
-changes the session's `FrameRate`, the extractor's driving settings and the pump's pause.
+worker) -> `AvatarTrack` -> `AvatarRelay` -> the page and the `Viewers`; beside it, when the page
+sends its microphone: `VoiceDelay` -> `DelayedVoiceTrack` (as late as the avatar) -> `VoiceRelay`
+-> the same consumers. The control channel changes the session's `FrameRate`, the extractor's
+driving settings and the pump's pause (which pauses the voice too).
 
 A failure in one of the session's tasks closes this session only.
 """
@@ -28,7 +30,8 @@ from server.media.discard import DiscardedTracks
 from server.media.driving import DrivingExtractor
 from server.media.pacing import FrameRate
 from server.media.pump import EnginePump
-from server.media.relay import AvatarRelay
+from server.media.relay import AvatarRelay, VoiceRelay
+from server.media.voice import DelayedVoiceTrack, VoiceDelay
 from server.references import Reference
 from server.rtc.sdp import answer_offer, create_answer
 from server.sessions.control import (
@@ -76,6 +79,9 @@ class Session:
         self.viewers: Viewers | None = None
         self.pump: EnginePump | None = None
         self.driving: DrivingTrack | None = None
+        self.voice: VoiceDelay | None = None  # the microphone, when the page sends one
+        self.voice_track: DelayedVoiceTrack | None = None
+        self.voice_relay: VoiceRelay | None = None
         self._discarded = DiscardedTracks()
         self._tasks: set[asyncio.Task] = set()
         self._control: asyncio.Queue = asyncio.Queue()
@@ -98,6 +104,9 @@ class Session:
             if track.kind == "video" and self.driving is None:
                 self.log.info("webcam track received")
                 self._attach_camera(track)
+            elif track.kind == "audio" and self.voice is None:
+                self.log.info("microphone track received")
+                self._attach_microphone(track)
             else:
                 self.log.info("ignoring an extra %s track", track.kind)
                 self._discarded.add(track)
@@ -132,6 +141,8 @@ class Session:
         pc.addTrack(self.relay.subscribe())
         if len(videos) > 1:
             pc.addTrack(self.preview)
+        if self.voice_relay is not None:
+            pc.addTrack(self.voice_relay.subscribe())  # into the microphone's section: sendrecv
         answer = await create_answer(pc, settings.PUBLIC_IP)
         self._spawn(self._serve_control(), "control")
         return answer
@@ -157,6 +168,25 @@ class Session:
         self.driving = DrivingTrack(track, self.extractor, self.rate, self.registry.metrics)
         self._spawn(self._drive(self.pump, self.driving), "driving")
         self._spawn(self.pump.deliver(), "delivery")
+
+    def _attach_microphone(self, track: MediaStreamTrack) -> None:
+        assert self.viewers is not None
+        self.voice = VoiceDelay(track, max_delay=self.registry.settings.VOICE_MAX_DELAY, paused=self._paused)
+        self.voice_track = DelayedVoiceTrack(self.voice, target=self._latency, paused=self._paused)
+        self.voice_relay = self.viewers.voice = VoiceRelay(self.voice_track)
+
+    def _paused(self) -> bool:
+        return self.pump is not None and self.pump.paused
+
+    def _latency(self) -> float | None:
+        """How long after its webcam frame reached the server an avatar frame leaves it (what the
+        voice is delayed by). The avatar's latency counts from when aiortc handed the webcam
+        frame over, and aiortc's video receiver hands a frame over only once the next frame's
+        first packet has come (its jitter buffer knows a frame is complete only then): one
+        webcam frame interval after the frame itself came."""
+        latency = self.avatar.latency() if self.avatar is not None else None
+        interval = self.driving.frame_interval() if self.driving is not None else None
+        return None if latency is None else latency + (interval or 0.0)
 
     async def _drive(self, pump: EnginePump, driving: DrivingTrack) -> None:
         await pump.drive(driving)
@@ -261,7 +291,31 @@ class Session:
                 "output_backlog": avatar.backlog,
             },
             "viewers": len(self.viewers),
+            "voice": self._voice_stats(),
+            "frame_origins": self._frame_origins(),
         }
+
+    def _voice_stats(self) -> dict | None:
+        voice, track = self.voice, self.voice_track
+        if voice is None or track is None:
+            return None
+        return {
+            "delay_ms": None if track.delay is None else round(1000 * track.delay, 1),
+            "target_ms": None if track.target_delay is None else round(1000 * track.target_delay, 1),
+            "max_delay_ms": round(1000 * voice.max_delay),
+            "frames_received": voice.frames_received,
+            "adjustments": track.adjustments,
+            "jumps": track.jumps,
+            "gaps_filled": voice.gaps_filled,
+        }
+
+    def _frame_origins(self) -> list[list[int]]:
+        """[avatar pts, webcam pts] of the last distinct avatar frames sent: which webcam frame
+        each shows (pts as the receivers count them, 90 kHz from each track's first frame)."""
+        if self.avatar is None or self.driving is None:
+            return []
+        webcam = dict(self.driving.sampled)
+        return [[pts, webcam[arrived]] for pts, arrived in self.avatar.origins if webcam.get(arrived) is not None]
 
     def silent_for(self, now: float) -> float:
         last = self.driving.last_frame_at if self.driving is not None else None
@@ -281,7 +335,9 @@ class Session:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.driving is not None:
             await self.driving.stop()
-        for track in (self.avatar, self.preview):
+        if self.voice is not None:
+            await self.voice.stop()
+        for track in (self.avatar, self.preview, self.voice_track):
             if track is not None:
                 track.stop()
         if self.viewers is not None:
@@ -296,6 +352,7 @@ class Session:
         # that most of it is freed at once rather than at the next full garbage collection.
         self.pc.remove_all_listeners()
         self.driving = self.avatar = self.preview = self.relay = self.viewers = self.pump = None
+        self.voice = self.voice_track = self.voice_relay = None
 
 
 def _rate(times, now: float, window: float = 2.0) -> float:

@@ -9,7 +9,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from server.media.discard import DiscardedTracks
-from server.media.relay import AvatarRelay
+from server.media.relay import AvatarRelay, VoiceRelay
 from server.metrics import Metrics
 from server.rtc.sdp import answer_offer, create_answer, parse_offer
 from server.sessions.errors import CapacityError, UnknownViewer
@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 class Viewers:
-    """At most `limit` viewers of `relay`'s avatar, by viewer id."""
+    """At most `limit` viewers of `relay`'s avatar (and of the session's delayed `voice`, when it
+    has one and the viewer's offer has an audio section), by viewer id."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class Viewers:
         self.label = label
         self.limit = limit
         self._relay = relay
+        self.voice: VoiceRelay | None = None
         self._rtc_config = rtc_config
         self._public_ip = public_ip
         self._metrics = metrics
@@ -70,6 +72,8 @@ class Viewers:
         try:
             await answer_offer(pc, offer)
             pc.addTrack(self._relay.subscribe())
+            if self.voice is not None and any(t.kind == "audio" for t in pc.getTransceivers()):
+                pc.addTrack(self.voice.subscribe())
             answer = await create_answer(pc, self._public_ip)
         except BaseException:
             await self._drop(viewer_id)
