@@ -15,6 +15,7 @@ let statsTimer = null;
 let controlId = 0;
 const pendingControl = new Map();  // id -> {resolve, reject}
 const params = {};                 // the parameter values the user changed
+const MICROPHONE_KEY = "rain-avatar.microphone";  // localStorage: send the microphone (off unless chosen)
 
 // --- messages ---------------------------------------------------------------------
 
@@ -93,10 +94,11 @@ function listCameras() {
 }
 
 function cameraError(error) {
+  const what = $("microphone").checked ? "Camera or microphone" : "Camera";
   switch (error && error.name) {
     case "NotAllowedError":
     case "SecurityError":
-      return new Error("Camera access was denied. Allow the camera for this site in the browser, then press Start again.");
+      return new Error(`${what} access was denied. Allow it for this site in the browser (or untick Microphone), then press Start again.`);
     case "NotFoundError":
     case "OverconstrainedError":
       return new Error("No usable camera was found. Plug one in or pick another in the list.");
@@ -279,6 +281,8 @@ function createPeerConnection() {
     }
   });
   connection.addEventListener("track", (event) => {
+    // The voice comes back delayed to match the avatar; not played here (you would hear yourself).
+    if (event.track.kind === "audio") return;
     // First video section: the avatar; second: the driving image.
     const index = connection.getTransceivers().indexOf(event.transceiver);
     const video = index === 0 ? $("output") : $("driving");
@@ -311,7 +315,9 @@ function start() {
   const deviceId = $("camera").value;
   const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
   if (deviceId) video.deviceId = { exact: deviceId };
-  return navigator.mediaDevices.getUserMedia({ video, audio: false })
+  // The browser's own echo cancellation and noise suppression suit a voice over a stream.
+  const audio = $("microphone").checked;
+  return navigator.mediaDevices.getUserMedia({ video, audio })
     .catch((error) => { throw cameraError(error); })
     .then((stream) => {
       camera = stream;
@@ -320,6 +326,8 @@ function start() {
       pc = createPeerConnection();
       pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendrecv", streams: [stream] });
       pc.addTransceiver("video", { direction: "recvonly" });
+      // After the video sections: the server answers the first video section with the avatar.
+      stream.getAudioTracks().forEach((track) => pc.addTransceiver(track, { direction: "sendrecv", streams: [stream] }));
       control = pc.createDataChannel("control");
       control.addEventListener("message", onControlMessage);
       control.addEventListener("open", () => log("control channel open"));
@@ -327,6 +335,7 @@ function start() {
     })
     .then(() => {
       ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = false; });
+      $("microphone").disabled = true;
       $("obs-link").value = obsLink();
       $("obs-link").hidden = false;
       statsTimer = setInterval(pollStats, 1000);
@@ -355,6 +364,7 @@ function stop() {
   $("overlay").textContent = "";
   ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = true; });
   $("start").disabled = !window.isSecureContext;
+  $("microphone").disabled = false;
   $("obs-link").hidden = true;
   paused = false;
   $("pause").textContent = "Pause";
@@ -415,6 +425,10 @@ $("reset").addEventListener("click", () => {
   sendControl("reset").then(() => log("engine reset")).catch(showError);
 });
 $("copy-obs").addEventListener("click", () => { copyObsLink().catch(showError); });
+$("microphone").checked = localStorage.getItem(MICROPHONE_KEY) === "on";
+$("microphone").addEventListener("change", () => {
+  localStorage.setItem(MICROPHONE_KEY, $("microphone").checked ? "on" : "off");
+});
 $("reference-file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) uploadReference(file).catch(showError);

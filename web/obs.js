@@ -4,6 +4,7 @@
 "use strict";
 
 const video = document.getElementById("video");
+const voice = new Audio();
 const query = new URLSearchParams(location.search);
 const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
 const token = query.get("token") || "";
@@ -35,7 +36,12 @@ function sizeVideo() {
 function createPeerConnection() {
   const connection = new RTCPeerConnection({ iceServers });
   connection.addTransceiver("video", { direction: "recvonly" });
+  connection.addTransceiver("audio", { direction: "recvonly" });  // the session's delayed voice, if any
   connection.addEventListener("track", (event) => {
+    if (event.track.kind === "audio") {
+      playVoice(event.track);
+      return;
+    }
     video.srcObject = new MediaStream([event.track]);
     video.play().catch(() => null);  // autoplay muted: allowed; a refusal changes nothing
   });
@@ -47,6 +53,14 @@ function createPeerConnection() {
     }
   });
   return connection;
+}
+
+// The voice plays from its own element: the video stays muted, so that it autoplays anywhere. The
+// browser keeps the two in sync (the server sends them as one stream); OBS plays it once the
+// browser source's "Control audio via OBS" is ticked (or lets it through to the desktop).
+function playVoice(track) {
+  voice.srcObject = new MediaStream([track]);
+  voice.play().catch((error) => console.warn(`rain-avatar OBS view: the voice cannot autoplay: ${error.message}`));
 }
 
 function negotiate() {

@@ -73,6 +73,13 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             page_errors: list[str] = []
             page = await _open_webcam_page(browser, live_server.url, page_errors)
 
+            # The microphone (Chromium's fake one beeps): off by default, then on, and remembered.
+            assert not await page.is_checked("#microphone")
+            await page.check("#microphone")
+            await page.reload()
+            await page.wait_for_function("() => document.querySelectorAll('#params input').length > 10")
+            assert await page.is_checked("#microphone")
+
             # Upload a character, then start.
             await page.set_input_files("#reference-file", str(ASTRONAUT))
             await page.wait_for_function(
@@ -95,6 +102,7 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             await page.wait_for_function("() => document.getElementById('overlay').textContent.includes('latency')")
             await page.screenshot(path=tmp_path / "webcam-page.png")
             assert (tmp_path / "webcam-page.png").stat().st_size > 0
+            await eventually(lambda: _voice_received(http, stats_url), timeout=60, what="the microphone at the server")
 
             # A slider goes over the control channel and is acknowledged.
             chosen = await page.evaluate(
@@ -117,6 +125,8 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             await obs.wait_for_function(f"() => ({FRAMES_JS})('video') >= {seen + 16}")
             assert await obs.evaluate("() => document.getElementById('video').videoWidth") == 64
             assert (await http.get(stats_url)).json()["viewers"] == 1
+            # The delayed voice plays in the OBS view (packets are coming in, and its element plays them).
+            await obs.wait_for_function(VOICE_PLAYING_JS)
             await obs.screenshot(path=tmp_path / "obs-view.png")
             style = await obs.evaluate(
                 "() => { const s = getComputedStyle(document.body); return [s.backgroundColor, s.margin, s.overflow]; }"
@@ -161,6 +171,22 @@ async def test_webcam_page_says_when_the_camera_is_denied(live_server, tmp_path)
 
 async def _sent(http: httpx.AsyncClient, stats_url: str) -> bool:
     return (await http.get(stats_url)).json()["frames"]["sent"] > 0
+
+
+async def _voice_received(http: httpx.AsyncClient, stats_url: str) -> bool:
+    voice = (await http.get(stats_url)).json()["voice"]
+    return voice is not None and voice["frames_received"] > 50
+
+
+# The OBS view's voice: its element plays a live track, and audio packets keep arriving.
+VOICE_PLAYING_JS = """async () => {
+    if (!voice.srcObject || voice.paused || voice.srcObject.getAudioTracks()[0].readyState !== 'live') return false;
+    let packets = 0;
+    (await pc.getStats()).forEach((e) => {
+        if (e.type === 'inbound-rtp' && e.kind === 'audio') packets = e.packetsReceived;
+    });
+    return packets > 50;
+}"""
 
 
 async def _viewers(http: httpx.AsyncClient, stats_url: str, count: int) -> bool:
