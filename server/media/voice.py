@@ -50,8 +50,11 @@ RECEIVER_HOLDBACK_FRAMES = 4
 # The delay is left alone while it is this close to its target (the median video latency itself
 # moves by about this much from frame to frame).
 TOLERANCE_S = 0.015
-# How long a wrong delay waits for silence before it is corrected by a crossfaded jump.
+# How long a wrong delay waits for silence before it is corrected by a crossfaded jump, and how
+# wrong it must be for that (about where viewers start to notice lips and voice apart; smaller
+# errors wait for silence however long it takes, so a jittery target never cuts a word).
 MAX_WAIT_FOR_SILENCE = 2.0
+JUMP_ERROR_S = 0.045
 CROSSFADE_SAMPLES = SAMPLE_RATE // 200  # 5 ms
 # Blocks whose every sample is quieter than this (-36 dBFS) count as silence: below a voice, above
 # a quiet room with the browser's noise suppression. A peak, not an average: a block where a word
@@ -247,7 +250,7 @@ class DelayedVoiceTrack(MediaStreamTrack):
             inserted = min(-error, FRAME_SAMPLES)
             self.adjustments += 1
             return np.concatenate([np.zeros((inserted, CHANNELS), np.int16), self._play(FRAME_SAMPLES - inserted)])
-        if now - self._wrong_since < MAX_WAIT_FOR_SILENCE:
+        if now - self._wrong_since < MAX_WAIT_FOR_SILENCE or abs(error) < JUMP_ERROR_S * SAMPLE_RATE:
             return self._play(FRAME_SAMPLES)
         # No silence came: jump now, fading the old position out and the new one in.
         self.jumps += 1
