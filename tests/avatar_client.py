@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -15,6 +16,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from server.media.voice import RECEIVER_HOLDBACK_FRAMES
 from tests.webcam import ClipTrack
 
 
@@ -33,12 +35,13 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], *, timeout: fl
 
 
 class FrameSink:
-    """Reads a received video track: how many frames, the latest one, when."""
+    """Reads a received video track: how many frames, the latest one, when, their pts."""
 
     def __init__(self) -> None:
         self.count = 0
         self.last: np.ndarray | None = None
         self.times: list[float] = []
+        self.pts: list[int] = []
         self.task: asyncio.Task | None = None
 
     def start(self, track: MediaStreamTrack) -> None:
@@ -51,6 +54,7 @@ class FrameSink:
                 self.last = frame.to_ndarray(format="rgb24")
                 self.count += 1
                 self.times.append(time.monotonic())
+                self.pts.append(frame.pts)
         except MediaStreamError:
             pass
 
@@ -58,6 +62,31 @@ class FrameSink:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+
+
+class AudioSink(FrameSink):
+    """Reads a received audio track: `frames` holds (when the frame's packet arrived, its mono
+    samples at 48 kHz), bounded to the last `max_seconds`.
+
+    aiortc's audio receiver releases a frame once 4 more have arrived (its jitter buffer's
+    prefetch, the server's `RECEIVER_HOLDBACK_FRAMES`): that many frame durations are taken
+    off the time `recv()` returns, for when the packet arrived.
+    """
+
+    def __init__(self, max_seconds: float = 60.0) -> None:
+        super().__init__()
+        self.frames: deque[tuple[float, np.ndarray]] = deque(maxlen=int(max_seconds * 50))
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                samples = frame.to_ndarray().reshape(frame.samples, -1)[:, 0]
+                self.frames.append((now - RECEIVER_HOLDBACK_FRAMES * frame.samples / frame.sample_rate, samples))
+                self.count += 1
+        except MediaStreamError:
+            pass
 
 
 def _configuration() -> RTCConfiguration:
@@ -72,23 +101,35 @@ class WebcamClient:
         self.pc = RTCPeerConnection(_configuration())
         self.avatar = FrameSink()
         self.preview = FrameSink()
+        self.voice = AudioSink()  # the delayed microphone, when one is sent
         self.replies: asyncio.Queue[str] = asyncio.Queue()
         self.last_reply_bytes = 0
         self.session_id: str | None = None
         self.view_token: str | None = None
         self.channel = None
 
-    async def open(self, *, reference_id: str | None = None, params: dict | None = None) -> httpx.Response:
+    async def open(
+        self,
+        *,
+        reference_id: str | None = None,
+        params: dict | None = None,
+        camera: MediaStreamTrack | None = None,
+        microphone: MediaStreamTrack | None = None,
+    ) -> httpx.Response:
+        """Offer the camera (default: the astronaut clip), the preview section and, when given,
+        the microphone (sent and received: the server sends it back delayed)."""
         pc = self.pc
-        pc.addTrack(ClipTrack())
+        pc.addTrack(camera or ClipTrack())
         pc.addTransceiver("video", direction="recvonly")
+        if microphone is not None:
+            pc.addTrack(microphone)
         self.channel = pc.createDataChannel("control")
         self.channel.on("message", self.replies.put_nowait)
         sinks = iter([self.avatar, self.preview])
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            next(sinks).start(track)
+            (self.voice if track.kind == "audio" else next(sinks)).start(track)
 
         await pc.setLocalDescription(await pc.createOffer())
         body = {"sdp": pc.localDescription.sdp, "type": "offer", "reference_id": reference_id, "params": params}
@@ -121,6 +162,7 @@ class WebcamClient:
         await self.pc.close()
         await self.avatar.stop()
         await self.preview.stop()
+        await self.voice.stop()
 
 
 class Viewer:
@@ -130,12 +172,20 @@ class Viewer:
         self.http = http
         self.pc = RTCPeerConnection(_configuration())
         self.video = FrameSink()
+        self.voice = AudioSink()
         self.location: str | None = None
 
-    async def open(self, session_id: str, token: str | None) -> httpx.Response:
+    async def open(self, session_id: str, token: str | None, *, audio: bool = False) -> httpx.Response:
+        """Offer to receive the avatar, and the session's voice when `audio` (as the OBS view does)."""
         pc = self.pc
         pc.addTransceiver("video", direction="recvonly")
-        pc.on("track", self.video.start)
+        if audio:
+            pc.addTransceiver("audio", direction="recvonly")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            (self.voice if track.kind == "audio" else self.video).start(track)
+
         await pc.setLocalDescription(await pc.createOffer())
         params = {"token": token} if token is not None else {}
         response = await self.http.post(
@@ -150,6 +200,7 @@ class Viewer:
     async def close(self) -> None:
         await self.pc.close()
         await self.video.stop()
+        await self.voice.stop()
 
 
 async def make_offer(*, video: str | None = "sendrecv", audio: bool = False) -> str:

@@ -47,7 +47,7 @@ class AvatarTrack(PacedVideoTrack):
             self._queue.popleft()
             self.frames_skipped += 1
 
-    def latency(self, frames: int = 3) -> float | None:
+    def latency(self, frames: int = 5) -> float | None:
         """The current glass-to-glass latency: the median over the last `frames` distinct frames
         (what the voice's delay follows: a short window, as a loaded model's latency can move by
         hundreds of ms within a second). None before the first frame."""
