@@ -36,6 +36,7 @@ Both are compared at the moment media reaches the receiver; what a player adds a
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 
@@ -46,9 +47,12 @@ from tests.avatar_client import Viewer, WebcamClient, eventually
 from tests.microphone import BURST_PERIOD, MarkedMicrophone, find_bursts
 from tests.webcam import ClipTrack
 
+logger = logging.getLogger(__name__)
+
 MAX_OFFSET = 0.040  # seconds: the issue's bound on the A/V offset
 FOLLOW_S = 0.8  # the voice's target follows a new latency within 3 frames at 5 fps, and a pause
 PHASE_SECONDS = 5.0  # two phases, before and after the change: 10 s of measured offsets
+JUDGED = 6  # bursts judged per phase, when a loaded machine lets that many through
 FIRST_FRAME_TIMEOUT = 120  # generous for a loaded 2-core machine, never a speed assertion
 # Rates the tiny model keeps up with on a loaded 2-core machine: where it cannot, its latency
 # swings by hundreds of ms within a second, and a voice that follows only through silence lags.
@@ -100,14 +104,21 @@ class VideoLatencies:
         return out
 
 
-async def record(video: VideoLatencies, seconds: float) -> tuple[float, float]:
-    """Poll the frame origins for `seconds` (the stats keep the last 64 frames); the window."""
+async def measure(video: VideoLatencies, voice, onsets: dict[int, float]) -> tuple[list[float], int, tuple]:
+    """Offsets over at least `PHASE_SECONDS`, longer (up to twice) until `JUDGED` bursts are
+    judged (a loaded machine moves the latency often); the offsets, how many bursts were set
+    aside, the window. The frame origins are polled every second (the stats keep 64 frames)."""
     start = time.monotonic()
-    while time.monotonic() < start + seconds:
+    while True:
         await video.poll()
         await asyncio.sleep(1.0)
-    await video.poll()
-    return start, time.monotonic()
+        await video.poll()
+        window = (start, time.monotonic())
+        if window[1] - start < PHASE_SECONDS:
+            continue
+        judged, moving = offsets(find_bursts(list(voice.frames), onsets), onsets, video, window)
+        if len(judged) >= JUDGED or window[1] - start >= 2 * PHASE_SECONDS:
+            return judged, moving, window
 
 
 def offsets(
@@ -150,28 +161,29 @@ async def test_voice_stays_in_sync_with_the_avatar(live_server) -> None:
             await eventually(lambda: _settled(client), timeout=60, what="a steady latency and the voice at it")
 
             # 1. At 8 fps.
-            before = await record(video, PHASE_SECONDS)
+            first, moved_first, before = await measure(video, client.voice, microphone.onsets)
             # 2. At 5 fps the engine's queue of frames takes longer to pass: the latency grows by a second.
             reply = await client.control({"id": 1, "type": "params", "params": {"fps": FPS_AFTER}})
             assert reply["ok"], reply
             await eventually(lambda: _settled(client), timeout=60, what="the new latency and the voice at it")
-            after = await record(video, PHASE_SECONDS)
+            second, moved_second, after = await measure(video, client.voice, microphone.onsets)
 
             heard = find_bursts(list(client.voice.frames), microphone.onsets)
-            (first, moved_first), (second, moved_second) = (
-                offsets(heard, microphone.onsets, video, window) for window in (before, after)
-            )
             # About one burst per 0.5 s in each phase, less the edges and those set aside.
             counts = {
                 "judged": (len(first), len(second)), "latency moving": (moved_first, moved_second),
                 "heard": [sum(w[0] <= b.heard <= w[1] for b in heard) for w in (before, after)],
                 "frames": [len(video.between(*w)) for w in (before, after)],
             }
+            logger.info("A/V offsets (ms) at %d fps %s, at %d fps %s; %s", FPS_BEFORE,
+                        [round(1000 * o) for o in first], FPS_AFTER, [round(1000 * o) for o in second], counts)
             assert len(first) >= 3 and len(second) >= 3, counts
             shown = f"offsets (ms) {[round(1000 * o) for o in first]}, {[round(1000 * o) for o in second]}; {counts}"
             assert max(map(abs, first + second)) <= MAX_OFFSET, shown
             latency = [statistics.median(x for _, x in video.between(*w)) for w in (before, after)]
             assert latency[1] > latency[0] + 0.5, latency  # the change did move the latency
+            logger.info("video latency (s): %.3f at %d fps, %.3f at %d fps", latency[0], FPS_BEFORE, latency[1],
+                        FPS_AFTER)
 
             # 3. The WHEP viewer (the OBS view) hears the same voice at the same delay.
             viewer_heard = [b for b in find_bursts(list(viewer.voice.frames), microphone.onsets)
