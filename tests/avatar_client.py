@@ -203,14 +203,15 @@ class Viewer:
         await self.voice.stop()
 
 
-async def make_offer(*, video: str | None = "sendrecv", audio: bool = False) -> str:
-    """A real SDP offer from aiortc (for the REST tests), with a video section of the given direction."""
+async def make_offer(*, video: str | None = "sendrecv", audio: bool | str = False) -> str:
+    """A real SDP offer from aiortc (for the REST tests), with a video section of the given
+    direction, and an audio section (`audio`: its direction, or True for sendrecv)."""
     pc = RTCPeerConnection(_configuration())
     try:
         if video is not None:
             pc.addTransceiver("video", direction=video)
         if audio:
-            pc.addTransceiver("audio", direction="sendrecv")
+            pc.addTransceiver("audio", direction="sendrecv" if audio is True else audio)
         await pc.setLocalDescription(await pc.createOffer())
         return pc.localDescription.sdp
     finally:

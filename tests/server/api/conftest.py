@@ -30,6 +30,8 @@ def offers() -> dict[str, str]:
             "webcam": await make_offer(video="sendrecv"),
             "receive_only": await make_offer(video="recvonly"),
             "audio_only": await make_offer(video=None, audio=True),
+            "webcam_and_microphone": await make_offer(video="sendrecv", audio=True),
+            "viewer_with_audio": await make_offer(video="recvonly", audio="recvonly"),
         }
 
     return asyncio.run(build())

@@ -47,6 +47,38 @@ def test_offer_without_webcam_video(client: TestClient, offers, kind, type_, sta
     assert response.status_code == status and message in detail(response)
 
 
+def test_offer_with_a_microphone_gets_the_voice_back(client: TestClient, offers) -> None:
+    """The audio section is answered sendrecv (the voice comes back delayed), the session has a
+    voice, and a WHEP viewer asking for audio gets it; a session without one sends no audio."""
+    response = client.post("/api/offer", json={"sdp": offers["webcam_and_microphone"], "type": "offer"})
+    assert response.status_code == 200, response.text
+    opened = response.json()
+    try:
+        assert _audio_direction(opened["sdp"]) == "sendrecv"
+        voice = client.get(f"/api/sessions/{opened['session_id']}/stats").json()["voice"]
+        assert voice is not None and voice["max_delay_ms"] == 5000
+        whep = f"/whep/{opened['session_id']}?token={opened['view_token']}"
+        viewer = client.post(whep, content=offers["viewer_with_audio"], headers={"Content-Type": "application/sdp"})
+        assert viewer.status_code == 201 and _audio_direction(viewer.text) == "sendonly"
+    finally:
+        assert client.delete(f"/api/sessions/{opened['session_id']}").status_code == 204
+    response = client.post("/api/offer", json={"sdp": offers["webcam"], "type": "offer"})
+    opened = response.json()
+    try:
+        assert client.get(f"/api/sessions/{opened['session_id']}/stats").json()["voice"] is None
+        whep = f"/whep/{opened['session_id']}?token={opened['view_token']}"
+        viewer = client.post(whep, content=offers["viewer_with_audio"], headers={"Content-Type": "application/sdp"})
+        assert viewer.status_code == 201 and _audio_direction(viewer.text) != "sendonly"
+    finally:
+        assert client.delete(f"/api/sessions/{opened['session_id']}").status_code == 204
+
+
+def _audio_direction(sdp: str) -> str:
+    audio = sdp.split("m=audio", 1)[1].split("\r\nm=", 1)[0]
+    directions = ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
+    return next(line[2:] for line in audio.split("\r\n") if line in directions)
+
+
 def test_offer_without_ice_credentials(client: TestClient, offers) -> None:
     sdp = "\r\n".join(line for line in offers["webcam"].split("\r\n") if not line.startswith("a=ice-pwd"))
     response = client.post("/api/offer", json={"sdp": sdp, "type": "offer"})

@@ -83,3 +83,13 @@ def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
     assert paths.compile and not paths.cuda_graphs
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
         choose_fast_paths(torch.device("cpu"), cuda_graphs="on")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "61", "long"])
+def test_voice_max_delay_is_bounded(monkeypatch, value: str) -> None:
+    """The voice's buffer is as long as its longest delay: a delay of 0, of hours, or no number is refused."""
+    monkeypatch.setenv("RAIN_VOICE_MAX_DELAY", value)
+    with pytest.raises(ValidationError, match="VOICE_MAX_DELAY"):
+        tiny_settings()
+    monkeypatch.setenv("RAIN_VOICE_MAX_DELAY", "2.5")
+    assert tiny_settings().VOICE_MAX_DELAY == 2.5
