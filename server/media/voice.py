@@ -12,8 +12,9 @@ inserted silence (more delay), 20 ms at a time, which no listener can hear. Spee
 every few hundred milliseconds, so this catches up within a second or two. Resampling (playing
 slightly faster or slower) would follow during speech too, but shifts the pitch and for a jump
 of a second (16 -> 8 fps doubles the latency) would take many seconds at an inaudible rate.
-Only when no silence comes for `MAX_WAIT_FOR_SILENCE` (music, a noisy room) does the track jump
-at once, with a short crossfade so that the cut does not click.
+Only when the delay is more than `JUMP_ERROR_S` off and no silence comes for
+`MAX_WAIT_FOR_SILENCE` (music, a noisy room) does the track jump at once, with a short
+crossfade so that the cut does not click.
 
 Audio arrival times are jittery (packets come in bursts), so the buffer maps its samples to time
 through the earliest-arriving recent frame (`_Timeline`): jitter only ever makes a frame late.
@@ -45,7 +46,8 @@ FRAME_SAMPLES = SAMPLE_RATE // 50  # 20 ms, WebRTC's usual packet
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 # aiortc's audio receiver releases a frame only once 4 more have arrived (its jitter buffer's
 # prefetch, `JitterBuffer(capacity=16, prefetch=4)` in `RTCRtpReceiver`): a frame reaches us
-# that many frame durations after it reached the server. The video receiver holds nothing back.
+# that many frame durations after it reached the server. (Its video receiver holds a frame
+# until the next one starts; the session adds that to the latency this track follows.)
 RECEIVER_HOLDBACK_FRAMES = 4
 # The delay is left alone while it is this close to its target (the median video latency itself
 # moves by about this much from frame to frame).
@@ -253,6 +255,8 @@ class DelayedVoiceTrack(MediaStreamTrack):
         if now - self._wrong_since < MAX_WAIT_FOR_SILENCE or abs(error) < JUMP_ERROR_S * SAMPLE_RATE:
             return self._play(FRAME_SAMPLES)
         # No silence came: jump now, fading the old position out and the new one in.
+        logger.debug("voice delay %.0f ms off with no silence for %.1f s: jumping", 1000 * error / SAMPLE_RATE,
+                     MAX_WAIT_FOR_SILENCE)
         self.jumps += 1
         self._wrong_since = None
         old = voice.read(position, CROSSFADE_SAMPLES).astype(np.float32)
