@@ -171,8 +171,10 @@ class DelayedVoiceTrack(MediaStreamTrack):
     """The microphone `target()` seconds late: 20 ms frames of 48 kHz stereo s16, pts in samples.
 
     `target()` is the session's current video latency (None before the first avatar frame: then,
-    and while `paused()`, the track plays silence). Each frame is due `FRAME_SAMPLES` after the
-    previous; a stalled event loop carries on from now rather than burst.
+    and while `paused()`, the track plays silence). Frame n is due at `started_at + pts / 48000`
+    (`time.monotonic()`), pts = n * 960; a stalled event loop carries on from now rather than
+    burst, its pts skipping the frames it missed (as the avatar's pts do), so that pts stay
+    wall-clock time for whoever muxes the two.
     """
 
     kind = "audio"
@@ -182,7 +184,7 @@ class DelayedVoiceTrack(MediaStreamTrack):
         self._voice = voice
         self._target = target
         self._paused = paused
-        self._start: float | None = None
+        self.started_at: float | None = None  # when the frame of pts 0 was due
         self._pts = 0
         self._position: int | None = None  # the next input sample to play
         self._wrong_since: float | None = None  # since when the delay has been off its target
@@ -195,18 +197,18 @@ class DelayedVoiceTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
-        if self._start is None:
-            self._start = now
+        if self.started_at is None:
+            self.started_at = now
         else:
             self._pts += FRAME_SAMPLES
-            due = self._start + self._pts / SAMPLE_RATE
-            if due < now - 0.1:
-                self._start += now - due  # stalled: no burst of catch-up frames
+            due = self.started_at + self._pts / SAMPLE_RATE
+            if due < now - 0.1:  # stalled: skip the frames missed, no burst of catch-up frames
+                self._pts += int((now - due) * SAMPLE_RATE) // FRAME_SAMPLES * FRAME_SAMPLES
             elif due > now:
                 await asyncio.sleep(due - now)
         if self.readyState != "live":
             raise MediaStreamError
-        due = self._start + self._pts / SAMPLE_RATE
+        due = self.started_at + self._pts / SAMPLE_RATE
         frame = AudioFrame.from_ndarray(self.next_samples(due).reshape(1, -1), format="s16", layout="stereo")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts

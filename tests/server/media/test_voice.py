@@ -9,6 +9,7 @@ millisecond it was captured at), so each sample played says how late it is.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -153,4 +154,21 @@ async def test_the_delay_and_its_buffer_are_bounded() -> None:
     sim.run(3.0)
     assert max(abs(d - 1.0) for d in sim.delays(since=2.5)) < 0.0015
     assert sim.voice.capacity == 2 * SAMPLE_RATE  # the longest delay and a second's slack
+    await sim.close()
+
+
+async def test_frames_are_paced_and_their_pts_keep_wall_clock_time_across_a_stall() -> None:
+    """20 ms frames of 48 kHz stereo s16; after the event loop stalls, the next frame comes at
+    once (no burst of catch-up frames) and its pts skip the time missed, as the avatar's do."""
+    sim = Simulation()
+    frames = [await sim.track.recv() for _ in range(3)]
+    assert [f.pts for f in frames] == [0, FRAME_SAMPLES, 2 * FRAME_SAMPLES]
+    assert (frames[0].sample_rate, frames[0].samples, frames[0].layout.name, frames[0].format.name) == (
+        SAMPLE_RATE, FRAME_SAMPLES, "stereo", "s16"
+    )
+    time.sleep(0.3)  # the loop stalls
+    late = await sim.track.recv()
+    # The pts skipped at least the stall (a slower machine only stalls longer).
+    assert late.pts % FRAME_SAMPLES == 0 and late.pts - frames[-1].pts >= 0.3 * SAMPLE_RATE
+    sim.track.stop()
     await sim.close()
