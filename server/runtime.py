@@ -24,7 +24,7 @@ from server.core.config import MIN_FPS, Settings
 from server.metrics import Metrics
 from server.model_worker import ModelWorker
 from server.references import Reference, ReferenceStore, decode_upload, grey_card, load_reference_file
-from server.rtc.ice import include_loopback
+from server.rtc.ice import include_loopback, use_port_range
 from server.rtc.sdp import parse_offer
 from server.sessions.control import check_params
 from server.sessions.registry import SessionRegistry
@@ -61,6 +61,7 @@ class Runtime:
         settings = self.settings
         image = load_reference_file(settings.REFERENCE_IMAGE) if settings.REFERENCE_IMAGE else None
         include_loopback(settings.ICE_LOOPBACK)
+        use_port_range(settings.ICE_PORT_RANGE)
         try:
             await self.worker.start()
             if image is None:
@@ -69,6 +70,7 @@ class Runtime:
         except BaseException:
             await self.worker.stop()
             include_loopback(False)
+            use_port_range(None)
             raise
         self._default_reference = Reference(id="default", image=image)
         self._sessions = SessionRegistry(settings, self.worker, self.metrics)
@@ -87,6 +89,7 @@ class Runtime:
             gc.unfreeze()
         await self.worker.stop()
         include_loopback(False)
+        use_port_range(None)
 
     @property
     def _registry(self) -> SessionRegistry:

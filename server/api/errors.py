@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from rain_core.validation import describe_validation_error
 from server.references import BadDimensions, NotAnImage, UnknownReference, UploadTooLarge
+from server.rtc.ice import PortsExhausted
 from server.rtc.sdp import OfferError
 from server.sessions.control import ParamsError
 from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
@@ -31,6 +32,7 @@ ERROR_STATUSES: dict[type[Exception], int] = {
     BadDimensions: 422,
     ParamsError: 422,
     CapacityError: 503,
+    PortsExhausted: 503,
 }
 
 # Statuses that tell the client when to come back.
