@@ -104,7 +104,10 @@ class Recorder:
         max_bytes: int,
         prefer_nvenc: bool = False,
     ):
-        self.video, self.audio, self.path = video, audio, path
+        self.video: MediaStreamTrack | None = video
+        self.audio: MediaStreamTrack | None = audio
+        self.with_audio = audio is not None
+        self.path = path
         self.fps = Fraction(fps).limit_denominator(1001)
         self.width, self.height = width, height
         self.max_seconds, self.max_bytes = max_seconds, max_bytes
@@ -130,6 +133,7 @@ class Recorder:
         # A thread of its own: the default executor also runs aiortc's encoders, which a
         # recording held for minutes must not starve.
         executor = ThreadPoolExecutor(1, thread_name_prefix="rain-recorder")
+        assert self.video is not None, "a recorder runs once"
         readers = [asyncio.ensure_future(self._read(self.video, "video"))]
         if self.audio is not None:
             readers.append(asyncio.ensure_future(self._read(self.audio, "audio")))
@@ -143,6 +147,8 @@ class Recorder:
             for track in (self.video, self.audio):
                 if track is not None:
                     track.stop()
+            # A finished recording is kept for a while: it must not keep the session's tracks.
+            self.video = self.audio = None
             executor.shutdown(wait=False)
 
     async def _read(self, track: MediaStreamTrack, kind: str) -> None:
@@ -178,7 +184,7 @@ class Recorder:
     def _encode(self, file) -> None:
         with av.open(file, "w", format="mp4") as container:
             video = self._add_video_stream(container)
-            audio = container.add_stream("aac", rate=AUDIO_RATE, layout=AUDIO_LAYOUT) if self.audio else None
+            audio = container.add_stream("aac", rate=AUDIO_RATE, layout=AUDIO_LAYOUT) if self.with_audio else None
             resampler = av.AudioResampler(format="fltp", layout=AUDIO_LAYOUT, rate=AUDIO_RATE,
                                           frame_size=AAC_FRAME_SAMPLES)
             writer = _Timeline(self, container, video, audio, resampler, file)
