@@ -58,6 +58,7 @@ class RecordingProgress:
     frames_dropped: int = 0  # video frames the encoder could not keep up with
     audio_frames_dropped: int = 0
     audio_samples: int = 0
+    span_seconds: float = 0.0  # from the first video frame's timestamp to the last's, plus one frame
     bytes: int = 0
     codec: str | None = None
 
@@ -115,7 +116,8 @@ class Recorder:
         self.progress = RecordingProgress()
         self.stop_reason: str | None = None
         self._queue: queue.Queue[tuple[str, av.VideoFrame | av.AudioFrame, float]] = queue.Queue(QUEUE_FRAMES)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no more frames are read
+        self._full = False  # a limit was reached: nothing more is written
 
     @property
     def duration(self) -> float:
@@ -123,7 +125,8 @@ class Recorder:
         return float(self.progress.frames / self.fps)
 
     def stop(self, reason: str) -> None:
-        """Ask the recording to finish (the first reason given is kept); `run()` then returns."""
+        """Ask the recording to finish (the first reason given is kept); `run()` then returns,
+        once the frames read until now are written."""
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stop.set()
@@ -188,10 +191,12 @@ class Recorder:
             resampler = av.AudioResampler(format="fltp", layout=AUDIO_LAYOUT, rate=AUDIO_RATE,
                                           frame_size=AAC_FRAME_SAMPLES)
             writer = _Timeline(self, container, video, audio, resampler, file)
-            while not self._stop.is_set():
+            while not self._full:
                 try:
                     kind, frame, arrived = self._queue.get(timeout=STOP_POLL_SECONDS)
                 except queue.Empty:
+                    if self._stop.is_set():
+                        break
                     continue
                 if kind == "video":
                     writer.video_frame(frame, arrived)
@@ -241,15 +246,16 @@ class _Timeline:
             for _ in range(min(slot - self.slot - 1, MAX_FILL_FRAMES)):
                 self._encode(self.last, self.slot + 1)
                 recorder.progress.frames_repeated += 1
-                if recorder._stop.is_set():
+                if recorder._full:
                     return
         self.slot = max(self.slot, slot - 1)
         self._encode(frame, self.slot + 1)
         self.last = frame
+        recorder.progress.span_seconds = float(seconds) + 1 / recorder.fps
 
     def _encode(self, frame: av.VideoFrame, slot: int) -> None:
         recorder = self.recorder
-        if recorder._stop.is_set():
+        if recorder._full:
             return
         frame.pts, frame.time_base = slot, self.video.codec_context.time_base
         self.container.mux(self.video.encode(frame))
@@ -258,8 +264,10 @@ class _Timeline:
         recorder.progress.bytes = self.file.tell()
         if recorder.progress.frames >= self.max_frames:
             recorder.stop(f"reached the longest recording, {recorder.max_seconds:g} s")
+            recorder._full = True
         elif recorder.progress.bytes >= recorder.max_bytes:
             recorder.stop("reached the disk space for recordings")
+            recorder._full = True
 
     def audio_frame(self, frame: av.AudioFrame, arrived: float) -> None:
         if self.audio is None or self.first_arrival is None:

@@ -67,6 +67,8 @@ class Recording:
             "fps": self.fps,
             "frames": progress.frames if progress else 0,
             "duration_s": round(recorder.duration, 3) if recorder else 0.0,
+            # The stream time the frames spanned, by their timestamps (the server's clock).
+            "span_s": round(progress.span_seconds, 3) if progress else 0.0,
             "bytes": progress.bytes if progress else 0,
             "audio": recorder is not None and recorder.with_audio,
             "codec": progress.codec if progress else None,
