@@ -46,10 +46,14 @@ def test_record_list_and_download(client: TestClient, offers) -> None:
     elsewhere = f"/api/sessions/not-the-session/recordings/{finished['recording_id']}"
     assert client.get(elsewhere).json()["detail"] == "unknown or expired session"
 
-    # After the session: still listed and downloadable (RECORDING_TTL), but no new recording.
+    # Ending the session finishes the recording under way. After it, the files are still listed
+    # and downloadable (RECORDING_TTL), but nothing new can be recorded.
+    assert client.post(base).status_code == 201
+    time.sleep(0.5)
     assert client.delete(f"/api/sessions/{opened['session_id']}").status_code == 204
-    assert client.get(base).json()["recordings"][0]["recording_id"] == finished["recording_id"]
-    assert client.get(finished["url"]).status_code == 200
+    first, second = client.get(base).json()["recordings"]
+    assert first == finished and (second["state"], second["stop_reason"]) == ("finished", "the session ended")
+    assert client.get(finished["url"]).status_code == 200 and client.get(second["url"]).status_code == 200
     closed = client.post(base)
     assert closed.status_code == 404 and detail(closed) == "unknown or expired session"
 

@@ -94,3 +94,9 @@ def test_ice_port_range(monkeypatch) -> None:
                          ("0-10", "greater than or equal to 1"), ("65535-70000", "less than or equal to 65535")]:
         with pytest.raises(ValidationError, match=message):
             tiny_settings(ICE_PORT_RANGE=bad)
+
+
+def test_recording_limits_are_checked() -> None:
+    for name, bad in [("MAX_RECORDING_SECONDS", 0), ("MAX_RECORDINGS_BYTES", 10), ("RECORDING_TTL", -1)]:
+        with pytest.raises(ValidationError, match=name):
+            tiny_settings(**{name: bad})
