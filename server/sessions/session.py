@@ -262,7 +262,13 @@ class Session:
             self.log.warning("recording failed: %s", exc)
         else:
             recording.state = "finished"
-            self.log.info("recording finished: %s", recording.recorder.stop_reason)
+            recorder = recording.recorder
+            progress = recorder.progress
+            self.log.info(
+                "recording finished (%s): %d frames over %.2f s of stream at %g fps, %d repeated, %d dropped, %d bytes",
+                recorder.stop_reason, progress.frames, progress.span_seconds, recording.fps,
+                progress.frames_repeated, progress.frames_dropped, progress.bytes,
+            )
 
     # References and viewers --------------------------------------------------------------
     async def set_reference(self, reference: Reference) -> None:
