@@ -40,7 +40,7 @@ class RecordingConflict(RuntimeError):
 
 
 class RecordingsFull(RuntimeError):
-    """The disk space for recordings is used up."""
+    """The disk space for recordings is used up (or there is no directory to write them to)."""
 
 
 @dataclass
@@ -107,7 +107,10 @@ class RecordingStore:
                 f"the disk space for recordings is used up ({used} of {self.max_bytes} bytes); "
                 "older recordings are deleted when they expire"
             )
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecordingsFull(f"the recordings directory cannot be created ({exc.strerror})") from None
         recording_id = new_token()
         recording = Recording(
             id=recording_id, session_id=session_id, path=self.directory / f"rec-{recording_id}.mp4", fps=fps

@@ -260,6 +260,9 @@ class Session:
         except RecordingFailed as exc:
             recording.state = "failed"
             self.log.warning("recording failed: %s", exc)
+        except Exception:  # noqa: BLE001 - a recording's failure must not end its session
+            recording.state = "failed"
+            self.log.exception("recording failed")
         else:
             recording.state = "finished"
             recorder = recording.recorder
