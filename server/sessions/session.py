@@ -10,6 +10,7 @@ A failure in one of the session's tasks closes this session only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _labels = itertools.count(1)
+# The longest a closing session waits for its recording's file to be finished.
+RECORDING_STOP_SECONDS = 30.0
 
 
 class Session:
@@ -240,7 +243,11 @@ class Session:
 
     def recording_audio(self) -> MediaStreamTrack | None:
         """The audio a new recording takes beside the avatar: a track of `av.AudioFrame`s of its
-        own (a relay subscription, never the track a peer connection sends), or None: no voice."""
+        own (a relay subscription, never the track a peer connection sends), or None: no voice.
+
+        The session's delayed voice (issue 17, part 1) belongs here once it exists, already in
+        step with the avatar: the recorder lines the two up as they reach it.
+        """
         return None
 
     async def stop_recording(self, reason: str = "stopped") -> Recording:
@@ -340,7 +347,10 @@ class Session:
         self.close_reason = reason
         self.log.info("closing: %s", reason)
         if self.recording is not None and self.recording.state == "recording":
-            await self.stop_recording("the session ended")
+            # Bounded: an encoder that hangs must not keep the session from closing (the
+            # recording then ends as failed, or finishes in the background).
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop_recording("the session ended"), RECORDING_STOP_SECONDS)
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
