@@ -24,11 +24,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3.11 -m venv "$VIRTUAL_ENV"
 
-# An unprivileged user, and the weights mount point owned by it: a new named volume takes
-# this ownership, so `fetch-weights` can write there without root.
+# An unprivileged user, and the weights and recordings mount points owned by it: a new named
+# volume takes this ownership, so `fetch-weights` and recordings can write there without root.
 RUN useradd --create-home --uid 1000 --user-group rain \
- && mkdir /weights \
- && chown 1000:1000 /weights
+ && mkdir /weights /recordings \
+ && chown 1000:1000 /weights /recordings
 
 # Layers from the least to the most often changed. torch first, from the official PyTorch
 # wheels for CUDA 12.8 (sm_89 included); the version must be the one pyproject.toml pins.

@@ -11,6 +11,8 @@ let camera = null;        // MediaStream from getUserMedia
 let session = null;       // {session_id, view_token}
 let referenceId = null;   // from POST /api/references
 let paused = false;
+let recording = false;     // a recording of this session is under way
+const listedRecordings = new Set();
 let statsTimer = null;
 let controlId = 0;
 const pendingControl = new Map();  // id -> {resolve, reject}
@@ -326,7 +328,7 @@ function start() {
       return negotiate();
     })
     .then(() => {
-      ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = false; });
+      ["stop", "pause", "reset", "record", "copy-obs"].forEach((id) => { $(id).disabled = false; });
       $("obs-link").value = obsLink();
       $("obs-link").hidden = false;
       statsTimer = setInterval(pollStats, 1000);
@@ -342,6 +344,7 @@ function stop() {
   clearInterval(statsTimer);
   statsTimer = null;
   const ending = session;
+  const wasRecording = recording;
   session = null;
   if (control) control.close();
   control = null;
@@ -353,16 +356,64 @@ function stop() {
   pendingControl.clear();
   ["output", "webcam", "driving"].forEach((id) => { $(id).srcObject = null; });
   $("overlay").textContent = "";
-  ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = true; });
+  ["stop", "pause", "reset", "record", "copy-obs"].forEach((id) => { $(id).disabled = true; });
+  showRecordingButton(false);
   $("start").disabled = !window.isSecureContext;
   $("obs-link").hidden = true;
   paused = false;
   $("pause").textContent = "Pause";
   setState("idle");
   if (ending) {
-    return api("DELETE", `/api/sessions/${ending.session_id}`).catch(() => null);  // may already be gone
+    return api("DELETE", `/api/sessions/${ending.session_id}`)
+      .catch(() => null)  // may already be gone
+      // Ending the session finished its recording: list the file (kept a while after the session).
+      .then(() => (wasRecording ? listRecordings(ending.session_id) : null));
   }
   return Promise.resolve();
+}
+
+// --- recording --------------------------------------------------------------------
+
+function showRecordingButton(on) {
+  recording = on;
+  $("record").textContent = on ? "Stop recording" : "Record";
+  $("record").classList.toggle("recording", on);
+}
+
+function toggleRecording() {
+  return sendControl(recording ? "stop_recording" : "start_recording").then((reply) => showRecording(reply.recording));
+}
+
+function showRecording(rec) {
+  showRecordingButton(rec.state === "recording");
+  if (rec.state === "recording") log("recording");
+  else addRecordingLink(rec);
+}
+
+function listRecordings(sessionId) {
+  return api("GET", `/api/sessions/${sessionId}/recordings`)
+    .then((listing) => listing.recordings.forEach(addRecordingLink))
+    .catch(showError);
+}
+
+// A download link per finished recording; the link carries the session id, its only key.
+function addRecordingLink(rec) {
+  if (rec.state === "recording" || listedRecordings.has(rec.recording_id)) return;
+  listedRecordings.add(rec.recording_id);
+  const item = document.createElement("li");
+  if (rec.url) {
+    const link = document.createElement("a");
+    link.href = rec.url;
+    link.download = "";
+    link.textContent = `${rec.started.replace("T", " ")}, ${rec.duration_s.toFixed(1)} s`;
+    item.append(link);
+  } else {
+    item.textContent = "failed";
+  }
+  if (rec.stop_reason && rec.stop_reason !== "stopped") item.append(` (${rec.stop_reason})`);
+  $("recordings").append(item);
+  $("recordings-box").hidden = false;
+  log(`recording ${rec.state}: ${rec.stop_reason}`);
 }
 
 // --- stats, OBS link --------------------------------------------------------------
@@ -376,7 +427,10 @@ function pollStats() {
       $("overlay").textContent =
         `${stats.fps.output.toFixed(1)} / ${stats.fps.target} fps  latency ${latency}\n` +
         `queue ${stats.queue.engine_pending} steps, ${stats.queue.output_backlog} frames  ` +
-        `dropped ${stats.frames.dropped}${warming}${stats.paused ? "  PAUSED" : ""}`;
+        `dropped ${stats.frames.dropped}${warming}${stats.paused ? "  PAUSED" : ""}` +
+        (recording && stats.recording ? `  REC ${stats.recording.duration_s.toFixed(0)} s` : "");
+      // A limit ends a recording on the server: show why, and its file.
+      if (recording && stats.recording && stats.recording.state !== "recording") showRecording(stats.recording);
     })
     .catch((error) => {
       showError(error);
@@ -414,6 +468,7 @@ $("pause").addEventListener("click", () => {
 $("reset").addEventListener("click", () => {
   sendControl("reset").then(() => log("engine reset")).catch(showError);
 });
+$("record").addEventListener("click", () => { toggleRecording().catch(showError); });
 $("copy-obs").addEventListener("click", () => { copyObsLink().catch(showError); });
 $("reference-file").addEventListener("change", (event) => {
   const file = event.target.files[0];

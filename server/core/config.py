@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rain_core.stream.reference_encoder import MAX_REFERENCE_PIXELS
 from rain_core.weights.profiles import check_model_source
@@ -35,6 +35,40 @@ class IceServer(BaseModel):
     urls: str | list[str]
     username: str | None = None
     credential: str | None = None
+
+
+class PortRange(BaseModel):
+    """An inclusive range of UDP ports, written `FIRST-LAST` (e.g. `50000-50100`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    first: int = Field(ge=1, le=65535)
+    last: int = Field(ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PortRange:
+        if self.first > self.last:
+            raise ValueError(f"the first port {self.first} is above the last {self.last}")
+        return self
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+def _parse_port_range(value: object) -> object:
+    """`"50000-50100"` -> `{"first": 50000, "last": 50100}`; anything else is left to the model's checks."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        first, sep, last = text.partition("-")
+        if not sep or not first.strip().isdigit() or not last.strip().isdigit() or len(text) > 16:
+            raise ValueError(f"a port range is written FIRST-LAST, e.g. 50000-50100 (got {text[:24]!r})")
+        return {"first": int(first), "last": int(last)}
+    return value
 
 
 class Settings(BaseSettings):
@@ -89,6 +123,15 @@ class Settings(BaseSettings):
     ICE_SERVERS: list[IceServer] = []  # JSON list; empty: host candidates only, no STUN
     ICE_LOOPBACK: bool = False  # add 127.0.0.1 host candidates (loopback-only hosts, tests)
     PUBLIC_IP: IPv4Address | IPv6Address | None = None  # advertised beside each host candidate
+    # Every ICE host candidate (sessions and viewers) binds a UDP port in this range (a firewall
+    # or a container publishes just these); none: the kernel picks. Exhausted: offers get 503.
+    ICE_PORT_RANGE: Annotated[PortRange | None, NoDecode, BeforeValidator(_parse_port_range)] = None
+
+    # Recordings of sessions (MP4). A recording stops, finished and playable, at the first limit.
+    RECORDINGS_DIR: Path = Path("recordings")  # created when the first recording starts
+    MAX_RECORDING_SECONDS: float = Field(1800.0, gt=0)  # the longest one recording runs
+    MAX_RECORDINGS_BYTES: int = Field(5_000_000_000, ge=1_000_000)  # all files in RECORDINGS_DIR together
+    RECORDING_TTL: float = Field(3600.0, gt=0)  # seconds a session's files are kept after it ends
 
     # HTTP.
     CORS_ORIGINS: list[str] = []  # JSON list; empty: no CORS headers at all

@@ -106,6 +106,16 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             assert stats["params"]["calibration"]["eye_height_ratio"] == pytest.approx(chosen)
             assert chosen == pytest.approx(2.0, abs=0.02)  # the slider's step
 
+            # Record: the button starts and stops a recording, whose download link the page lists.
+            await page.click("#record")
+            await page.wait_for_function("() => document.getElementById('overlay').textContent.includes('REC')")
+            await page.click("#record")
+            link = await page.wait_for_selector("#recordings a")
+            download = await page.evaluate(
+                "(a) => fetch(a.href).then((r) => `${r.status} ${r.headers.get('content-type')}`)", link
+            )
+            assert download == "200 video/mp4" and await page.text_content("#record") == "Record"
+
             # The OBS link, in a window of its own, shows the same stream.
             obs = await (await browser.new_context()).new_page()
             obs.set_default_timeout(TIMEOUT_MS)

@@ -1,10 +1,11 @@
-"""A live session: its stats, its character, its end. The session id is the credential."""
+"""A live session: its stats, its character, its recordings, its end. The session id is the credential."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.deps import RuntimeDep
@@ -37,3 +38,41 @@ async def end_session(session_id: str, runtime: RuntimeDep) -> Response:
     """End a session and free everything it held."""
     await runtime.close_session(session_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{session_id}/recordings", status_code=201,
+    responses={404: {"description": "unknown session"}, 409: {"description": "already recording"},
+               507: {"description": "the disk space for recordings is used up"}},
+)
+async def start_recording(session_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """Start recording the session's avatar (and voice) to MP4."""
+    return await runtime.start_recording(session_id)
+
+
+@router.post(
+    "/{session_id}/recordings/stop",
+    responses={404: {"description": "unknown session"}, 409: {"description": "not recording"}},
+)
+async def stop_recording(session_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """Stop the recording under way; answers once its file is complete."""
+    return await runtime.stop_recording(session_id)
+
+
+@router.get("/{session_id}/recordings", responses={404: {"description": "unknown or expired session"}})
+async def list_recordings(session_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """The session's recordings, each with its download `url` once finished (kept RECORDING_TTL
+    seconds after the session ends)."""
+    return {"recordings": runtime.recordings(session_id)}
+
+
+@router.get(
+    "/{session_id}/recordings/{recording_id}",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}}, "description": "the MP4 file"},
+               404: {"description": "unknown session or recording"}, 409: {"description": "still recording"}},
+)
+async def download_recording(session_id: str, recording_id: str, runtime: RuntimeDep) -> FileResponse:
+    """One finished recording of the session, as an MP4 file."""
+    path = runtime.recording_file(session_id, recording_id)
+    return FileResponse(path, media_type="video/mp4", filename=f"rain-avatar-{recording_id[:8]}.mp4")

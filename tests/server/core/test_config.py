@@ -83,3 +83,20 @@ def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
     assert paths.compile and not paths.cuda_graphs
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
         choose_fast_paths(torch.device("cpu"), cuda_graphs="on")
+
+
+def test_ice_port_range(monkeypatch) -> None:
+    monkeypatch.setenv("RAIN_ICE_PORT_RANGE", "50000-50100")
+    ports = tiny_settings().ICE_PORT_RANGE
+    assert (ports.first, ports.last, len(ports), str(ports)) == (50000, 50100, 101, "50000-50100")
+    assert tiny_settings(ICE_PORT_RANGE="").ICE_PORT_RANGE is None
+    for bad, message in [("50100-50000", "above the last"), ("50000", "FIRST-LAST"), ("a-b", "FIRST-LAST"),
+                         ("0-10", "greater than or equal to 1"), ("65535-70000", "less than or equal to 65535")]:
+        with pytest.raises(ValidationError, match=message):
+            tiny_settings(ICE_PORT_RANGE=bad)
+
+
+def test_recording_limits_are_checked() -> None:
+    for name, bad in [("MAX_RECORDING_SECONDS", 0), ("MAX_RECORDINGS_BYTES", 10), ("RECORDING_TTL", -1)]:
+        with pytest.raises(ValidationError, match=name):
+            tiny_settings(**{name: bad})
