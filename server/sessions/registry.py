@@ -37,6 +37,7 @@ class SessionRegistry:
         self.metrics = metrics
         self.rtc_config = rtc_configuration(settings.ICE_SERVERS)
         self.driving_pool = ThreadPoolExecutor(settings.DRIVING_THREADS, thread_name_prefix="rain-driving")
+        self.matte_pool = ThreadPoolExecutor(settings.MATTE_THREADS, thread_name_prefix="rain-matte")
         self.sessions: dict[str, Session] = {}
         # Every session object still in memory, live or not: none may outlive its clean-up.
         self.in_memory: weakref.WeakSet[Session] = weakref.WeakSet()
@@ -54,6 +55,7 @@ class SessionRegistry:
         await asyncio.gather(*(self.close(s, "server shutting down") for s in list(self.sessions.values())))
         await self._memory.stop()
         self.driving_pool.shutdown(wait=True)
+        self.matte_pool.shutdown(wait=True)
 
     def __len__(self) -> int:
         return len(self.sessions)
