@@ -264,6 +264,7 @@ class Session:
                 "output_backlog": avatar.backlog,
             },
             "viewers": len(self.viewers),
+            "matte_viewers": self.viewers.matte.users,  # while any, the matte is computed
         }
 
     def silent_for(self, now: float) -> float:
