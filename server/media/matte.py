@@ -25,7 +25,8 @@ def packed_frame(frame: VideoFrame, key: RGB) -> VideoFrame:
     packed = VideoFrame.from_ndarray(pack_matte(rgb, colour_matte(rgb, key)), format="rgb24")
     out = packed.reformat(format="yuv420p")
     out.pts = frame.pts
-    out.time_base = frame.time_base
+    if frame.time_base is not None:
+        out.time_base = frame.time_base
     return out
 
 
