@@ -252,9 +252,20 @@ async def _transparent_screenshot(page, path: Path) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
 
 
+# The preview frame shows the builder's link, and plays.
+PREVIEW_PLAYING_JS = """(link) => { const frame = document.getElementById('obs-preview-frame');
+    const view = frame.src === link && frame.contentDocument;
+    if (!view || view.location.href !== link) return false;  // the new document, not the last one
+    return Boolean(view.body && view.body.dataset.state === 'playing'
+        && view.getElementById('video').getVideoPlaybackQuality().totalVideoFrames >= 8); }"""
+CHECKERBOARD = {(154, 154, 154), (224, 224, 224)}  # web/style.css .checkerboard
+
+
 async def test_obs_view_with_a_transparent_background(demo_server, tmp_path) -> None:
     """`&alpha=key` and `&alpha=matte` on the demo model: the background comes out transparent,
-    the character opaque; the page's link builder makes the links; a bad link says what is wrong."""
+    the character opaque; the page's link builder makes the links and previews them over a
+    checkerboard; a bad link says what is wrong."""
+    from PIL import Image
     from playwright.async_api import async_playwright
 
     y4m = write_y4m(tmp_path / "webcam.y4m")
@@ -280,10 +291,14 @@ async def test_obs_view_with_a_transparent_background(demo_server, tmp_path) -> 
                 await page.select_option("#obs-alpha", mode)
                 link = await page.input_value("#obs-link")
                 assert f"alpha={mode}" in link and ("tolerance=0.1" in link) == (mode == "key"), link
-                await page.wait_for_function(
-                    "(link) => document.getElementById('obs-preview-frame').src === link", arg=link
-                )
-                await page.locator("#obs-preview").screenshot(path=tmp_path / f"preview-{mode}.png")
+                await page.wait_for_function(PREVIEW_PLAYING_JS, arg=link)
+                preview = np.asarray(Image.open(io.BytesIO(
+                    await page.locator("#obs-preview").screenshot(path=tmp_path / f"preview-{mode}.png")
+                )).convert("RGB"))
+                corner = preview[8:40, 8:40].reshape(-1, 3)  # background: the checkerboard shows through
+                assert {tuple(c) for c in corner} <= CHECKERBOARD, {tuple(c) for c in corner} - CHECKERBOARD
+                torso = preview[128:160, 112:144].reshape(-1, 3)  # the character hides it
+                assert sum(tuple(c) in CHECKERBOARD for c in torso) < 0.1 * len(torso)
 
                 await views.goto(link)
                 await views.wait_for_function("() => document.body.dataset.state === 'playing'")
