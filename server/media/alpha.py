@@ -56,6 +56,22 @@ def colour_matte(rgb: np.ndarray, key: RGB) -> np.ndarray:
     return cv2.medianBlur((alpha * 255.0 + 0.5).astype(np.uint8), 3)
 
 
+def remove_background(rgb: np.ndarray, matte: np.ndarray, key: RGB) -> np.ndarray:
+    """The colours of partly transparent pixels with the background taken out: a pixel observed as
+    c = a F + (1 - a) B over the known background B has the colour F = B + (c - B) / a, taking the
+    matte for a. Without this the character's edges keep a rim of the old background's colour over
+    the new scene (the page's key mode has its spill suppression instead). [H, W, 3] uint8."""
+    alpha = matte.astype(np.float32)[..., None] / 255.0
+    background = np.asarray(key, np.float32)
+    # Below half opaque the correction stops growing: larger ones would amplify noise, and the
+    # frame's halved chroma would spread it into the opaque pixels beside.
+    foreground = background + (rgb.astype(np.float32) - background) / np.maximum(alpha, 0.5)
+    partial = (matte > 0) & (matte < 255)
+    out = rgb.copy()
+    out[partial] = np.clip(foreground[partial] + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def pack_matte(rgb: np.ndarray, matte: np.ndarray) -> np.ndarray:
     """Colour [H, W, 3] and matte [H, W] -> one frame [H, 2W, 3]: colour left, matte as grey right."""
     if rgb.shape[:2] != matte.shape:

@@ -15,14 +15,15 @@ from concurrent.futures import Executor
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
-from server.media.alpha import RGB, colour_matte, pack_matte
+from server.media.alpha import RGB, colour_matte, pack_matte, remove_background
 from server.media.relay import AvatarRelay
 
 
 def packed_frame(frame: VideoFrame, key: RGB) -> VideoFrame:
     """An avatar frame -> the same frame with its matte packed beside it (yuv420p, twice as wide)."""
     rgb = frame.to_ndarray(format="rgb24")
-    packed = VideoFrame.from_ndarray(pack_matte(rgb, colour_matte(rgb, key)), format="rgb24")
+    matte = colour_matte(rgb, key)
+    packed = VideoFrame.from_ndarray(pack_matte(remove_background(rgb, matte, key), matte), format="rgb24")
     out = packed.reformat(format="yuv420p")
     out.pts = frame.pts
     if frame.time_base is not None:

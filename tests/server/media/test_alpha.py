@@ -13,7 +13,7 @@ from av import VideoFrame
 from PIL import Image
 from scipy import ndimage
 
-from server.media.alpha import colour_matte, key_colour, pack_matte
+from server.media.alpha import colour_matte, key_colour, pack_matte, remove_background
 from server.media.matte import MatteSource, MatteTrack, packed_frame
 from server.media.relay import AvatarRelay
 
@@ -57,6 +57,16 @@ def test_colour_matte_is_clear_on_the_background_and_solid_on_the_figure() -> No
     # Between the two: a ramp (half-way colour, half opaque or so).
     halfway = np.full((4, 4, 3), np.asarray(BACKGROUND) + 0.15 * 255 / np.sqrt(3), np.float32).astype(np.uint8)
     assert 64 < colour_matte(halfway, BACKGROUND)[2, 2] < 192
+
+
+def test_edges_lose_the_old_background_colour() -> None:
+    """A pixel half figure, half background, with a half matte, shows the figure's own colour."""
+    mixed = ((np.asarray(FIGURE) + np.asarray(BACKGROUND)) / 2).astype(np.uint8)
+    rgb = np.stack([np.asarray(BACKGROUND, np.uint8), mixed, np.asarray(FIGURE, np.uint8)])[None]
+    matte = np.array([[0, 128, 255]], np.uint8)
+    out = remove_background(rgb, matte, BACKGROUND)
+    assert np.abs(out[0, 1].astype(int) - FIGURE).max() <= 2
+    assert np.array_equal(out[0, [0, 2]], rgb[0, [0, 2]])  # clear and solid pixels as they were
 
 
 def test_packed_alpha_layout_colour_left_matte_right() -> None:
