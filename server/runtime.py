@@ -163,12 +163,20 @@ class Runtime:
         """May the holder of `token` watch the session (before anything else is read from them)."""
         self._registry.get(session_id).check_view_token(token)
 
-    async def add_viewer(self, session_id: str, token: str | None, sdp: str) -> OpenedViewer:
+    async def add_viewer(self, session_id: str, token: str | None, sdp: str, *, matte: bool = False) -> OpenedViewer:
+        """A WHEP viewer; `matte`: the avatar with its matte packed beside it (twice as wide)."""
         session = self._registry.get(session_id)
         session.check_view_token(token)
         assert session.viewers is not None
-        viewer_id, answer = await session.viewers.add(sdp)
+        viewer_id, answer = await session.viewers.add(sdp, matte=matte)
         return OpenedViewer(viewer_id=viewer_id, answer=answer)
+
+    def view(self, session_id: str, token: str | None) -> dict[str, Any]:
+        """What an OBS view needs beside the stream: the key colour of the session's character."""
+        session = self._registry.get(session_id)
+        session.check_view_token(token)
+        red, green, blue = session.reference.key_colour()
+        return {"key_colour": f"{red:02x}{green:02x}{blue:02x}"}
 
     async def remove_viewer(self, session_id: str, viewer_id: str) -> None:
         viewers = self._registry.get(session_id).viewers

@@ -329,8 +329,8 @@ function start() {
     })
     .then(() => {
       ["stop", "pause", "reset", "record", "copy-obs"].forEach((id) => { $(id).disabled = false; });
-      $("obs-link").value = obsLink();
       $("obs-link").hidden = false;
+      updateObsLink();
       statsTimer = setInterval(pollStats, 1000);
       log("session started");
     })
@@ -360,6 +360,7 @@ function stop() {
   showRecordingButton(false);
   $("start").disabled = !window.isSecureContext;
   $("obs-link").hidden = true;
+  updateObsLink();
   paused = false;
   $("pause").textContent = "Pause";
   setState("idle");
@@ -438,9 +439,39 @@ function pollStats() {
     });
 }
 
+// The link with the builder's transparency choice (the parameters obs.js reads).
 function obsLink() {
   const query = new URLSearchParams({ token: session.view_token });
+  const alpha = $("obs-alpha").value;
+  if (alpha !== "none") query.set("alpha", alpha);
+  if (alpha === "key") {
+    if (!$("obs-key-auto").checked) query.set("key", $("obs-key").value.slice(1));
+    query.set("tolerance", $("obs-tolerance").value);
+    query.set("spill", $("obs-spill").value);
+  }
   return `${location.origin}/obs/${encodeURIComponent(session.session_id)}?${query}`;
+}
+
+// The builder changed (or the session started or stopped): the link, and the preview over a
+// checkerboard (reloaded a moment after the last change: each load is a new WHEP viewer).
+let previewTimer = null;
+
+function updateObsLink() {
+  const alpha = $("obs-alpha").value;
+  $("obs-key-options").hidden = alpha !== "key";
+  $("obs-key").disabled = $("obs-key-auto").checked;
+  clearTimeout(previewTimer);
+  const frame = $("obs-preview-frame");
+  if (!session || alpha === "none") {
+    $("obs-preview").hidden = true;
+    if (frame.src) frame.removeAttribute("src");
+    if (session) $("obs-link").value = obsLink();
+    return;
+  }
+  const link = obsLink();
+  $("obs-link").value = link;
+  $("obs-preview").hidden = false;
+  previewTimer = setTimeout(() => { frame.src = link; }, 400);
 }
 
 function copyObsLink() {
@@ -470,6 +501,9 @@ $("reset").addEventListener("click", () => {
 });
 $("record").addEventListener("click", () => { toggleRecording().catch(showError); });
 $("copy-obs").addEventListener("click", () => { copyObsLink().catch(showError); });
+["obs-alpha", "obs-key-auto", "obs-key", "obs-tolerance", "obs-spill"].forEach((id) => {
+  $(id).addEventListener("input", updateObsLink);
+});
 $("reference-file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) uploadReference(file).catch(showError);

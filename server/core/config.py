@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     DRIVING_THREADS: int = Field(4, ge=1)  # thread pool of the driving-signal extraction
     SILENCE_TIMEOUT: float = Field(20.0, gt=0)  # seconds without a webcam frame before a session is reaped
     MAX_VIEWERS: int = Field(8, ge=1)  # WHEP viewers per session
+    # Threads computing the mattes of `alpha=matte` viewers (one frame at a time per session).
+    MATTE_THREADS: int = Field(2, ge=1)
 
     # References (character images).
     MAX_UPLOAD_BYTES: int = Field(10_000_000, ge=1)

@@ -38,6 +38,7 @@ class SessionRegistry:
         self.metrics = metrics
         self.rtc_config = rtc_configuration(settings.ICE_SERVERS)
         self.driving_pool = ThreadPoolExecutor(settings.DRIVING_THREADS, thread_name_prefix="rain-driving")
+        self.matte_pool = ThreadPoolExecutor(settings.MATTE_THREADS, thread_name_prefix="rain-matte")
         self.sessions: dict[str, Session] = {}
         # Every session object still in memory, live or not: none may outlive its clean-up.
         self.in_memory: weakref.WeakSet[Session] = weakref.WeakSet()
@@ -61,6 +62,7 @@ class SessionRegistry:
         await self._memory.stop()
         await self.recordings.stop()
         self.driving_pool.shutdown(wait=True)
+        self.matte_pool.shutdown(wait=True)
 
     def __len__(self) -> int:
         return len(self.sessions)

@@ -27,6 +27,7 @@ from server.media.avatar import AvatarTrack, DrivingPreviewTrack
 from server.media.camera import DrivingTrack
 from server.media.discard import DiscardedTracks
 from server.media.driving import DrivingExtractor
+from server.media.matte import MatteSource
 from server.media.pacing import FrameRate
 from server.media.pump import EnginePump
 from server.media.recorder import Recorder, RecordingFailed
@@ -126,8 +127,10 @@ class Session:
         )
         self.preview = DrivingPreviewTrack(config.width, config.height, self.rate)
         self.relay = AvatarRelay(self.avatar)
+        # The key colour is read per frame: a new character brings its own background.
+        matte = MatteSource(self.relay, lambda: self.reference.key_colour(), registry.matte_pool)
         self.viewers = Viewers(
-            self.label, self.relay, limit=settings.MAX_VIEWERS, rtc_config=registry.rtc_config,
+            self.label, self.relay, matte, limit=settings.MAX_VIEWERS, rtc_config=registry.rtc_config,
             public_ip=settings.PUBLIC_IP, metrics=registry.metrics,
         )
         self.pump = EnginePump(self.engine, worker, self.avatar, self.preview, metrics=registry.metrics, log=self.log)
@@ -332,6 +335,7 @@ class Session:
             },
             "viewers": len(self.viewers),
             "recording": self.recording.describe() if self.recording is not None else None,
+            "matte_viewers": self.viewers.matte.users,  # while any, the matte is computed
         }
 
     def silent_for(self, now: float) -> float:
