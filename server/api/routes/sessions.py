@@ -22,14 +22,13 @@ class ReferenceChoice(BaseModel):
 @router.get("/{session_id}/stats", responses={404: {"description": "unknown session"}})
 async def session_stats(session_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     """Frame counts, fps, latency and queue state of a session."""
-    return runtime.stats(session_id)
+    return await runtime.stats(session_id)
 
 
 @router.put("/{session_id}/reference", responses={404: {"description": "unknown session or reference"}})
 async def swap_reference(session_id: str, body: ReferenceChoice, runtime: RuntimeDep) -> ReferenceChoice:
     """Animate another character from the next frames on."""
-    reference = await runtime.swap_reference(session_id, body.reference_id)
-    return ReferenceChoice(reference_id=reference.id)
+    return ReferenceChoice(reference_id=await runtime.swap_reference(session_id, body.reference_id))
 
 
 @router.delete("/{session_id}", status_code=204, responses={404: {"description": "unknown session"}})
