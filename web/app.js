@@ -55,7 +55,9 @@ function api(method, path, body) {
       if (!response.ok) {
         const retry = response.headers.get("Retry-After");
         const detail = typeof data.detail === "string" ? data.detail : response.statusText;
-        throw new Error(`${detail}${retry ? ` (retry in ${retry} s)` : ""}`);
+        const error = new Error(`${detail}${retry ? ` (retry in ${retry} s)` : ""}`);
+        error.status = response.status;
+        throw error;
       }
       return data;
     });
@@ -379,7 +381,8 @@ function pollStats() {
         `dropped ${stats.frames.dropped}${warming}${stats.paused ? "  PAUSED" : ""}`;
     })
     .catch((error) => {
-      showError(error);
+      // 404: the server ended the session (its replica stopped, or it was reaped).
+      showError(error.status === 404 ? new Error("The stream ended on the server; press Start to begin again.") : error);
       stop();
     });
 }

@@ -109,12 +109,14 @@ def serve_on_ray(settings: Settings) -> int:
     """Deploy on Ray and serve until SIGINT/SIGTERM; then remove the application (every session
     closed) and leave the cluster (a local one stops). Returns the exit status, 0."""
     stop = threading.Event()
+    connect(settings)
+    # After `ray.init`, which installs handlers of its own (SIGTERM would abort the process).
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        connect(settings)
         deploy(settings)
-        stop.wait()
-        logger.info("shutting down: removing the application")
+        while not stop.wait(1.0):  # a timed wait: signal handlers run between waits
+            pass
+        logger.info("shutting down: removing the application (every session closes)")
         serve.delete(APP_NAME)
         if settings.RAY_ADDRESS is None:
             serve.shutdown()
