@@ -110,10 +110,11 @@ def serve_on_ray(settings: Settings) -> int:
     closed) and leave the cluster (a local one stops). Returns the exit status, 0."""
     stop = threading.Event()
     connect(settings)
-    # After `ray.init`, which installs handlers of its own (SIGTERM would abort the process).
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[int, Any] = {}
     try:
-        deploy(settings)
+        deploy(settings)  # Ctrl-C still interrupts it (a deployment waiting for GPUs it cannot get)
+        # After `ray.init`, which installs handlers of its own (its SIGTERM handler aborts the process).
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         while not stop.wait(1.0):  # a timed wait: signal handlers run between waits
             pass
         logger.info("shutting down: removing the application (every session closes)")

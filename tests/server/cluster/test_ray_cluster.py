@@ -148,6 +148,12 @@ async def test_sessions_reach_their_own_replica(streams: Streams) -> None:
     for client in (first, second):
         assert f'rain_sessions{{replica="{_replica(client)}"}} 1.0' in metrics
 
+    # Uploads are checked as on a box (by the library), and an unknown character is a 404 from the replica.
+    response = await http.post("/api/references", files={"file": ("x.png", b"not an image", "image/png")})
+    assert response.status_code == 415 and "not an image" in response.json()["detail"]
+    response = await http.post("/api/offer", json={"sdp": await make_offer(), "type": "offer", "reference_id": "nope"})
+    assert response.status_code == 404 and "reference" in response.json()["detail"]
+
     # A session id whose replica does not exist, or that is malformed: 404, not a 500.
     for bad in ("nobody.abc", "no-replica-part", f"{_replica(first)}.unknown"):
         assert (await http.get(f"/api/sessions/{bad}/stats")).status_code == 404
