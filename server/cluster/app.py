@@ -81,21 +81,25 @@ def application_builder(args: dict[str, Any]) -> Application:
     return build_application(Settings(**args))
 
 
-def _source_root() -> Path:
-    """The folder holding the `server` and `rain_core` packages (a checkout, or site-packages)."""
-    return Path(__file__).resolve().parents[2]
+def _worker_environment() -> dict[str, str]:
+    """What a local cluster's workers need to import this very code: from a checkout (run with
+    PYTHONPATH, or installed editable), its folder first on their PYTHONPATH; from an installed
+    package, nothing (site-packages must not go before the standard library)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
 
 
 def connect(settings: Settings, **init_options: Any) -> None:
-    """Join the cluster at `RAY_ADDRESS`, or start a local one (its workers import this very code:
-    the folder holding it comes first on their PYTHONPATH). Nodes of a remote cluster must have
-    the package installed (the Docker image)."""
+    """Join the cluster at `RAY_ADDRESS`, or start a local one running this code (without Ray's
+    dashboard unless asked for). Nodes of a running cluster must have the package installed
+    (the Docker image)."""
     if settings.RAY_ADDRESS is not None:
         ray.init(address=settings.RAY_ADDRESS, **init_options)
         return
-    path = os.pathsep.join(p for p in (str(_source_root()), os.environ.get("PYTHONPATH")) if p)
     init_options.setdefault("include_dashboard", False)
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}}, **init_options)
+    ray.init(runtime_env={"env_vars": _worker_environment()}, **init_options)
 
 
 def deploy(settings: Settings) -> None:

@@ -16,17 +16,15 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 import pytest_asyncio
+import ray
 from PIL import Image, ImageOps
+from ray import serve
 
+from server.cluster.app import connect, deploy
 from tests.avatar_client import Viewer, WebcamClient, eventually, make_offer
 from tests.server.settings import tiny_settings
 from tests.server.test_live import upload
 from tests.webcam import ASTRONAUT
-
-ray = pytest.importorskip("ray", reason="the Ray extra: pip install -e '.[ray]'")
-serve = pytest.importorskip("ray.serve")
-
-from server.cluster.app import connect, deploy  # noqa: E402  (after the skip: ray may be missing)
 
 # The sessions' aiortc clients live across the tests: one event loop for the module.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
