@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 # Seconds a call may take: an offer gathers ICE candidates and builds a session; the rest are quick.
 OFFER_TIMEOUT = 60.0
 CALL_TIMEOUT = 20.0
+# What `/api/health` lists of each replica.
+REPLICA_HEALTH = ("replica", "node", "sessions", "max_sessions", "viewers", "device", "dtype", "profile", "engines",
+                  "process")
 # How long to wait for the first avatar replica to be known (a cluster still starting).
 FIRST_REPLICA_TIMEOUT = 10.0
 
@@ -133,11 +136,7 @@ class ClusterRuntime:
             "max_sessions": sum(r["max_sessions"] for r in replicas),
             "viewers": sum(r["viewers"] for r in replicas),
             "references": await result(self.library.count.remote(), timeout=CALL_TIMEOUT),
-            "replicas": [
-                {key: r[key] for key in ("replica", "node", "sessions", "max_sessions", "viewers", "device", "dtype",
-                                         "profile", "engines", "process")}
-                for r in replicas
-            ],
+            "replicas": [{key: r.get(key) for key in REPLICA_HEALTH} for r in replicas],
             "unreachable_replicas": unreachable,
         }
 
