@@ -112,13 +112,22 @@ def deploy(settings: Settings) -> None:
 def serve_on_ray(settings: Settings) -> int:
     """Deploy on Ray and serve until SIGINT/SIGTERM; then remove the application (every session
     closed) and leave the cluster (a local one stops). Returns the exit status, 0."""
-    stop = threading.Event()
+    stop, deployed = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        if not deployed.is_set():
+            raise KeyboardInterrupt  # out of a deployment that waits (e.g. for GPUs it cannot get)
+
     connect(settings)
-    previous: dict[int, Any] = {}
+    # After `ray.init`, which installs handlers of its own (its SIGTERM handler aborts the process).
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        deploy(settings)  # Ctrl-C still interrupts it (a deployment waiting for GPUs it cannot get)
-        # After `ray.init`, which installs handlers of its own (its SIGTERM handler aborts the process).
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            deploy(settings)
+            deployed.set()
+        except KeyboardInterrupt:
+            logger.info("stopped before the application was running")
         while not stop.wait(1.0):  # a timed wait: signal handlers run between waits
             pass
         logger.info("shutting down: removing the application (every session closes)")
