@@ -130,8 +130,9 @@ class ReferenceStore:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, image: Image.Image) -> Reference:
-        reference = Reference(id=new_token(), image=image)
+    def add(self, image: Image.Image, reference_id: str | None = None) -> Reference:
+        """Store `image` under a new id, or under `reference_id` (a copy of one kept elsewhere)."""
+        reference = Reference(id=reference_id or new_token(), image=image)
         with self._lock:
             self._expire()
             self._items[reference.id] = reference

@@ -57,7 +57,9 @@ function api(method, path, body) {
       if (!response.ok) {
         const retry = response.headers.get("Retry-After");
         const detail = typeof data.detail === "string" ? data.detail : response.statusText;
-        throw new Error(`${detail}${retry ? ` (retry in ${retry} s)` : ""}`);
+        const error = new Error(`${detail}${retry ? ` (retry in ${retry} s)` : ""}`);
+        error.status = response.status;
+        throw error;
       }
       return data;
     });
@@ -388,23 +390,25 @@ function toggleRecording() {
 function showRecording(rec) {
   showRecordingButton(rec.state === "recording");
   if (rec.state === "recording") log("recording");
-  else addRecordingLink(rec);
+  else addRecordingLink(rec, session.session_id);
 }
 
 function listRecordings(sessionId) {
   return api("GET", `/api/sessions/${sessionId}/recordings`)
-    .then((listing) => listing.recordings.forEach(addRecordingLink))
+    .then((listing) => listing.recordings.forEach((rec) => addRecordingLink(rec, sessionId)))
     .catch(showError);
 }
 
-// A download link per finished recording; the link carries the session id, its only key.
-function addRecordingLink(rec) {
+// A download link per finished recording; the link carries the session id, its only key. It is
+// made from the id this page knows (a control-channel reply comes from the replica that owns the
+// session, which on a Ray cluster knows it by a shorter id).
+function addRecordingLink(rec, sessionId) {
   if (rec.state === "recording" || listedRecordings.has(rec.recording_id)) return;
   listedRecordings.add(rec.recording_id);
   const item = document.createElement("li");
   if (rec.url) {
     const link = document.createElement("a");
-    link.href = rec.url;
+    link.href = `/api/sessions/${encodeURIComponent(sessionId)}/recordings/${encodeURIComponent(rec.recording_id)}`;
     link.download = "";
     link.textContent = `${rec.started.replace("T", " ")}, ${rec.duration_s.toFixed(1)} s`;
     item.append(link);
@@ -434,7 +438,8 @@ function pollStats() {
       if (recording && stats.recording && stats.recording.state !== "recording") showRecording(stats.recording);
     })
     .catch((error) => {
-      showError(error);
+      // 404: the server ended the session (its replica stopped, or it was reaped).
+      showError(error.status === 404 ? new Error("The stream ended on the server; press Start to begin again.") : error);
       stop();
     });
 }

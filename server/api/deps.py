@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
+from server.api.runtime_api import RuntimeAPI
 from server.core.config import Settings
-from server.runtime import Runtime
 from server.tokens import MAX_TOKEN_CHARS
 
 
@@ -15,7 +15,7 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> RuntimeAPI:
     return request.app.state.runtime
 
 
@@ -32,5 +32,5 @@ async def get_view_token(
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[RuntimeAPI, Depends(get_runtime)]
 ViewTokenDep = Annotated[str | None, Depends(get_view_token)]

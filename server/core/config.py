@@ -135,6 +135,16 @@ class Settings(BaseSettings):
     MAX_RECORDINGS_BYTES: int = Field(5_000_000_000, ge=1_000_000)  # all files in RECORDINGS_DIR together
     RECORDING_TTL: float = Field(3600.0, gt=0)  # seconds a session's files are kept after it ends
 
+    # A Ray Serve cluster (`serve --ray`, server/cluster/); off: the single box.
+    RAY: bool = False  # serve on Ray Serve: a local cluster, unless RAY_ADDRESS names one
+    RAY_ADDRESS: str | None = Field(None, min_length=1, max_length=256)  # "auto", "HOST:6379", "ray://HOST:10001"
+    RAY_REPLICAS: int = Field(1, ge=1)  # avatar replicas, unless RAY_MIN/MAX_REPLICAS autoscale them
+    RAY_MIN_REPLICAS: int | None = Field(None, ge=1)
+    RAY_MAX_REPLICAS: int | None = Field(None, ge=1)
+    RAY_GPUS_PER_REPLICA: float | None = Field(None, ge=0)  # default: 1 on CUDA, 0 on a CPU
+    RAY_CPUS_PER_REPLICA: float = Field(1.0, ge=0)
+    RAY_INGRESS_REPLICAS: int = Field(1, ge=1)
+
     # HTTP.
     CORS_ORIGINS: list[str] = []  # JSON list; empty: no CORS headers at all
     WEB_DIR: Path = Field(default_factory=_default_web_dir)
@@ -144,6 +154,14 @@ class Settings(BaseSettings):
         check_model_source(self.PROFILE, self.WEIGHTS, random_weights=self.RANDOM_WEIGHTS)
         if self.FPS > self.MAX_FPS:
             raise ValueError(f"FPS={self.FPS} exceeds MAX_FPS={self.MAX_FPS}")
+        if self.RAY_ADDRESS is not None:
+            self.RAY = True
+        if (self.RAY_MIN_REPLICAS is None) != (self.RAY_MAX_REPLICAS is None):
+            raise ValueError("RAY_MIN_REPLICAS and RAY_MAX_REPLICAS autoscale together: set both or neither")
+        if self.RAY_MIN_REPLICAS is not None and self.RAY_MIN_REPLICAS > self.RAY_MAX_REPLICAS:
+            raise ValueError(
+                f"RAY_MIN_REPLICAS={self.RAY_MIN_REPLICAS} exceeds RAY_MAX_REPLICAS={self.RAY_MAX_REPLICAS}"
+            )
         return self
 
 

@@ -178,6 +178,8 @@ class Recorder:
                 self._encode(file)
                 file.flush()
                 os.fsync(file.fileno())
+                # The container's index is written when it closes, after the last frame's count.
+                self.progress.bytes = file.tell()
             os.replace(partial, self.path)
         except Exception as exc:
             partial.unlink(missing_ok=True)

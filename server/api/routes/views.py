@@ -16,4 +16,4 @@ router = APIRouter(prefix="/views", tags=["views"])
 )
 async def view(session_id: str, runtime: RuntimeDep, view_token: ViewTokenDep) -> dict:
     """`{"key_colour": "RRGGBB"}`: the colour of the session character's background, read from its border."""
-    return runtime.view(session_id, view_token)
+    return await runtime.view(session_id, view_token)

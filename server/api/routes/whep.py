@@ -42,7 +42,7 @@ async def whep_offer(
     """Watch a session: a receive-only SDP offer in, the answer out."""
     # The right to watch first: nothing more is read from a client without it (`add_viewer`
     # checks it again, as every runtime operation stands on its own).
-    runtime.authorize_viewer(session_id, view_token)
+    await runtime.authorize_viewer(session_id, view_token)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise HTTPException(415, "send the offer as Content-Type: application/sdp")
     body = await request.body()
