@@ -24,11 +24,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3.11 -m venv "$VIRTUAL_ENV"
 
-# An unprivileged user, and the weights mount point owned by it: a new named volume takes
-# this ownership, so `fetch-weights` can write there without root.
+# An unprivileged user, and the weights and recordings mount points owned by it: a new named
+# volume takes this ownership, so `fetch-weights` and recordings can write there without root.
 RUN useradd --create-home --uid 1000 --user-group rain \
- && mkdir /weights \
- && chown 1000:1000 /weights
+ && mkdir /weights /recordings \
+ && chown 1000:1000 /weights /recordings
 
 # Layers from the least to the most often changed. torch first, from the official PyTorch
 # wheels for CUDA 12.8 (sm_89 included); the version must be the one pyproject.toml pins.
@@ -36,11 +36,16 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 RUN pip install "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
 
 # The other dependencies, read from pyproject.toml so that the image installs exactly the
-# project's requirements (torch is already satisfied: 2.13.0+cu128 meets ==2.13.0).
+# project's requirements (torch is already satisfied: 2.13.0+cu128 meets ==2.13.0), and those
+# of the extras named in RAIN_EXTRAS (`--build-arg RAIN_EXTRAS=ray` for Ray Serve, as
+# docker/compose.ray.yaml builds it; none by default). One resolve for both, so that an extra
+# cannot upgrade what a dependency pins (Ray's protobuf against mediapipe's protobuf<5).
 WORKDIR /app
 COPY pyproject.toml ./
-RUN python -c "import tomllib; \
-print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ARG RAIN_EXTRAS=""
+RUN python -c "import sys, tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = [r for name in sys.argv[1].split(',') if name for r in project['optional-dependencies'][name]]; \
+print('\n'.join(project['dependencies'] + extras))" "$RAIN_EXTRAS" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 

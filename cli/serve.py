@@ -12,7 +12,13 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the live WebRTC server (webcam page, OBS view)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=positive_int, default=None, help="port (default 8000)")
-    serve.add_argument("--max-sessions", type=positive_int, default=None, help="live sessions at most (default 4)")
+    serve.add_argument("--max-sessions", type=positive_int, default=None,
+                       help="live sessions at most (default 4; with --ray: per avatar replica)")
+    serve.add_argument(
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        help="serve on a Ray Serve cluster: the one at ADDRESS (e.g. auto, HOST:6379, ray://HOST:10001; "
+             "or RAIN_RAY_ADDRESS), else a local one started here; replicas: the RAIN_RAY_* settings",
+    )
     add_model_options(serve, default_profile=None)
     add_fast_path_options(serve)
     serve.set_defaults(run=cmd_serve)
@@ -44,6 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "CUDA_GRAPHS": switch(args.cuda_graphs),
         "REFERENCE_ATTENTION": args.attention,
         "LOG_LEVEL": "DEBUG" if args.verbose else None,
+        "RAY": True if args.ray is not None else None,
+        "RAY_ADDRESS": args.ray or None,
     }
     try:
         settings = Settings(**{key: value for key, value in options.items() if value is not None})
@@ -54,4 +62,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         profile, weights = resolve_profile(settings.PROFILE, settings.WEIGHTS)
         settings = settings.model_copy(update={"PROFILE": profile, "WEIGHTS": weights})
     logging.getLogger("server").setLevel(settings.LOG_LEVEL)
+    if settings.RAY:
+        try:  # only this path needs Ray
+            from server.cluster.app import serve_on_ray
+        except ImportError as exc:
+            raise ConfigError(f"--ray needs Ray Serve ({exc}): pip install 'rain-avatar[ray]'") from None
+        return serve_on_ray(settings)
     return serve(settings)

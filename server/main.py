@@ -23,22 +23,29 @@ from server.api.body_limit import DEFAULT_BODY_BYTES, BodyLimit, route_body_limi
 from server.api.errors import add_error_handlers
 from server.api.main import api_router
 from server.api.routes import health, pages, whep
+from server.api.runtime_api import LocalRuntime, RuntimeAPI
 from server.core.config import Settings, get_settings
 from server.runtime import Runtime
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if app.state.runtime is not None:  # served from elsewhere (a Ray cluster's replicas), not owned here
+        yield
+        return
     runtime = Runtime(app.state.settings)
     await runtime.start()
-    app.state.runtime = runtime
+    app.state.runtime = LocalRuntime(runtime)
     try:
         yield
     finally:
+        app.state.runtime = None
         await runtime.stop()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, runtime: RuntimeAPI | None = None) -> FastAPI:
+    """The app; its runtime is the box's own (started in `lifespan`) unless `runtime` is given
+    (the Ray ingress passes the cluster's)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="rain-avatar",
@@ -47,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.runtime = runtime
     if settings.CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware,

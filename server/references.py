@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rain_core.stream.engine import QueueModel
 from rain_core.stream.reference_encoder import ReferenceEncoding, ReferenceImageError, as_rgb_image
+from server.media.alpha import RGB, key_colour
 from server.tokens import new_token
 
 # Kept images are scaled down to this side at most: the encoders resize to the model's size anyway.
@@ -99,12 +100,19 @@ class Reference:
     image: Image.Image
     last_used: float = field(default_factory=time.monotonic)
     _encoding: ReferenceEncoding | None = None
+    _key_colour: RGB | None = None
 
     def encoding(self, model: QueueModel) -> ReferenceEncoding:
         """CLIP context and latents, computed once (call it on the model worker)."""
         if self._encoding is None:
             self._encoding = model.encode_reference(self.image)
         return self._encoding
+
+    def key_colour(self) -> RGB:
+        """Its background's colour, read from its border (computed once; a few thousand pixels)."""
+        if self._key_colour is None:
+            self._key_colour = key_colour(self.image)
+        return self._key_colour
 
 
 class ReferenceStore:
@@ -122,8 +130,9 @@ class ReferenceStore:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, image: Image.Image) -> Reference:
-        reference = Reference(id=new_token(), image=image)
+    def add(self, image: Image.Image, reference_id: str | None = None) -> Reference:
+        """Store `image` under a new id, or under `reference_id` (a copy of one kept elsewhere)."""
+        reference = Reference(id=reference_id or new_token(), image=image)
         with self._lock:
             self._expire()
             self._items[reference.id] = reference

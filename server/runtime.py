@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -24,9 +25,11 @@ from server.core.config import MIN_FPS, Settings
 from server.metrics import Metrics
 from server.model_worker import ModelWorker
 from server.references import Reference, ReferenceStore, decode_upload, grey_card, load_reference_file
-from server.rtc.ice import include_loopback
+from server.rtc.ice import include_loopback, use_port_range
 from server.rtc.sdp import parse_offer
 from server.sessions.control import check_params
+from server.sessions.errors import UnknownSession
+from server.sessions.recordings import Recording, RecordingConflict, UnknownRecording
 from server.sessions.registry import SessionRegistry
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class Runtime:
         settings = self.settings
         image = load_reference_file(settings.REFERENCE_IMAGE) if settings.REFERENCE_IMAGE else None
         include_loopback(settings.ICE_LOOPBACK)
+        use_port_range(settings.ICE_PORT_RANGE)
         try:
             await self.worker.start()
             if image is None:
@@ -69,6 +73,7 @@ class Runtime:
         except BaseException:
             await self.worker.stop()
             include_loopback(False)
+            use_port_range(None)
             raise
         self._default_reference = Reference(id="default", image=image)
         self._sessions = SessionRegistry(settings, self.worker, self.metrics)
@@ -87,6 +92,7 @@ class Runtime:
             gc.unfreeze()
         await self.worker.stop()
         include_loopback(False)
+        use_port_range(None)
 
     @property
     def _registry(self) -> SessionRegistry:
@@ -124,17 +130,53 @@ class Runtime:
     async def close_session(self, session_id: str) -> None:
         await self._registry.close(self._registry.get(session_id), "ended by the client")
 
+    # Recordings ------------------------------------------------------------------------
+    async def start_recording(self, session_id: str) -> dict:
+        return (await self._registry.get(session_id).start_recording()).describe()
+
+    async def stop_recording(self, session_id: str) -> dict:
+        return (await self._registry.get(session_id).stop_recording()).describe()
+
+    def recordings(self, session_id: str) -> list[dict]:
+        """A session's recordings, while it runs and `RECORDING_TTL` after it ended."""
+        return [r.describe() for r in self._recordings_of(session_id)]
+
+    def recording_file(self, session_id: str, recording_id: str) -> Path:
+        """The finished file of one of the session's recordings."""
+        recording = next((r for r in self._recordings_of(session_id) if r.id == recording_id), None)
+        if recording is not None and recording.state == "recording":
+            raise RecordingConflict("this recording is still under way; stop it first")
+        if recording is None or recording.state != "finished" or not recording.path.is_file():
+            raise UnknownRecording(recording_id)
+        return recording.path
+
+    def _recordings_of(self, session_id: str) -> list[Recording]:
+        store = self._registry.recordings
+        try:
+            self._registry.get(session_id)
+        except UnknownSession:
+            return store.ended_session(session_id)  # UnknownSession unless its files are still kept
+        return store.of_session(session_id)
+
     # Viewers ---------------------------------------------------------------------------
     def authorize_viewer(self, session_id: str, token: str | None) -> None:
         """May the holder of `token` watch the session (before anything else is read from them)."""
         self._registry.get(session_id).check_view_token(token)
 
-    async def add_viewer(self, session_id: str, token: str | None, sdp: str) -> OpenedViewer:
+    async def add_viewer(self, session_id: str, token: str | None, sdp: str, *, matte: bool = False) -> OpenedViewer:
+        """A WHEP viewer; `matte`: the avatar with its matte packed beside it (twice as wide)."""
         session = self._registry.get(session_id)
         session.check_view_token(token)
         assert session.viewers is not None
-        viewer_id, answer = await session.viewers.add(sdp)
+        viewer_id, answer = await session.viewers.add(sdp, matte=matte)
         return OpenedViewer(viewer_id=viewer_id, answer=answer)
+
+    def view(self, session_id: str, token: str | None) -> dict[str, Any]:
+        """What an OBS view needs beside the stream: the key colour of the session's character."""
+        session = self._registry.get(session_id)
+        session.check_view_token(token)
+        red, green, blue = session.reference.key_colour()
+        return {"key_colour": f"{red:02x}{green:02x}{blue:02x}"}
 
     async def remove_viewer(self, session_id: str, viewer_id: str) -> None:
         viewers = self._registry.get(session_id).viewers

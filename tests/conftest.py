@@ -132,8 +132,14 @@ def stop_live_server(server: LiveServer, timeout: float = 60) -> int:
     return server.process.returncode
 
 
+# The shared server's ICE ports: every live test then streams through a fixed range (below the
+# kernel's ephemeral ports, so that other processes' random ports rarely sit in it).
+LIVE_ICE_PORTS = (29000, 29299)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_live_server(tmp_path_factory.mktemp("live-server"), RAIN_MAX_SESSIONS="4")
+    ports = "{}-{}".format(*LIVE_ICE_PORTS)
+    server = start_live_server(tmp_path_factory.mktemp("live-server"), RAIN_MAX_SESSIONS="4", RAIN_ICE_PORT_RANGE=ports)
     yield server
     stop_live_server(server)

@@ -86,7 +86,7 @@ def test_pip_installs_only_the_projects_own_requirements():
                 value = next(words)
                 if word in ("-r", "--requirement"):
                     # Only a list written from pyproject.toml's dependencies in the same step.
-                    assert "['project']['dependencies']" in run and f"> {value}" in run, run
+                    assert "project['dependencies']" in run and f"> {value}" in run, run
             elif word.startswith("-") or word == ".":
                 continue  # a flag, or the project itself
             else:
@@ -108,15 +108,18 @@ def test_torch_comes_from_the_official_cuda_12_wheels():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="the image's step runs Python 3.11's tomllib")
-def test_the_requirements_step_writes_pyprojects_dependencies(tmp_path):
+@pytest.mark.parametrize("extras", ["", "ray"])
+def test_the_requirements_step_writes_pyprojects_dependencies(tmp_path, extras):
     (run,) = [run for run, args in _pip_installs() if "-r" in args]
     command = run.split(" > ")[0]
     assert command.startswith("python -c ")
+    assert 'RAIN_EXTRAS=""' in _instructions("ARG"), "no extras unless asked for"
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     # The same shell quoting as in the image; only the interpreter is this one.
     out = subprocess.run(["sh", "-c", shlex.quote(sys.executable) + command[len("python"):]], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout
-    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+                         capture_output=True, text=True, check=True, env={"RAIN_EXTRAS": extras}).stdout
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    expected = project["dependencies"] + (project["optional-dependencies"][extras] if extras else [])
     assert out.splitlines() == expected
 
 
@@ -202,21 +205,55 @@ def test_turn_and_https_are_off_by_default():
 
 @pytest.mark.parametrize("env", [{"RAIN_PUBLIC_IP": "203.0.113.7"},
                                  {"RAIN_PUBLIC_IP": "203.0.113.7", "RAIN_UDP_MIN": "41000", "RAIN_UDP_MAX": "41009"}])
-def test_udp_override_publishes_the_range_the_kernel_hands_out(env):
+def test_udp_override_publishes_the_range_the_server_binds(env):
     server = _compose("compose.udp.yaml")["services"]["server"]
     assert server["network_mode"] is RESET, "bridge networking: the base file's host mode is dropped"
     (udp,) = [_interpolate(p, env) for p in server["ports"] if p.endswith("/udp")]
     published, inside = udp.removesuffix("/udp").split(":")
     assert published == inside, "published 1:1, so the ports aiortc sees are the ones browsers reach"
-    low, high = _interpolate(server["sysctls"]["net.ipv4.ip_local_port_range"], env).split()
-    assert inside == f"{low}-{high}" and int(low) < int(high)
-    assert f"RAIN_PUBLIC_IP={env['RAIN_PUBLIC_IP']}" in [_interpolate(e, env) for e in server["environment"]]
+    environment = dict(_interpolate(e, env).split("=", 1) for e in server["environment"])
+    assert environment["RAIN_ICE_PORT_RANGE"] == inside
+    low, high = map(int, inside.split("-"))
+    assert high - low >= 9, "the range has room for a few sessions"
+    assert environment["RAIN_PUBLIC_IP"] == env["RAIN_PUBLIC_IP"]
     with pytest.raises(KeyError, match="RAIN_PUBLIC_IP"):
         [_interpolate(e, {}) for e in server["environment"]]
 
 
+def test_ray_compose_runs_a_head_with_every_gpu_and_deploys_one_replica_per_gpu():
+    compose = _compose("compose.ray.yaml")
+    services = compose["services"]
+    head, server = services["ray-head"], services["server"]
+    # Both run the image built with the ray extra, from the same Dockerfile.
+    assert head["build"] == server["build"] == services["fetch-weights"]["build"]
+    assert head["build"]["args"] == {"RAIN_EXTRAS": "ray"}
+    assert (DOCKER_DIR / head["build"]["context"] / head["build"]["dockerfile"]).resolve() == DOCKERFILE
+    # The head holds every GPU, the weights (its replicas load the model) and room for the object store.
+    (device,) = head["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia" and device["count"] == "all"
+    assert head["command"][:3] == ["ray", "start", "--head"] and "--port=6379" in head["command"]
+    assert "weights:/weights:ro" in head["volumes"] and "weights:/weights:ro" in server["volumes"]
+    assert head["shm_size"]
+    assert head["depends_on"]["fetch-weights"]["condition"] == "service_completed_successfully"
+    # The application deploys onto that head once it is healthy: one GPU per avatar replica.
+    assert server["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert server["command"] == ["rain-avatar", "serve", "--ray", "127.0.0.1:6379", *SERVE_CMD[2:]]
+    env = [_interpolate(e, {"RAY_AUTH_TOKEN": "t"}) for e in server["environment"]]
+    assert "RAIN_RAY_GPUS_PER_REPLICA=1" in env and "RAIN_RAY_REPLICAS=2" in env
+    assert server["healthcheck"]["test"] == ["CMD", "curl", "-fsS", HEALTH_URL]
+    # WebRTC: host networking everywhere (the replicas' UDP ports are the host's).
+    assert head["network_mode"] == server["network_mode"] == "host"
+    assert {"RAIN_PUBLIC_IP", "RAIN_ICE_SERVERS"} <= set(server["environment"])
+    # The same Ray token on both sides, and none by default.
+    for service in (head, server):
+        assert "RAY_AUTH_MODE=token" in service["environment"]
+        with pytest.raises(KeyError, match="RAY_AUTH_TOKEN"):
+            [_interpolate(e, {}) for e in service["environment"]]
+
+
 def test_every_server_setting_in_the_compose_files_is_documented():
-    text = "".join((DOCKER_DIR / name).read_text() for name in ("compose.yaml", "compose.udp.yaml", "env.example"))
+    names = ("compose.yaml", "compose.udp.yaml", "compose.ray.yaml", "env.example")
+    text = "".join((DOCKER_DIR / name).read_text() for name in names)
     readme = (DOCKER_DIR / "README.md").read_text()
-    for name in sorted(set(re.findall(r"\b(RAIN_[A-Z_]+|TURN_[A-Z_]+|HF_TOKEN)\b", text))):
+    for name in sorted(set(re.findall(r"\b(RAIN_[A-Z_]+|RAY_[A-Z_]+|TURN_[A-Z_]+|HF_TOKEN)\b", text))):
         assert name in readme, f"{name} is used in docker/ but not explained in docker/README.md"

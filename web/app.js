@@ -11,6 +11,8 @@ let camera = null;        // MediaStream from getUserMedia
 let session = null;       // {session_id, view_token}
 let referenceId = null;   // from POST /api/references
 let paused = false;
+let recording = false;     // a recording of this session is under way
+const listedRecordings = new Set();
 let statsTimer = null;
 let controlId = 0;
 const pendingControl = new Map();  // id -> {resolve, reject}
@@ -56,7 +58,9 @@ function api(method, path, body) {
       if (!response.ok) {
         const retry = response.headers.get("Retry-After");
         const detail = typeof data.detail === "string" ? data.detail : response.statusText;
-        throw new Error(`${detail}${retry ? ` (retry in ${retry} s)` : ""}`);
+        const error = new Error(`${detail}${retry ? ` (retry in ${retry} s)` : ""}`);
+        error.status = response.status;
+        throw error;
       }
       return data;
     });
@@ -334,10 +338,10 @@ function start() {
       return negotiate();
     })
     .then(() => {
-      ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = false; });
+      ["stop", "pause", "reset", "record", "copy-obs"].forEach((id) => { $(id).disabled = false; });
       $("microphone").disabled = true;
-      $("obs-link").value = obsLink();
       $("obs-link").hidden = false;
+      updateObsLink();
       statsTimer = setInterval(pollStats, 1000);
       log("session started");
     })
@@ -351,6 +355,7 @@ function stop() {
   clearInterval(statsTimer);
   statsTimer = null;
   const ending = session;
+  const wasRecording = recording;
   session = null;
   if (control) control.close();
   control = null;
@@ -362,17 +367,68 @@ function stop() {
   pendingControl.clear();
   ["output", "webcam", "driving"].forEach((id) => { $(id).srcObject = null; });
   $("overlay").textContent = "";
-  ["stop", "pause", "reset", "copy-obs"].forEach((id) => { $(id).disabled = true; });
+  ["stop", "pause", "reset", "record", "copy-obs"].forEach((id) => { $(id).disabled = true; });
+  showRecordingButton(false);
   $("start").disabled = !window.isSecureContext;
   $("microphone").disabled = false;
   $("obs-link").hidden = true;
+  updateObsLink();
   paused = false;
   $("pause").textContent = "Pause";
   setState("idle");
   if (ending) {
-    return api("DELETE", `/api/sessions/${ending.session_id}`).catch(() => null);  // may already be gone
+    return api("DELETE", `/api/sessions/${ending.session_id}`)
+      .catch(() => null)  // may already be gone
+      // Ending the session finished its recording: list the file (kept a while after the session).
+      .then(() => (wasRecording ? listRecordings(ending.session_id) : null));
   }
   return Promise.resolve();
+}
+
+// --- recording --------------------------------------------------------------------
+
+function showRecordingButton(on) {
+  recording = on;
+  $("record").textContent = on ? "Stop recording" : "Record";
+  $("record").classList.toggle("recording", on);
+}
+
+function toggleRecording() {
+  return sendControl(recording ? "stop_recording" : "start_recording").then((reply) => showRecording(reply.recording));
+}
+
+function showRecording(rec) {
+  showRecordingButton(rec.state === "recording");
+  if (rec.state === "recording") log("recording");
+  else addRecordingLink(rec, session.session_id);
+}
+
+function listRecordings(sessionId) {
+  return api("GET", `/api/sessions/${sessionId}/recordings`)
+    .then((listing) => listing.recordings.forEach((rec) => addRecordingLink(rec, sessionId)))
+    .catch(showError);
+}
+
+// A download link per finished recording; the link carries the session id, its only key. It is
+// made from the id this page knows (a control-channel reply comes from the replica that owns the
+// session, which on a Ray cluster knows it by a shorter id).
+function addRecordingLink(rec, sessionId) {
+  if (rec.state === "recording" || listedRecordings.has(rec.recording_id)) return;
+  listedRecordings.add(rec.recording_id);
+  const item = document.createElement("li");
+  if (rec.url) {
+    const link = document.createElement("a");
+    link.href = `/api/sessions/${encodeURIComponent(sessionId)}/recordings/${encodeURIComponent(rec.recording_id)}`;
+    link.download = "";
+    link.textContent = `${rec.started.replace("T", " ")}, ${rec.duration_s.toFixed(1)} s`;
+    item.append(link);
+  } else {
+    item.textContent = "failed";
+  }
+  if (rec.stop_reason && rec.stop_reason !== "stopped") item.append(` (${rec.stop_reason})`);
+  $("recordings").append(item);
+  $("recordings-box").hidden = false;
+  log(`recording ${rec.state}: ${rec.stop_reason}`);
 }
 
 // --- stats, OBS link --------------------------------------------------------------
@@ -386,17 +442,51 @@ function pollStats() {
       $("overlay").textContent =
         `${stats.fps.output.toFixed(1)} / ${stats.fps.target} fps  latency ${latency}\n` +
         `queue ${stats.queue.engine_pending} steps, ${stats.queue.output_backlog} frames  ` +
-        `dropped ${stats.frames.dropped}${warming}${stats.paused ? "  PAUSED" : ""}`;
+        `dropped ${stats.frames.dropped}${warming}${stats.paused ? "  PAUSED" : ""}` +
+        (recording && stats.recording ? `  REC ${stats.recording.duration_s.toFixed(0)} s` : "");
+      // A limit ends a recording on the server: show why, and its file.
+      if (recording && stats.recording && stats.recording.state !== "recording") showRecording(stats.recording);
     })
     .catch((error) => {
-      showError(error);
+      // 404: the server ended the session (its replica stopped, or it was reaped).
+      showError(error.status === 404 ? new Error("The stream ended on the server; press Start to begin again.") : error);
       stop();
     });
 }
 
+// The link with the builder's transparency choice (the parameters obs.js reads).
 function obsLink() {
   const query = new URLSearchParams({ token: session.view_token });
+  const alpha = $("obs-alpha").value;
+  if (alpha !== "none") query.set("alpha", alpha);
+  if (alpha === "key") {
+    if (!$("obs-key-auto").checked) query.set("key", $("obs-key").value.slice(1));
+    query.set("tolerance", $("obs-tolerance").value);
+    query.set("spill", $("obs-spill").value);
+  }
   return `${location.origin}/obs/${encodeURIComponent(session.session_id)}?${query}`;
+}
+
+// The builder changed (or the session started or stopped): the link, and the preview over a
+// checkerboard (reloaded a moment after the last change: each load is a new WHEP viewer).
+let previewTimer = null;
+
+function updateObsLink() {
+  const alpha = $("obs-alpha").value;
+  $("obs-key-options").hidden = alpha !== "key";
+  $("obs-key").disabled = $("obs-key-auto").checked;
+  clearTimeout(previewTimer);
+  const frame = $("obs-preview-frame");
+  if (!session || alpha === "none") {
+    $("obs-preview").hidden = true;
+    if (frame.src) frame.removeAttribute("src");
+    if (session) $("obs-link").value = obsLink();
+    return;
+  }
+  const link = obsLink();
+  $("obs-link").value = link;
+  $("obs-preview").hidden = false;
+  previewTimer = setTimeout(() => { frame.src = link; }, 400);
 }
 
 function copyObsLink() {
@@ -424,10 +514,14 @@ $("pause").addEventListener("click", () => {
 $("reset").addEventListener("click", () => {
   sendControl("reset").then(() => log("engine reset")).catch(showError);
 });
+$("record").addEventListener("click", () => { toggleRecording().catch(showError); });
 $("copy-obs").addEventListener("click", () => { copyObsLink().catch(showError); });
 $("microphone").checked = localStorage.getItem(MICROPHONE_KEY) === "on";
 $("microphone").addEventListener("change", () => {
   localStorage.setItem(MICROPHONE_KEY, $("microphone").checked ? "on" : "off");
+});
+["obs-alpha", "obs-key-auto", "obs-key", "obs-tolerance", "obs-spill"].forEach((id) => {
+  $(id).addEventListener("input", updateObsLink);
 });
 $("reference-file").addEventListener("change", (event) => {
   const file = event.target.files[0];

@@ -12,9 +12,11 @@ from fastapi.responses import JSONResponse
 
 from rain_core.validation import describe_validation_error
 from server.references import BadDimensions, NotAnImage, UnknownReference, UploadTooLarge
+from server.rtc.ice import PortsExhausted
 from server.rtc.sdp import OfferError
 from server.sessions.control import ParamsError
 from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
+from server.sessions.recordings import RecordingConflict, RecordingsFull, UnknownRecording
 
 # How long a client told "full" should wait before offering again.
 RETRY_AFTER_SECONDS = 5
@@ -26,11 +28,15 @@ ERROR_STATUSES: dict[type[Exception], int] = {
     UnknownSession: 404,
     UnknownViewer: 404,
     UnknownReference: 404,
+    UnknownRecording: 404,
+    RecordingConflict: 409,
     UploadTooLarge: 413,
     NotAnImage: 415,
     BadDimensions: 422,
     ParamsError: 422,
     CapacityError: 503,
+    PortsExhausted: 503,
+    RecordingsFull: 507,
 }
 
 # Statuses that tell the client when to come back.

@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rain_core.stream.reference_encoder import MAX_REFERENCE_PIXELS
 from rain_core.weights.profiles import check_model_source
@@ -35,6 +35,40 @@ class IceServer(BaseModel):
     urls: str | list[str]
     username: str | None = None
     credential: str | None = None
+
+
+class PortRange(BaseModel):
+    """An inclusive range of UDP ports, written `FIRST-LAST` (e.g. `50000-50100`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    first: int = Field(ge=1, le=65535)
+    last: int = Field(ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PortRange:
+        if self.first > self.last:
+            raise ValueError(f"the first port {self.first} is above the last {self.last}")
+        return self
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+def _parse_port_range(value: object) -> object:
+    """`"50000-50100"` -> `{"first": 50000, "last": 50100}`; anything else is left to the model's checks."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        first, sep, last = text.partition("-")
+        if not sep or not first.strip().isdigit() or not last.strip().isdigit() or len(text) > 16:
+            raise ValueError(f"a port range is written FIRST-LAST, e.g. 50000-50100 (got {text[:24]!r})")
+        return {"first": int(first), "last": int(last)}
+    return value
 
 
 class Settings(BaseSettings):
@@ -80,6 +114,8 @@ class Settings(BaseSettings):
     # The longest delay of a session's voice behind its microphone (seconds): it follows the video
     # latency up to this, and its buffer holds this much (about 190 kB a second).
     VOICE_MAX_DELAY: float = Field(5.0, gt=0, le=60)
+    # Threads computing the mattes of `alpha=matte` viewers (one frame at a time per session).
+    MATTE_THREADS: int = Field(2, ge=1)
 
     # References (character images).
     MAX_UPLOAD_BYTES: int = Field(10_000_000, ge=1)
@@ -92,6 +128,25 @@ class Settings(BaseSettings):
     ICE_SERVERS: list[IceServer] = []  # JSON list; empty: host candidates only, no STUN
     ICE_LOOPBACK: bool = False  # add 127.0.0.1 host candidates (loopback-only hosts, tests)
     PUBLIC_IP: IPv4Address | IPv6Address | None = None  # advertised beside each host candidate
+    # Every ICE host candidate (sessions and viewers) binds a UDP port in this range (a firewall
+    # or a container publishes just these); none: the kernel picks. Exhausted: offers get 503.
+    ICE_PORT_RANGE: Annotated[PortRange | None, NoDecode, BeforeValidator(_parse_port_range)] = None
+
+    # Recordings of sessions (MP4). A recording stops, finished and playable, at the first limit.
+    RECORDINGS_DIR: Path = Path("recordings")  # created when the first recording starts
+    MAX_RECORDING_SECONDS: float = Field(1800.0, gt=0)  # the longest one recording runs
+    MAX_RECORDINGS_BYTES: int = Field(5_000_000_000, ge=1_000_000)  # all files in RECORDINGS_DIR together
+    RECORDING_TTL: float = Field(3600.0, gt=0)  # seconds a session's files are kept after it ends
+
+    # A Ray Serve cluster (`serve --ray`, server/cluster/); off: the single box.
+    RAY: bool = False  # serve on Ray Serve: a local cluster, unless RAY_ADDRESS names one
+    RAY_ADDRESS: str | None = Field(None, min_length=1, max_length=256)  # "auto", "HOST:6379", "ray://HOST:10001"
+    RAY_REPLICAS: int = Field(1, ge=1)  # avatar replicas, unless RAY_MIN/MAX_REPLICAS autoscale them
+    RAY_MIN_REPLICAS: int | None = Field(None, ge=1)
+    RAY_MAX_REPLICAS: int | None = Field(None, ge=1)
+    RAY_GPUS_PER_REPLICA: float | None = Field(None, ge=0)  # default: 1 on CUDA, 0 on a CPU
+    RAY_CPUS_PER_REPLICA: float = Field(1.0, ge=0)
+    RAY_INGRESS_REPLICAS: int = Field(1, ge=1)
 
     # HTTP.
     CORS_ORIGINS: list[str] = []  # JSON list; empty: no CORS headers at all
@@ -102,6 +157,14 @@ class Settings(BaseSettings):
         check_model_source(self.PROFILE, self.WEIGHTS, random_weights=self.RANDOM_WEIGHTS)
         if self.FPS > self.MAX_FPS:
             raise ValueError(f"FPS={self.FPS} exceeds MAX_FPS={self.MAX_FPS}")
+        if self.RAY_ADDRESS is not None:
+            self.RAY = True
+        if (self.RAY_MIN_REPLICAS is None) != (self.RAY_MAX_REPLICAS is None):
+            raise ValueError("RAY_MIN_REPLICAS and RAY_MAX_REPLICAS autoscale together: set both or neither")
+        if self.RAY_MIN_REPLICAS is not None and self.RAY_MIN_REPLICAS > self.RAY_MAX_REPLICAS:
+            raise ValueError(
+                f"RAY_MIN_REPLICAS={self.RAY_MIN_REPLICAS} exceeds RAY_MAX_REPLICAS={self.RAY_MAX_REPLICAS}"
+            )
         return self
 
 

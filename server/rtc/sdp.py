@@ -11,6 +11,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from rain_core.validation import shorten
+from server.rtc.ice import watch_port_exhaustion
 
 # The longest SDP offer read (a webcam or viewer offer is a few kB; this leaves room for many
 # codecs and candidates), for the offer's JSON field and WHEP's `application/sdp` body alike.
@@ -60,11 +61,18 @@ async def answer_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> N
 
 
 async def create_answer(pc: RTCPeerConnection, public_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
-    """Create and set the answer; aiortc gathers every candidate first, so the SDP is complete."""
-    try:
-        await pc.setLocalDescription(await pc.createAnswer())
-    except Exception as exc:  # noqa: BLE001 - e.g. no codec in common
-        raise OfferError(f"cannot answer the offer: {shorten(str(exc), MAX_ECHO_CHARS)}") from None
+    """Create and set the answer; aiortc gathers every candidate first, so the SDP is complete.
+
+    Raises `PortsExhausted` when the ICE port range had no port left for a candidate: an answer
+    without it could leave the client waiting for a connection that never comes.
+    """
+    with watch_port_exhaustion() as exhausted:
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # noqa: BLE001 - e.g. no codec in common
+            raise OfferError(f"cannot answer the offer: {shorten(str(exc), MAX_ECHO_CHARS)}") from None
+    if exhausted:
+        raise exhausted[0]
     sdp = pc.localDescription.sdp
     return advertise_public_ip(sdp, public_ip) if public_ip is not None else sdp
 

@@ -2,7 +2,8 @@
 parameters (the offer's `params` and the channel's `params` messages alike).
 
 Each message is JSON `{"id", "type", "params"?}` and is answered with `{"id", "type", "ok":
-true, "params", "paused"}` or `{"id", "type", "ok": false, "error"}`.
+true, "params", "paused"}` (plus `"recording"` for `start_recording` and `stop_recording`) or
+`{"id", "type", "ok": false, "error"}`.
 
 Every message gets exactly one reply, and every reply is small whatever the message held: it
 echoes the id and type only when they are short, and its error is bounded. A reply larger than
@@ -21,7 +22,7 @@ from rain_core.driving import DrivingSettings, DrivingSettingsError
 from rain_core.validation import MAX_MESSAGE_CHARS, shorten
 from server.core.config import MIN_FPS
 
-CONTROL_TYPES = ("params", "pause", "resume", "reset")
+CONTROL_TYPES = ("params", "pause", "resume", "reset", "start_recording", "stop_recording")
 # A message with every parameter set is about 1 kB.
 MAX_MESSAGE_BYTES = 16 * 1024
 # The longest id and type echoed in a reply; ids beyond JavaScript's exact integers are refused.
@@ -137,5 +138,6 @@ def error_reply(error: str, *, request_id: Any, kind: Any) -> dict:
     return {"id": request_id, "type": kind, "ok": False, "error": shorten(error, MAX_MESSAGE_CHARS)}
 
 
-def ok_reply(request: ControlRequest, *, params: dict, paused: bool) -> dict:
-    return {"id": request.id, "type": request.type, "ok": True, "params": params, "paused": paused}
+def ok_reply(request: ControlRequest, *, params: dict, paused: bool, **extra: Any) -> dict:
+    """`extra`: what a type adds (the recording's state for `start_recording`/`stop_recording`)."""
+    return {"id": request.id, "type": request.type, "ok": True, "params": params, "paused": paused, **extra}

@@ -23,6 +23,7 @@ from server.rtc.ice import rtc_configuration
 from server.sessions.control import ParamsChange
 from server.sessions.errors import CapacityError, UnknownSession
 from server.sessions.memory import MemoryRelease
+from server.sessions.recordings import RecordingStore
 from server.sessions.session import Session
 
 logger = logging.getLogger(__name__)
@@ -37,15 +38,21 @@ class SessionRegistry:
         self.metrics = metrics
         self.rtc_config = rtc_configuration(settings.ICE_SERVERS)
         self.driving_pool = ThreadPoolExecutor(settings.DRIVING_THREADS, thread_name_prefix="rain-driving")
+        self.matte_pool = ThreadPoolExecutor(settings.MATTE_THREADS, thread_name_prefix="rain-matte")
         self.sessions: dict[str, Session] = {}
         # Every session object still in memory, live or not: none may outlive its clean-up.
         self.in_memory: weakref.WeakSet[Session] = weakref.WeakSet()
         self._opening = 0
         self._reaper: asyncio.Task | None = None
         self._memory = MemoryRelease()
+        # Outlive their sessions: kept RECORDING_TTL after each ends.
+        self.recordings = RecordingStore(
+            settings.RECORDINGS_DIR, max_bytes=settings.MAX_RECORDINGS_BYTES, ttl=settings.RECORDING_TTL
+        )
 
     def start(self) -> None:
         self._reaper = asyncio.ensure_future(self._reap_silent())
+        self.recordings.start()
 
     async def shutdown(self) -> None:
         if self._reaper is not None:
@@ -53,7 +60,9 @@ class SessionRegistry:
             await asyncio.gather(self._reaper, return_exceptions=True)
         await asyncio.gather(*(self.close(s, "server shutting down") for s in list(self.sessions.values())))
         await self._memory.stop()
+        await self.recordings.stop()
         self.driving_pool.shutdown(wait=True)
+        self.matte_pool.shutdown(wait=True)
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -93,6 +102,7 @@ class SessionRegistry:
         if session.closed:
             return
         await session.close(reason)
+        self.recordings.session_ended(session.id)
         if self.sessions.pop(session.id, None) is not None:
             self.metrics.sessions_ended.labels(reason.split(":")[0]).inc()
         self.metrics.sessions.set(len(self.sessions))

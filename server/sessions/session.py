@@ -12,6 +12,7 @@ A failure in one of the session's tasks closes this session only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -28,8 +29,10 @@ from server.media.avatar import AvatarTrack, DrivingPreviewTrack
 from server.media.camera import DrivingTrack
 from server.media.discard import DiscardedTracks
 from server.media.driving import DrivingExtractor
+from server.media.matte import MatteSource
 from server.media.pacing import FrameRate
 from server.media.pump import EnginePump
+from server.media.recorder import Recorder, RecordingFailed
 from server.media.relay import AvatarRelay, VoiceRelay
 from server.media.voice import DelayedVoiceTrack, VoiceDelay
 from server.references import Reference
@@ -45,6 +48,7 @@ from server.sessions.control import (
 )
 from server.sessions.errors import BadViewToken, NoViewToken
 from server.sessions.logs import Prefixed
+from server.sessions.recordings import Recording, RecordingConflict, RecordingsFull
 from server.sessions.viewers import Viewers
 from server.tokens import new_token, same_token
 
@@ -53,6 +57,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _labels = itertools.count(1)
+# The longest a closing session waits for its recording's file to be finished.
+RECORDING_STOP_SECONDS = 30.0
 
 
 class Session:
@@ -82,6 +88,7 @@ class Session:
         self.voice: VoiceDelay | None = None  # the microphone, when the page sends one
         self.voice_track: DelayedVoiceTrack | None = None
         self.voice_relay: VoiceRelay | None = None
+        self.recording: Recording | None = None  # the latest recording, under way or not
         self._discarded = DiscardedTracks()
         self._tasks: set[asyncio.Task] = set()
         self._control: asyncio.Queue = asyncio.Queue()
@@ -129,8 +136,10 @@ class Session:
         )
         self.preview = DrivingPreviewTrack(config.width, config.height, self.rate)
         self.relay = AvatarRelay(self.avatar)
+        # The key colour is read per frame: a new character brings its own background.
+        matte = MatteSource(self.relay, lambda: self.reference.key_colour(), registry.matte_pool)
         self.viewers = Viewers(
-            self.label, self.relay, limit=settings.MAX_VIEWERS, rtc_config=registry.rtc_config,
+            self.label, self.relay, matte, limit=settings.MAX_VIEWERS, rtc_config=registry.rtc_config,
             public_ip=settings.PUBLIC_IP, metrics=registry.metrics,
         )
         self.pump = EnginePump(self.engine, worker, self.avatar, self.preview, metrics=registry.metrics, log=self.log)
@@ -212,11 +221,12 @@ class Session:
             return error_reply(str(exc), request_id=exc.request_id, kind=exc.kind)
         try:
             await self._apply(request)
-        except ParamsError as exc:
+        except (ParamsError, RecordingConflict, RecordingsFull) as exc:
             return error_reply(str(exc), request_id=request.id, kind=request.type)
         self.log.info("control: %s", request.type)
         assert self.pump is not None
-        return ok_reply(request, params=self.params(), paused=self.pump.paused)
+        extra = {"recording": self.recording.describe()} if request.type.endswith("_recording") else {}
+        return ok_reply(request, params=self.params(), paused=self.pump.paused, **extra)
 
     async def _apply(self, request: ControlRequest) -> None:
         assert self.pump is not None
@@ -228,6 +238,10 @@ class Session:
             self.pump.paused = False
         elif request.type == "reset":
             await self.pump.reset()
+        elif request.type == "start_recording":
+            await self.start_recording()
+        elif request.type == "stop_recording":
+            await self.stop_recording()
 
     def params(self) -> dict:
         return {"fps": self.rate.fps, **self.extractor.settings.model_dump()}
@@ -239,6 +253,65 @@ class Session:
             await self.extractor.update(change.driving)
         if change.fps is not None:
             self.rate.set(change.fps)
+
+    # Recording -------------------------------------------------------------------------
+    async def start_recording(self) -> Recording:
+        """Record the avatar (and the voice, when the session has one) to a new MP4 file."""
+        if self.recording is not None and self.recording.state == "recording":
+            raise RecordingConflict("this session is already recording; stop it first")
+        assert self.relay is not None
+        registry, settings = self.registry, self.registry.settings
+        store, config = registry.recordings, registry.worker.config
+        recording = store.new(self.id, fps=self.rate.fps)
+        recording.recorder = Recorder(
+            self.relay.subscribe(), recording.path, fps=recording.fps, width=config.width, height=config.height,
+            audio=self.recording_audio(), max_seconds=settings.MAX_RECORDING_SECONDS,
+            max_bytes=store.room_for(recording), prefer_nvenc=str(config.device).startswith("cuda"),
+        )
+        store.add(recording)
+        recording.task = asyncio.ensure_future(self._record(recording))
+        self.recording = recording
+        self.log.info("recording started")
+        return recording
+
+    def recording_audio(self) -> MediaStreamTrack | None:
+        """The audio a new recording takes beside the avatar: a track of `av.AudioFrame`s of its
+        own (a relay subscription, never the track a peer connection sends), or None: no voice.
+
+        The session's delayed voice is already in step with the avatar: the recorder lines the two
+        up as they reach it.
+        """
+        return self.voice_relay.subscribe() if self.voice_relay is not None else None
+
+    async def stop_recording(self, reason: str = "stopped") -> Recording:
+        """Finish the recording under way; returns once its file is complete and in place."""
+        recording = self.recording
+        if recording is None or recording.state != "recording":
+            raise RecordingConflict("this session is not recording")
+        assert recording.recorder is not None and recording.task is not None
+        recording.recorder.stop(reason)
+        await asyncio.shield(recording.task)
+        return recording
+
+    async def _record(self, recording: Recording) -> None:
+        assert recording.recorder is not None
+        try:
+            await recording.recorder.run()
+        except RecordingFailed as exc:
+            recording.state = "failed"
+            self.log.warning("recording failed: %s", exc)
+        except Exception:  # noqa: BLE001 - a recording's failure must not end its session
+            recording.state = "failed"
+            self.log.exception("recording failed")
+        else:
+            recording.state = "finished"
+            recorder = recording.recorder
+            progress = recorder.progress
+            self.log.info(
+                "recording finished (%s): %d frames over %.2f s of stream at %g fps, %d repeated, %d dropped, %d bytes",
+                recorder.stop_reason, progress.frames, progress.span_seconds, recording.fps,
+                progress.frames_repeated, progress.frames_dropped, progress.bytes,
+            )
 
     # References and viewers --------------------------------------------------------------
     async def set_reference(self, reference: Reference) -> None:
@@ -293,6 +366,8 @@ class Session:
             "viewers": len(self.viewers),
             "voice": self._voice_stats(),
             "frame_origins": self._frame_origins(),
+            "recording": self.recording.describe() if self.recording is not None else None,
+            "matte_viewers": self.viewers.matte.users,  # while any, the matte is computed
         }
 
     def _voice_stats(self) -> dict | None:
@@ -329,6 +404,11 @@ class Session:
         self.closed = True
         self.close_reason = reason
         self.log.info("closing: %s", reason)
+        if self.recording is not None and self.recording.state == "recording":
+            # Bounded: an encoder that hangs must not keep the session from closing (the
+            # recording then ends as failed, or finishes in the background).
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop_recording("the session ended"), RECORDING_STOP_SECONDS)
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()

@@ -9,6 +9,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from server.media.discard import DiscardedTracks
+from server.media.matte import MatteSource
 from server.media.relay import AvatarRelay, VoiceRelay
 from server.metrics import Metrics
 from server.rtc.sdp import answer_offer, create_answer, parse_offer
@@ -20,13 +21,15 @@ logger = logging.getLogger(__name__)
 
 
 class Viewers:
-    """At most `limit` viewers of `relay`'s avatar (and of the session's delayed `voice`, when it
-    has one and the viewer's offer has an audio section), by viewer id."""
+    """At most `limit` viewers of `relay`'s avatar (or of `matte`'s, the avatar with its matte),
+    with the session's delayed `voice` when it has one and the viewer's offer has an audio
+    section, by viewer id."""
 
     def __init__(
         self,
         label: str,
         relay: AvatarRelay,
+        matte: MatteSource,
         *,
         limit: int,
         rtc_config: RTCConfiguration,
@@ -36,19 +39,22 @@ class Viewers:
         self.label = label
         self.limit = limit
         self._relay = relay
+        self.matte = matte
         self.voice: VoiceRelay | None = None
         self._rtc_config = rtc_config
         self._public_ip = public_ip
         self._metrics = metrics
         self._connections: dict[str, RTCPeerConnection] = {}
+        self._tracks: dict[str, tuple[list[MediaStreamTrack], bool]] = {}  # the tracks each sends; matte?
         self._discarded = DiscardedTracks()
         self._opened = 0
 
     def __len__(self) -> int:
         return len(self._connections)
 
-    async def add(self, sdp: str) -> tuple[str, str]:
-        """Answer a viewer's receive-only offer with the avatar; returns (viewer id, answer SDP)."""
+    async def add(self, sdp: str, *, matte: bool = False) -> tuple[str, str]:
+        """Answer a viewer's receive-only offer with the avatar (with its matte packed beside it if
+        `matte`); returns (viewer id, answer SDP)."""
         offer = parse_offer(sdp, "offer", need="receive")
         if len(self._connections) >= self.limit:
             raise CapacityError(f"this session has its maximum of {self.limit} viewers")
@@ -71,9 +77,13 @@ class Viewers:
 
         try:
             await answer_offer(pc, offer)
-            pc.addTrack(self._relay.subscribe())
+            track = self.matte.subscribe() if matte else self._relay.subscribe()
+            self._tracks[viewer_id] = ([track], matte)
+            pc.addTrack(track)
             if self.voice is not None and any(t.kind == "audio" for t in pc.getTransceivers()):
-                pc.addTrack(self.voice.subscribe())
+                voice = self.voice.subscribe()
+                self._tracks[viewer_id][0].append(voice)
+                pc.addTrack(voice)
             answer = await create_answer(pc, self._public_ip)
         except BaseException:
             await self._drop(viewer_id)
@@ -89,6 +99,7 @@ class Viewers:
         for viewer_id in list(self._connections):
             await self._drop(viewer_id)
         await self._discarded.stop()
+        self.matte.close()
 
     async def _drop(self, viewer_id: str) -> bool:
         pc = self._connections.pop(viewer_id, None)
@@ -97,4 +108,10 @@ class Viewers:
         self._metrics.viewers.dec()
         await pc.close()
         pc.remove_all_listeners()
+        tracks, matte = self._tracks.pop(viewer_id, ([], False))
+        # Its relay subscriptions end with it (a sender does not stop the track it sent).
+        for track in tracks:
+            track.stop()
+        if matte and tracks:
+            self.matte.release()
         return True

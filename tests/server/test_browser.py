@@ -3,6 +3,7 @@ clip as its fake camera opens the webcam page, streams, and a second window open
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -114,6 +115,16 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             assert stats["params"]["calibration"]["eye_height_ratio"] == pytest.approx(chosen)
             assert chosen == pytest.approx(2.0, abs=0.02)  # the slider's step
 
+            # Record: the button starts and stops a recording, whose download link the page lists.
+            await page.click("#record")
+            await page.wait_for_function("() => document.getElementById('overlay').textContent.includes('REC')")
+            await page.click("#record")
+            link = await page.wait_for_selector("#recordings a")
+            download = await page.evaluate(
+                "(a) => fetch(a.href).then((r) => `${r.status} ${r.headers.get('content-type')}`)", link
+            )
+            assert download == "200 video/mp4" and await page.text_content("#record") == "Record"
+
             # The OBS link, in a window of its own, shows the same stream.
             obs = await (await browser.new_context()).new_page()
             obs.set_default_timeout(TIMEOUT_MS)
@@ -215,31 +226,141 @@ async def _output_frame(page) -> np.ndarray:
     return np.asarray(shot["rgba"], np.float32).reshape(shot["height"], shot["width"], 4)[..., :3]
 
 
-async def test_webcam_page_on_a_bare_serve_shows_the_demo_character(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory):
+    """What a bare `rain-avatar serve` runs: the bundled demo model (its characters on flat backgrounds)."""
+    server = start_live_server(tmp_path_factory.mktemp("demo-server"), model_args=())
+    yield server
+    stop_live_server(server)
+
+
+async def test_webcam_page_on_a_bare_serve_shows_the_demo_character(demo_server, tmp_path) -> None:
     """What a new user sees: `rain-avatar serve` with nothing downloaded, the page, Start."""
     from playwright.async_api import async_playwright
 
-    server = start_live_server(tmp_path, model_args=())
     y4m = write_y4m(tmp_path / "webcam.y4m")
     args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={y4m}"]
-    try:
-        async with async_playwright() as playwright, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            assert (await _health(http))["profile"] == "demo"
-            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-            try:
-                page = await _open_webcam_page(browser, server.url)
-                # The model was trained on body poses, and the page offers them.
-                assert await page.input_value('select[name="mode"]') == "body"
-                await page.click("#start")  # no upload: the model's own sample character
-                await page.wait_for_function("() => document.body.dataset.state === 'connected'")
-                frames = []
-                for _ in range(6):
-                    seen = await _frames(page, "output")
-                    await page.wait_for_function(f"() => ({FRAMES_JS})('output') >= {seen + 8}")
-                    frames.append(await _output_frame(page))
-                await page.screenshot(path=tmp_path / "demo-webcam-page.png")
-            finally:
-                await browser.close()
-    finally:
-        stop_live_server(server)
+    async with async_playwright() as playwright, httpx.AsyncClient(base_url=demo_server.url, timeout=30) as http:
+        assert (await _health(http))["profile"] == "demo"
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page = await _open_webcam_page(browser, demo_server.url)
+            # The model was trained on body poses, and the page offers them.
+            assert await page.input_value('select[name="mode"]') == "body"
+            await page.click("#start")  # no upload: the model's own sample character
+            await page.wait_for_function("() => document.body.dataset.state === 'connected'")
+            frames = []
+            for _ in range(6):
+                seen = await _frames(page, "output")
+                await page.wait_for_function(f"() => ({FRAMES_JS})('output') >= {seen + 8}")
+                frames.append(await _output_frame(page))
+            await page.screenshot(path=tmp_path / "demo-webcam-page.png")
+            await page.click("#stop")
+            await eventually(lambda: _no_sessions(http), timeout=60, what="the session to end")
+        finally:
+            await browser.close()
     assert_animates_the_demo_character(frames)
+
+
+def _demo_character_regions(scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the demo character surely is (its reference's figure, shrunk) and surely is not (far
+    from its figure, grown: the avatar moves with the webcam's pose), at `scale` times its size."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from rain_core.weights.profiles import DEMO_CHARACTER
+    from server.media.alpha import key_colour
+
+    image = Image.open(DEMO_CHARACTER).convert("RGB")
+    rgb = np.asarray(image, np.float32)
+    figure = np.linalg.norm(rgb - np.asarray(key_colour(image), np.float32), axis=-1) > 0.3 * 255
+    core = ndimage.binary_erosion(figure, iterations=3)
+    background = ~ndimage.binary_dilation(figure, iterations=12)
+    grow = np.ones((scale, scale), bool)
+    return np.kron(core, grow), np.kron(background, grow)
+
+
+async def _transparent_screenshot(page, path: Path) -> np.ndarray:
+    """The page over nothing, as RGBA [H, W, 4]."""
+    from PIL import Image
+
+    png = await page.screenshot(omit_background=True, path=path)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+# The preview frame shows the builder's link, and plays.
+PREVIEW_PLAYING_JS = """(link) => { const frame = document.getElementById('obs-preview-frame');
+    const view = frame.src === link && frame.contentDocument;
+    if (!view || view.location.href !== link) return false;  // the new document, not the last one
+    return Boolean(view.body && view.body.dataset.state === 'playing'
+        && view.getElementById('video').getVideoPlaybackQuality().totalVideoFrames >= 8); }"""
+CHECKERBOARD = {(154, 154, 154), (224, 224, 224)}  # web/style.css .checkerboard
+
+
+async def test_obs_view_with_a_transparent_background(demo_server, tmp_path) -> None:
+    """`&alpha=key` and `&alpha=matte` on the demo model: the background comes out transparent,
+    the character opaque; the page's link builder makes the links and previews them over a
+    checkerboard; a bad link says what is wrong."""
+    from PIL import Image
+    from playwright.async_api import async_playwright
+
+    y4m = write_y4m(tmp_path / "webcam.y4m")
+    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={y4m}"]
+    size = 256  # the view's window: the 128x128 avatar at twice its size
+    core, background = _demo_character_regions(size // 128)
+    async with async_playwright() as playwright, httpx.AsyncClient(base_url=demo_server.url, timeout=30) as http:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page_errors: list[str] = []
+            page = await _open_webcam_page(browser, demo_server.url, page_errors)
+            await page.click("#start")
+            await page.wait_for_function("() => document.body.dataset.state === 'connected'")
+            session_id = re.fullmatch(r".*/obs/([^?]+)\?.*", await page.input_value("#obs-link")).group(1)
+            stats_url = f"/api/sessions/{session_id}/stats"
+            await eventually(lambda: _sent(http, stats_url), timeout=TIMEOUT_MS / 1000, what="the first avatar frame")
+
+            views = await (await browser.new_context(viewport={"width": size, "height": size})).new_page()
+            views.set_default_timeout(TIMEOUT_MS)
+            views.on("pageerror", lambda error: page_errors.append(str(error)))
+            for mode in ("key", "matte"):
+                # The builder's link, and its preview over a checkerboard (the view in a frame).
+                await page.select_option("#obs-alpha", mode)
+                link = await page.input_value("#obs-link")
+                assert f"alpha={mode}" in link and ("tolerance=0.1" in link) == (mode == "key"), link
+                await page.wait_for_function(PREVIEW_PLAYING_JS, arg=link)
+                preview = np.asarray(Image.open(io.BytesIO(
+                    await page.locator("#obs-preview").screenshot(path=tmp_path / f"preview-{mode}.png")
+                )).convert("RGB"))
+                corner = preview[8:40, 8:40].reshape(-1, 3)  # background: the checkerboard shows through
+                assert {tuple(c) for c in corner} <= CHECKERBOARD, {tuple(c) for c in corner} - CHECKERBOARD
+                torso = preview[128:160, 112:144].reshape(-1, 3)  # the character hides it
+                assert sum(tuple(c) in CHECKERBOARD for c in torso) < 0.1 * len(torso)
+
+                await views.goto(link)
+                await views.wait_for_function("() => document.body.dataset.state === 'playing'")
+                seen = await _frames(views, "video")
+                await views.wait_for_function(f"() => ({FRAMES_JS})('video') >= {seen + 8}")
+                assert await views.evaluate("() => document.getElementById('video').videoWidth") == (
+                    256 if mode == "matte" else 128
+                )
+                rgba = await _transparent_screenshot(views, tmp_path / f"obs-{mode}.png")
+                alpha = rgba[..., 3]
+                transparent = float(np.mean(alpha[background] == 0))
+                opaque = float(np.mean(alpha[core] == 255))
+                assert transparent > 0.95, (mode, transparent)
+                assert opaque > 0.8, (mode, opaque)
+
+            # A bad link: a message on the page naming the problem, and no stream.
+            base = f"{demo_server.url}/obs/{session_id}?token=x"
+            for query, message in [
+                ("alpha=green", "alpha must be key or matte"),
+                ("alpha=key&tolerance=2", "tolerance must be a number from 0 to 1"),
+                ("alpha=key&key=00ff0g", "key must be a colour as RRGGBB"),
+                ("alpha=matte&spill=0.2", "spill: only with alpha=key"),
+            ]:
+                await views.goto(f"{base}&{query}")
+                await views.wait_for_function("() => document.body.dataset.state === 'error'")
+                assert message in await views.inner_text("#message")
+            assert not page_errors, page_errors
+        finally:
+            await browser.close()

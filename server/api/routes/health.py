@@ -16,16 +16,16 @@ metrics_router = APIRouter(tags=["health"])
 @router.get("/health")
 async def health(runtime: RuntimeDep) -> dict[str, Any]:
     """Is the model loaded, and how busy is the server."""
-    return runtime.health()
+    return await runtime.health()
 
 
 @router.get("/config")
 async def page_config(runtime: RuntimeDep) -> dict[str, Any]:
     """What the pages need: ICE servers, the stream's size and rates, the parameters and their ranges."""
-    return runtime.client_config()
+    return await runtime.client_config()
 
 
 @metrics_router.get("/metrics", response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text format."""
-    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await runtime.metrics(), media_type=CONTENT_TYPE_LATEST)

@@ -56,4 +56,4 @@ async def upload_reference(request: Request, settings: SettingsDep, runtime: Run
     finally:
         await form.close()
     reference = await runtime.upload_reference(data)
-    return ReferenceCreated(reference_id=reference.id, width=reference.image.width, height=reference.image.height)
+    return ReferenceCreated(reference_id=reference.reference_id, width=reference.width, height=reference.height)

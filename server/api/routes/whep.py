@@ -3,26 +3,21 @@
 `POST /whep/{session_id}` with an `application/sdp` offer and the session's view token
 (`?token=` or `Authorization: Bearer`) answers `201 Created` with the answer SDP and a
 `Location` to `DELETE` when done. The answer is complete; trickle ICE (PATCH) is not offered.
+`?alpha=matte` asks for the avatar with its matte packed beside it (`server.media.alpha`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from server.api.deps import RuntimeDep, SettingsDep
-from server.tokens import MAX_TOKEN_CHARS
+from server.api.deps import RuntimeDep, SettingsDep, ViewTokenDep
 
 router = APIRouter(prefix="/whep", tags=["whep"])
 
-
-def _view_token(token: str | None, authorization: str | None) -> str | None:
-    if token is not None:
-        return token
-    if authorization is not None and authorization.lower().startswith("bearer "):
-        return authorization[len("bearer "):].strip()
-    return None
+# The OBS view's modes; only `matte` changes what the server sends (`key` is keyed in the page).
+AlphaMode = Literal["none", "key", "matte"]
 
 
 @router.post(
@@ -34,21 +29,20 @@ def _view_token(token: str | None, authorization: str | None) -> str | None:
                400: {"description": "bad SDP"}, 401: {"description": "no view token"},
                403: {"description": "wrong view token"}, 404: {"description": "unknown session"},
                413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
-               503: {"description": "too many viewers"}},
+               422: {"description": "unknown alpha mode"}, 503: {"description": "too many viewers"}},
 )
 async def whep_offer(
     session_id: str,
     request: Request,
     runtime: RuntimeDep,
     settings: SettingsDep,
-    token: Annotated[str | None, Query(max_length=MAX_TOKEN_CHARS)] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    view_token: ViewTokenDep,
+    alpha: Annotated[AlphaMode, Query(description="matte: the avatar with its matte packed beside it")] = "none",
 ) -> Response:
     """Watch a session: a receive-only SDP offer in, the answer out."""
-    view_token = _view_token(token, authorization)
     # The right to watch first: nothing more is read from a client without it (`add_viewer`
     # checks it again, as every runtime operation stands on its own).
-    runtime.authorize_viewer(session_id, view_token)
+    await runtime.authorize_viewer(session_id, view_token)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise HTTPException(415, "send the offer as Content-Type: application/sdp")
     body = await request.body()
@@ -56,7 +50,7 @@ async def whep_offer(
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPException(400, "SDP offer is not UTF-8 text") from None
-    viewer = await runtime.add_viewer(session_id, view_token, sdp)
+    viewer = await runtime.add_viewer(session_id, view_token, sdp, matte=alpha == "matte")
     headers = {"Location": f"/whep/{session_id}/{viewer.viewer_id}"}
     links = [
         f'<{url}>; rel="ice-server"'

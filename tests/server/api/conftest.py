@@ -15,9 +15,10 @@ from tests.server.settings import tiny_settings
 
 
 @pytest.fixture(scope="package")
-def client() -> Iterator[TestClient]:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = tiny_settings(
-        MAX_SESSIONS=1, MAX_UPLOAD_BYTES=MAX_UPLOAD, MAX_REFERENCE_PIXELS=1_000_000, ICE_SERVERS=[], ICE_LOOPBACK=False
+        MAX_SESSIONS=1, MAX_UPLOAD_BYTES=MAX_UPLOAD, MAX_REFERENCE_PIXELS=1_000_000, ICE_SERVERS=[], ICE_LOOPBACK=False,
+        RECORDINGS_DIR=tmp_path_factory.mktemp("recordings"),
     )
     with TestClient(create_app(settings), raise_server_exceptions=True) as test_client:
         yield test_client

@@ -47,3 +47,29 @@ def test_a_viewer_comes_and_goes(client: TestClient, session: dict, offers) -> N
     assert client.delete(location).status_code == 204
     assert client.get(stats).json()["viewers"] == 0
     assert client.delete(location).status_code == 404
+
+
+def test_the_view_reads_the_key_colour_with_the_view_token(client: TestClient, session: dict) -> None:
+    view = f"/api/views/{session['session_id']}"
+    # The tiny profile's default character is a plain grey card.
+    assert client.get(f"{view}?token={session['view_token']}").json() == {"key_colour": "808080"}
+    response = client.get(view, headers={"Authorization": f"Bearer {session['view_token']}"})
+    assert response.json() == {"key_colour": "808080"}
+    response = client.get(view)
+    assert response.status_code == 401 and "view token is required" in detail(response)
+    assert client.get(f"{view}?token=wrong").status_code == 403
+    assert client.get(f"/api/views/nope?token={session['view_token']}").status_code == 404
+
+
+def test_a_matte_viewer_starts_the_matte_and_its_leaving_stops_it(client: TestClient, session: dict, offers) -> None:
+    session_id, token = session["session_id"], session["view_token"]
+    stats = f"/api/sessions/{session_id}/stats"
+    response = client.post(f"/whep/{session_id}?token={token}&alpha=green", content=offers["receive_only"], headers=SDP)
+    assert response.status_code == 422 and "alpha" in detail(response) and "matte" in detail(response)
+    plain = client.post(f"/whep/{session_id}?token={token}&alpha=key", content=offers["receive_only"], headers=SDP)
+    matte = client.post(f"/whep/{session_id}?token={token}&alpha=matte", content=offers["receive_only"], headers=SDP)
+    assert plain.status_code == matte.status_code == 201
+    assert client.get(stats).json()["viewers"] == 2 and client.get(stats).json()["matte_viewers"] == 1
+    assert client.delete(matte.headers["location"]).status_code == 204
+    assert client.get(stats).json()["matte_viewers"] == 0
+    assert client.delete(plain.headers["location"]).status_code == 204

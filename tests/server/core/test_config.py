@@ -93,3 +93,20 @@ def test_voice_max_delay_is_bounded(monkeypatch, value: str) -> None:
         tiny_settings()
     monkeypatch.setenv("RAIN_VOICE_MAX_DELAY", "2.5")
     assert tiny_settings().VOICE_MAX_DELAY == 2.5
+
+
+def test_ice_port_range(monkeypatch) -> None:
+    monkeypatch.setenv("RAIN_ICE_PORT_RANGE", "50000-50100")
+    ports = tiny_settings().ICE_PORT_RANGE
+    assert (ports.first, ports.last, len(ports), str(ports)) == (50000, 50100, 101, "50000-50100")
+    assert tiny_settings(ICE_PORT_RANGE="").ICE_PORT_RANGE is None
+    for bad, message in [("50100-50000", "above the last"), ("50000", "FIRST-LAST"), ("a-b", "FIRST-LAST"),
+                         ("0-10", "greater than or equal to 1"), ("65535-70000", "less than or equal to 65535")]:
+        with pytest.raises(ValidationError, match=message):
+            tiny_settings(ICE_PORT_RANGE=bad)
+
+
+def test_recording_limits_are_checked() -> None:
+    for name, bad in [("MAX_RECORDING_SECONDS", 0), ("MAX_RECORDINGS_BYTES", 10), ("RECORDING_TTL", -1)]:
+        with pytest.raises(ValidationError, match=name):
+            tiny_settings(**{name: bad})

@@ -1,0 +1,141 @@
+"""The Serve application and the command that runs it: `rain-avatar serve --ray [ADDRESS]`.
+
+`build_application(settings)` binds the three deployments; `connect(settings)` joins the
+cluster at `RAY_ADDRESS` or starts a local one; `serve_on_ray(settings)` does both, deploys, and
+serves until SIGINT/SIGTERM. `application_builder` is the import path a KubeRay `RayService`
+names (docs/ray.md), with the settings from its `args` over the `RAIN_*` environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import AutoscalingConfig, AutoscalingPolicy, RequestRouterConfig
+
+from rain_core.config import default_device
+from server.cluster.autoscaling import SessionsPolicy
+from server.cluster.avatar import AvatarReplica
+from server.cluster.ingress import Ingress
+from server.cluster.references import ReferenceLibrary
+from server.cluster.routing import ReplicaAddressedRouter
+from server.core.config import Settings
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "rain-avatar"
+# Calls a replica runs at once: they are short (the media is not a call), so many may wait together.
+MAX_ONGOING_CALLS = 64
+# Seconds Serve waits for a stopping replica's destructor (it closes every session) before killing it.
+GRACEFUL_SHUTDOWN_S = 30.0
+
+
+def _gpus_per_replica(settings: Settings) -> float:
+    if settings.RAY_GPUS_PER_REPLICA is not None:
+        return settings.RAY_GPUS_PER_REPLICA
+    device = settings.DEVICE or str(default_device())
+    return 1.0 if device.startswith("cuda") else 0.0
+
+
+def build_application(settings: Settings) -> Application:
+    """The ingress bound to the avatar replicas and the reference library."""
+    library = serve.deployment(name="references", num_replicas=1, ray_actor_options={"num_cpus": 0})(
+        ReferenceLibrary
+    ).bind(settings)
+    if settings.RAY_MIN_REPLICAS is not None:
+        scaling: dict[str, Any] = {"autoscaling_config": AutoscalingConfig(
+            min_replicas=settings.RAY_MIN_REPLICAS,
+            max_replicas=settings.RAY_MAX_REPLICAS,
+            policy=AutoscalingPolicy(
+                policy_function=SessionsPolicy, policy_kwargs={"max_sessions": settings.MAX_SESSIONS}
+            ),
+            # A replica taken away ends its sessions (Serve cannot see them): scale down slowly.
+            downscale_delay_s=600.0,
+        )}
+    else:
+        scaling = {"num_replicas": settings.RAY_REPLICAS}
+    avatars = serve.deployment(
+        name="avatar",
+        ray_actor_options={"num_cpus": settings.RAY_CPUS_PER_REPLICA, "num_gpus": _gpus_per_replica(settings)},
+        max_ongoing_requests=MAX_ONGOING_CALLS,
+        request_router_config=RequestRouterConfig(request_router_class=ReplicaAddressedRouter),
+        graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
+        **scaling,
+    )(AvatarReplica).bind(settings, library)
+    return serve.deployment(
+        name="ingress", num_replicas=settings.RAY_INGRESS_REPLICAS, ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=MAX_ONGOING_CALLS,
+    )(Ingress).bind(settings, avatars, library)
+
+
+def application_builder(args: dict[str, Any]) -> Application:
+    """For `serve run` and KubeRay's `serveConfigV2`: `import_path: server.cluster.app:application_builder`,
+    `args` any settings by name (e.g. `{"MAX_SESSIONS": 2}`) over the `RAIN_*` environment."""
+    return build_application(Settings(**args))
+
+
+def _worker_environment() -> dict[str, str]:
+    """What a local cluster's workers need to import this very code: from a checkout (run with
+    PYTHONPATH, or installed editable), its folder first on their PYTHONPATH; from an installed
+    package, nothing (site-packages must not go before the standard library)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+
+
+def connect(settings: Settings, **init_options: Any) -> None:
+    """Join the cluster at `RAY_ADDRESS`, or start a local one running this code (without Ray's
+    dashboard unless asked for). Nodes of a running cluster must have the package installed
+    (the Docker image)."""
+    if settings.RAY_ADDRESS is not None:
+        ray.init(address=settings.RAY_ADDRESS, **init_options)
+        return
+    init_options.setdefault("include_dashboard", False)
+    ray.init(runtime_env={"env_vars": _worker_environment()}, **init_options)
+
+
+def deploy(settings: Settings) -> None:
+    """Start Serve's HTTP proxy on HOST:PORT and deploy the application (returns once it runs)."""
+    serve.start(http_options={"host": settings.HOST, "port": settings.PORT})
+    serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
+    logger.info("rain-avatar on Ray Serve: http://%s:%d/", settings.HOST, settings.PORT)
+
+
+def serve_on_ray(settings: Settings) -> int:
+    """Deploy on Ray and serve until SIGINT/SIGTERM; then remove the application (every session
+    closed) and leave the cluster (a local one stops). Returns the exit status, 0."""
+    stop, deployed = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        if not deployed.is_set():
+            raise KeyboardInterrupt  # out of a deployment that waits (e.g. for GPUs it cannot get)
+
+    connect(settings)
+    # After `ray.init`, which installs handlers of its own (its SIGTERM handler aborts the process).
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            deploy(settings)
+            deployed.set()
+        except KeyboardInterrupt:
+            logger.info("stopped before the application was running")
+        while not stop.wait(1.0):  # a timed wait: signal handlers run between waits
+            pass
+        logger.info("shutting down: removing the application (every session closes)")
+        serve.delete(APP_NAME)
+        if settings.RAY_ADDRESS is None:
+            serve.shutdown()
+    finally:
+        ray.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
