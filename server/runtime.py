@@ -143,10 +143,11 @@ class Runtime:
 
     def recording_file(self, session_id: str, recording_id: str) -> Path:
         """The finished file of one of the session's recordings."""
-        recording = next((r for r in self._recordings_of(session_id) if r.id == recording_id), None)
-        if recording is not None and recording.state == "recording":
+        self._recordings_of(session_id)  # UnknownSession unless live, or its files still kept
+        recording = self._registry.recordings.get(session_id, recording_id)
+        if recording.state == "recording":
             raise RecordingConflict("this recording is still under way; stop it first")
-        if recording is None or recording.state != "finished" or not recording.path.is_file():
+        if recording.state != "finished" or not recording.path.is_file():
             raise UnknownRecording(recording_id)
         return recording.path
 

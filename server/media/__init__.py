@@ -4,5 +4,5 @@ webcam track -> `camera.DrivingTrack` (latest frame wins, sampled at the session
 extracted by the session's `driving.DrivingExtractor` on the driving thread pool) ->
 `pump.EnginePump` (batches of P driving images -> the model worker -> frames) ->
 `avatar.AvatarTrack` (paced by `pacing.PacedVideoTrack`, a warming-up card until the first frame)
--> `relay.AvatarRelay` (the page and every WHEP viewer, each reading its own copy).
+-> `relay.TrackRelay` (the page and every WHEP viewer, each reading its own copy).
 """

@@ -16,7 +16,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
 from server.media.alpha import RGB, colour_matte, pack_matte, remove_background
-from server.media.relay import AvatarRelay
+from server.media.relay import TrackRelay
 
 
 def packed_frame(frame: VideoFrame, key: RGB) -> VideoFrame:
@@ -69,12 +69,12 @@ class MatteTrack(MediaStreamTrack):
 class MatteSource:
     """The packed avatar for a session's `alpha=matte` viewers, alive while at least one watches."""
 
-    def __init__(self, avatar: AvatarRelay, key: Callable[[], RGB], pool: Executor):
+    def __init__(self, avatar: TrackRelay, key: Callable[[], RGB], pool: Executor):
         self._avatar = avatar
         self._key = key
         self._pool = pool
         self._track: MatteTrack | None = None
-        self._relay: AvatarRelay | None = None
+        self._relay: TrackRelay | None = None
         self.users = 0
 
     @property
@@ -85,7 +85,7 @@ class MatteSource:
         """A new viewer's track; the first one starts the matte."""
         if self._relay is None:
             self._track = MatteTrack(self._avatar.subscribe(), self._key, self._pool)
-            self._relay = AvatarRelay(self._track)
+            self._relay = TrackRelay(self._track)
         self.users += 1
         return self._relay.subscribe()
 

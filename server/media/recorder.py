@@ -14,7 +14,6 @@ says why (`stop_reason`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import queue
@@ -295,5 +294,3 @@ class _Timeline:
                 for out in self.resampler.resample(None):
                     self._encode_audio(out)
             self.container.mux(self.audio.encode(None))
-        with contextlib.suppress(ValueError):  # the file is closed by the caller
-            self.recorder.progress.bytes = self.file.tell()

@@ -1,5 +1,5 @@
 """The avatar and the delayed voice fanned out to every consumer: the session's own page and its
-WHEP viewers."""
+WHEP viewers (and a recording)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,37 @@ from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
 
-class SubscriberTrack(MediaStreamTrack):
-    """One consumer's copy of a relayed video track.
+def _copy_video(shared: VideoFrame) -> VideoFrame:
+    return VideoFrame.from_ndarray(shared.to_ndarray(), format=shared.format.name)
 
-    `MediaRelay` hands every consumer the same `VideoFrame`, and aiortc encodes on executor
-    threads with PyAV, which rebases a frame's pts in place (and reformats through a per-frame
+
+def _copy_audio(shared: AudioFrame) -> AudioFrame:
+    frame = AudioFrame.from_ndarray(shared.to_ndarray(), format=shared.format.name, layout=shared.layout.name)
+    frame.sample_rate = shared.sample_rate
+    return frame
+
+
+_COPIES = {"video": _copy_video, "audio": _copy_audio}
+
+
+class SubscriberTrack(MediaStreamTrack):
+    """One consumer's copy of a relayed track.
+
+    `MediaRelay` hands every consumer the same frame, and aiortc encodes on executor threads with
+    PyAV, which rebases a frame's pts in place (and reformats or resamples it through a per-frame
     context): two encoders sharing frames race, and one of the streams stalls. So each consumer
-    reads its own copy (a few kB at the model's resolution).
+    reads its own copy (a few kB at the model's resolution; 20 ms of voice).
     """
 
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack):
+    def __init__(self, source: MediaStreamTrack, kind: str):
         super().__init__()
+        self.kind = kind
         self._source = source
+        self._copy = _COPIES[kind]
 
-    async def recv(self) -> VideoFrame:
+    async def recv(self) -> VideoFrame | AudioFrame:
         shared = await self._source.recv()
-        frame = VideoFrame.from_ndarray(shared.to_ndarray(), format=shared.format.name)
+        frame = self._copy(shared)
         frame.pts = shared.pts
         frame.time_base = shared.time_base
         return frame
@@ -35,48 +48,15 @@ class SubscriberTrack(MediaStreamTrack):
         self._source.stop()
 
 
-class AvatarRelay:
-    """One track read once and handed to any number of consumers."""
+class TrackRelay:
+    """One track (the avatar, or the delayed voice) read once, at its own pace, and handed to any
+    number of consumers."""
 
     def __init__(self, track: MediaStreamTrack):
         self._track = track
         self._relay = MediaRelay()
 
     def subscribe(self) -> SubscriberTrack:
-        """A new consumer: newest frame only (never a queue), in its own frames."""
-        return SubscriberTrack(self._relay.subscribe(self._track, buffered=False))
-
-
-class VoiceSubscriberTrack(MediaStreamTrack):
-    """One consumer's copy of the relayed voice (as `SubscriberTrack`: aiortc's Opus encoder
-    resamples a frame on an executor thread, so consumers do not share frames)."""
-
-    kind = "audio"
-
-    def __init__(self, source: MediaStreamTrack):
-        super().__init__()
-        self._source = source
-
-    async def recv(self) -> AudioFrame:
-        shared = await self._source.recv()
-        frame = AudioFrame.from_ndarray(shared.to_ndarray(), format=shared.format.name, layout=shared.layout.name)
-        frame.sample_rate = shared.sample_rate
-        frame.pts = shared.pts
-        frame.time_base = shared.time_base
-        return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._source.stop()
-
-
-class VoiceRelay:
-    """The delayed voice read once (its pace is its own) and handed to any number of consumers."""
-
-    def __init__(self, track: MediaStreamTrack):
-        self._track = track
-        self._relay = MediaRelay()
-
-    def subscribe(self) -> VoiceSubscriberTrack:
-        """A new consumer, in its own frames; unbuffered, as a late frame is better dropped."""
-        return VoiceSubscriberTrack(self._relay.subscribe(self._track, buffered=False))
+        """A new consumer, in its own frames: newest frame only (never a queue), as a late frame
+        is better dropped."""
+        return SubscriberTrack(self._relay.subscribe(self._track, buffered=False), self._track.kind)

@@ -146,10 +146,15 @@ class VoiceDelay:
     def read(self, start: int, count: int) -> np.ndarray:
         """Samples [start, start + count); silence where the ring holds none (not yet arrived, or
         overwritten)."""
-        indices = np.arange(start, start + count)
-        held = (indices >= max(0, self.written - self.capacity)) & (indices < self.written)
         out = np.zeros((count, CHANNELS), np.int16)
-        out[held] = self._ring[indices[held] % self.capacity]
+        # Called every 10 ms of silence sought, so by slices (at most two: the ring wraps once)
+        # rather than by an index array.
+        first, last = max(start, self.written - self.capacity, 0), min(start + count, self.written)
+        while first < last:
+            offset = first % self.capacity
+            piece = min(last - first, self.capacity - offset)
+            out[first - start:first - start + piece] = self._ring[offset:offset + piece]
+            first += piece
         return out
 
     def silent(self, start: int, count: int) -> bool:

@@ -124,9 +124,6 @@ class RecordingStore:
         """Bytes the recording may grow to: the budget less every other file."""
         return max(0, self.max_bytes - self.bytes_used(excluding=recording.path))
 
-    def knows(self, session_id: str) -> bool:
-        return session_id in self._recordings
-
     def of_session(self, session_id: str) -> list[Recording]:
         return list(self._recordings.get(session_id, []))
 

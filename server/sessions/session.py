@@ -1,8 +1,8 @@
 """A session: one webcam peer connection and the objects that serve it, wired together.
 
 The media path (see `server.media`): webcam -> `DrivingTrack` -> `EnginePump` (the model
-worker) -> `AvatarTrack` -> `AvatarRelay` -> the page and the `Viewers`; beside it, when the page
-sends its microphone: `VoiceDelay` -> `DelayedVoiceTrack` (as late as the avatar) -> `VoiceRelay`
+worker) -> `AvatarTrack` -> `TrackRelay` -> the page and the `Viewers`; beside it, when the page
+sends its microphone: `VoiceDelay` -> `DelayedVoiceTrack` (as late as the avatar) -> `TrackRelay`
 -> the same consumers. The control channel changes the session's `FrameRate`, the extractor's
 driving settings and the pump's pause (which pauses the voice too).
 
@@ -33,7 +33,7 @@ from server.media.matte import MatteSource
 from server.media.pacing import FrameRate
 from server.media.pump import EnginePump
 from server.media.recorder import Recorder, RecordingFailed
-from server.media.relay import AvatarRelay, VoiceRelay
+from server.media.relay import TrackRelay
 from server.media.voice import DelayedVoiceTrack, VoiceDelay
 from server.references import Reference
 from server.rtc.sdp import answer_offer, create_answer
@@ -81,13 +81,13 @@ class Session:
         self.engine: StreamEngine | None = None
         self.avatar: AvatarTrack | None = None
         self.preview: DrivingPreviewTrack | None = None
-        self.relay: AvatarRelay | None = None
+        self.relay: TrackRelay | None = None
         self.viewers: Viewers | None = None
         self.pump: EnginePump | None = None
         self.driving: DrivingTrack | None = None
         self.voice: VoiceDelay | None = None  # the microphone, when the page sends one
         self.voice_track: DelayedVoiceTrack | None = None
-        self.voice_relay: VoiceRelay | None = None
+        self.voice_relay: TrackRelay | None = None
         self.recording: Recording | None = None  # the latest recording, under way or not
         self._discarded = DiscardedTracks()
         self._tasks: set[asyncio.Task] = set()
@@ -135,7 +135,7 @@ class Session:
             config.width, config.height, self.rate, max_backlog=config.frames_per_group + 1, metrics=registry.metrics
         )
         self.preview = DrivingPreviewTrack(config.width, config.height, self.rate)
-        self.relay = AvatarRelay(self.avatar)
+        self.relay = TrackRelay(self.avatar)
         # The key colour is read per frame: a new character brings its own background.
         matte = MatteSource(self.relay, lambda: self.reference.key_colour(), registry.matte_pool)
         self.viewers = Viewers(
@@ -182,7 +182,7 @@ class Session:
         assert self.viewers is not None
         self.voice = VoiceDelay(track, max_delay=self.registry.settings.VOICE_MAX_DELAY, paused=self._paused)
         self.voice_track = DelayedVoiceTrack(self.voice, target=self._latency, paused=self._paused)
-        self.voice_relay = self.viewers.voice = VoiceRelay(self.voice_track)
+        self.voice_relay = self.viewers.voice = TrackRelay(self.voice_track)
 
     def _paused(self) -> bool:
         return self.pump is not None and self.pump.paused

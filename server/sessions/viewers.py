@@ -10,7 +10,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from server.media.discard import DiscardedTracks
 from server.media.matte import MatteSource
-from server.media.relay import AvatarRelay, VoiceRelay
+from server.media.relay import TrackRelay
 from server.metrics import Metrics
 from server.rtc.sdp import answer_offer, create_answer, parse_offer
 from server.sessions.errors import CapacityError, UnknownViewer
@@ -28,7 +28,7 @@ class Viewers:
     def __init__(
         self,
         label: str,
-        relay: AvatarRelay,
+        relay: TrackRelay,
         matte: MatteSource,
         *,
         limit: int,
@@ -40,7 +40,7 @@ class Viewers:
         self.limit = limit
         self._relay = relay
         self.matte = matte
-        self.voice: VoiceRelay | None = None
+        self.voice: TrackRelay | None = None
         self._rtc_config = rtc_config
         self._public_ip = public_ip
         self._metrics = metrics

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from server.media.alpha import colour_matte, key_colour, pack_matte, remove_background
 from server.media.matte import MatteSource, MatteTrack, packed_frame
-from server.media.relay import AvatarRelay
+from server.media.relay import TrackRelay
 
 BACKGROUND = (30, 200, 90)
 FIGURE = (120, 40, 160)
@@ -118,7 +118,7 @@ async def test_a_stopped_matte_track_ends_its_wait() -> None:
 async def test_matte_source_runs_while_it_has_viewers() -> None:
     with ThreadPoolExecutor(1) as pool:
         avatar = VideoStreamTrack()
-        source = MatteSource(AvatarRelay(avatar), lambda: (0, 0, 0), pool)
+        source = MatteSource(TrackRelay(avatar), lambda: (0, 0, 0), pool)
         assert not source.running
         first, second = source.subscribe(), source.subscribe()
         assert source.running and source.users == 2
