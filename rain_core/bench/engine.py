@@ -85,8 +85,13 @@ class TimedQueueModel(QueueModel):
     ) -> torch.Tensor:
         return self._timed("scheduler", super().scheduler_step, model_output, timesteps, latents, step_noise)
 
-    def decode(self, latents: torch.Tensor, memory: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self._timed("decoder", super().decode, latents, memory)
+    def decode(
+        self,
+        latents: torch.Tensor,
+        memory: Sequence[torch.Tensor],
+        reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self._timed("decoder", super().decode, latents, memory, reference)
 
 
 @dataclass

@@ -19,6 +19,8 @@ from torch import nn
 # Three stride-2 stages: latents lie on a grid of image / 8, as the SD VAE's do. The pose
 # guider's features land on the same grid.
 LATENT_SCALE = 8
+# Channels of the reference gate's latent-grid comparison, upsampled to full resolution.
+GATE_GRID_CHANNELS = 8
 
 
 def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
@@ -71,6 +73,9 @@ class TAESDV(ModelMixin, ConfigMixin):
         blocks_per_stage (`int`, *optional*, defaults to 3): blocks at each resolution.
         patch_path (`bool`, *optional*, defaults to `False`): a linear 8x8-patch path beside the
             conv stacks.
+        reference_gate (`bool`, *optional*, defaults to `False`): the decoder also sees the stream's
+            reference image and its latents, and mixes each decoded pixel with the reference's pixel
+            at the same place by a learned gate (see `decode_stream`).
 
     The defaults are the published layout (and its module indices).
     """
@@ -82,6 +87,7 @@ class TAESDV(ModelMixin, ConfigMixin):
         channels: int | Sequence[int] = 64,
         blocks_per_stage: int = 3,
         patch_path: bool = False,
+        reference_gate: bool = False,
     ):
         super().__init__()
         widths = (channels,) * 4 if isinstance(channels, int) else tuple(channels)
@@ -108,6 +114,17 @@ class TAESDV(ModelMixin, ConfigMixin):
         # (measured: +2 dB on held-out frames after three minutes of training).
         self.patch_encoder = nn.Conv2d(3 * LATENT_SCALE**2, latent_channels, 1) if patch_path else None
         self.patch_decoder = nn.Conv2d(latent_channels, 3 * LATENT_SCALE**2, 1) if patch_path else None
+        # Not in the published layout either. Most of a streamed frame is what the reference image
+        # already shows in the same place (the background, the parts that did not move), and a
+        # 16x16 latent grid cannot carry its detail: the gate lets the decoder take those pixels
+        # from the reference itself. It compares the frame's latents with the reference's on the
+        # grid, then decides per pixel from that comparison, the decoded colour and the reference's.
+        self.gate_grid = nn.Conv2d(2 * latent_channels, GATE_GRID_CHANNELS, 3, padding=1) if reference_gate else None
+        self.gate = (
+            nn.Sequential(_conv(GATE_GRID_CHANNELS + 6, widths[0]), nn.ReLU(), _conv(widths[0], 1))
+            if reference_gate
+            else None
+        )
 
     @property
     def num_memories(self) -> int:
@@ -138,8 +155,16 @@ class TAESDV(ModelMixin, ConfigMixin):
             latents = latents + self.patch_encoder(F.pixel_unshuffle(frames, LATENT_SCALE))
         return latents
 
+    @property
+    def uses_reference(self) -> bool:
+        """Whether `decode_stream` needs the stream's reference (image and latents)."""
+        return self.gate is not None
+
     def decode_stream(
-        self, latents: torch.Tensor, memory: Sequence[torch.Tensor]
+        self,
+        latents: torch.Tensor,
+        memory: Sequence[torch.Tensor],
+        reference: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Decode the next T frames of a stream.
 
@@ -147,6 +172,8 @@ class TAESDV(ModelMixin, ConfigMixin):
             latents: [N, T, C, h, w], the next T latent frames of N streams.
             memory: for each memory block, its input for the stream's previous frame, [N, c, h', w']
                 (zeros for a stream's first frame).
+            reference: for a codec with `reference_gate`, each stream's reference image [N, 3, H, W]
+                in [0, 1] and its latents [N, C, h, w] (as `encode` gives them).
 
         Returns:
             frames [N, T, 3, 8h, 8w] (not clamped) and the memory to carry into the next call.
@@ -154,7 +181,10 @@ class TAESDV(ModelMixin, ConfigMixin):
         batch, frames, channels, height, width = latents.shape
         if len(memory) != self.num_memories:
             raise ValueError(f"decoder memory has {len(memory)} entries, expected {self.num_memories}")
+        if self.uses_reference and reference is None:
+            raise ValueError("this codec decodes with the stream's reference: pass reference=(image, latents)")
         x = latents.reshape(batch * frames, channels, height, width)
+        flat_latents = x
         patches = None
         if self.patch_decoder is not None:
             patches = F.pixel_shuffle(self.patch_decoder(self.decoder[0](x)), LATENT_SCALE)
@@ -172,4 +202,22 @@ class TAESDV(ModelMixin, ConfigMixin):
                 x = block(x)
         if patches is not None:
             x = x + patches
+        if self.gate is not None:
+            x = self._gate(x, flat_latents, reference, frames)
         return x.view(batch, frames, *x.shape[1:]), new_memory
+
+    def _gate(
+        self, decoded: torch.Tensor, latents: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor], frames: int
+    ) -> torch.Tensor:
+        """Decoded frames [N*T, 3, H, W] mixed per pixel with their stream's reference image."""
+        image, reference_latents = reference
+
+        def per_frame(t: torch.Tensor) -> torch.Tensor:
+            return t.unsqueeze(1).expand(-1, frames, *t.shape[1:]).reshape(-1, *t.shape[1:])
+
+        image, clamp = per_frame(image), self.decoder[0]
+        grid = self.gate_grid(torch.cat([clamp(latents), clamp(per_frame(reference_latents))], 1))
+        # Bilinear, not nearest: a gate constant over 8x8 cells would bring the blocks back.
+        grid = F.interpolate(grid, scale_factor=LATENT_SCALE, mode="bilinear", align_corners=False)
+        weight = torch.sigmoid(self.gate(torch.cat([grid, decoded, image], 1)))
+        return torch.lerp(decoded, image, weight)

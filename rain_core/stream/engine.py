@@ -71,6 +71,8 @@ class Conditioning:
 
     clip_embeds: torch.Tensor
     reference: Mapping[str, BlockReference]
+    # The reference image [B, 3, H, W] and its latents [B, C, h, w], for a decoder that uses them.
+    decoder_reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -140,7 +142,15 @@ class QueueModel:
         clip = encoding.clip_embeds.to(device=self.device, dtype=self.dtype)
         banks = c.reference_unet.compute_banks(encoding.latents.to(device=self.device, dtype=self.dtype), clip)
         reference = c.denoising_unet.cache_reference(banks) if cache_kv else banks
-        return Conditioning(clip_embeds=clip, reference=reference)
+        decoder_reference = None
+        if c.decoder.uses_reference:
+            if encoding.pixels is None:
+                raise ValueError("this model's decoder needs the reference image: the encoding has no pixels")
+            decoder_reference = (
+                encoding.pixels.to(device=self.device, dtype=self.dtype),
+                encoding.latents.to(device=self.device, dtype=self.dtype),
+            )
+        return Conditioning(clip_embeds=clip, reference=reference, decoder_reference=decoder_reference)
 
     @torch.inference_mode()
     def run(self, call: QueueCall) -> QueueCallResult:
@@ -151,7 +161,9 @@ class QueueModel:
         latents = self.denoise(call.latents, features, call.conditioning, call.step_noise)
         frames = memory = None
         if call.decoder_memory is not None:
-            frames, memory = self.decode(latents[:, :, : self.per_group], call.decoder_memory)
+            frames, memory = self.decode(
+                latents[:, :, : self.per_group], call.decoder_memory, call.conditioning.decoder_reference
+            )
         return QueueCallResult(latents=latents, pose_features=features, frames=frames, decoder_memory=memory)
 
     def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
@@ -187,9 +199,15 @@ class QueueModel:
             model_output, timesteps, latents, step_noise, self.config.num_inference_steps
         ).prev_sample
 
-    def decode(self, latents: torch.Tensor, memory: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """[B, C, P, h, w] clean latents -> frames [B, P, 3, H, W] clamped to [0, 1], new memory."""
-        frames, memory = self.components.decoder.decode_stream(latents.transpose(1, 2), memory)
+    def decode(
+        self,
+        latents: torch.Tensor,
+        memory: Sequence[torch.Tensor],
+        reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """[B, C, P, h, w] clean latents -> frames [B, P, 3, H, W] clamped to [0, 1], new memory.
+        `reference`: the conditioning's `decoder_reference`, for a decoder that uses it."""
+        frames, memory = self.components.decoder.decode_stream(latents.transpose(1, 2), memory, reference)
         return frames.clamp_(0, 1), memory
 
 

@@ -153,6 +153,7 @@ def warm_up(model: QueueModel, batch_sizes: Sequence[int], *, progress: bool = T
     encoding = ReferenceEncoding(
         clip_embeds=torch.randn(1, 1, config.clip_embed_dim),
         latents=torch.randn(1, config.unet.in_channels, config.latent_height, config.latent_width),
+        pixels=torch.rand(1, 3, config.height, config.width),
     )
     driving = rng.integers(0, 256, (config.frames_per_group, config.height, config.width, 3), dtype=np.uint8)
     what = " + ".join(name for name, on in (("compiling", model.fast_paths.compile),

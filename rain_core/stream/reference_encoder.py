@@ -38,6 +38,8 @@ class ReferenceImageError(ValueError):
 class ReferenceEncoding:
     clip_embeds: torch.Tensor  # [1, 1, D]
     latents: torch.Tensor  # [1, C, h, w]
+    # [1, 3, H, W] in [0, 1], at the model's size: what a codec with a reference gate decodes with.
+    pixels: torch.Tensor | None = None
 
 
 def as_rgb_image(image: Image.Image | np.ndarray, *, max_pixels: int = MAX_REFERENCE_PIXELS) -> Image.Image:
@@ -95,4 +97,4 @@ class ReferenceEncoder:
             clip_embeds = c.image_encoder(clip_pixels.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)
         else:
             clip_embeds = c.context(batch=1)
-        return ReferenceEncoding(clip_embeds=clip_embeds, latents=latents)
+        return ReferenceEncoding(clip_embeds=clip_embeds, latents=latents, pixels=pixels.to(device=device, dtype=dtype))

@@ -30,17 +30,25 @@ LATENT_VARIANCE_WEIGHT = 0.1
 LATENT_NOISE_MAX = 0.5
 
 
-def codec_loss(codec: TAESDV, frames: torch.Tensor, *, latent_noise: float = 0.0) -> tuple[torch.Tensor, float]:
-    """frames [B, 3, T, H, W] in [0, 1] -> (loss, reconstruction L1)."""
+def codec_loss(codec: TAESDV, frames: torch.Tensor, *, latent_noise: float = 0.0,
+               reference: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """frames [B, 3, T, H, W] in [0, 1] -> (loss, reconstruction L1). `reference` [B, 3, H, W]: each
+    clip's reference image, for a codec that decodes with it (encoded as a stream encodes it; the
+    latent noise is the stream's error on its frames, so the reference's latents get none)."""
     b, _, t, h, w = frames.shape
     flat = frames.transpose(1, 2).reshape(b * t, 3, h, w)
     latents = codec.encode(flat)
+    decoder_reference = None
+    if codec.uses_reference:
+        if reference is None:
+            raise ValueError("this codec decodes with the reference image: pass the clips' reference")
+        decoder_reference = (reference, codec.encode(reference))
     memory = codec.initial_memory(b, *latents.shape[-2:], device=frames.device, dtype=frames.dtype)
     decoder_input = latents.view(b, t, *latents.shape[1:])
     if latent_noise:
         scale = torch.rand(b, 1, 1, 1, 1, device=frames.device, dtype=frames.dtype) * latent_noise
         decoder_input = decoder_input + scale * torch.randn_like(decoder_input)
-    decoded, _ = codec.decode_stream(decoder_input, memory)
+    decoded, _ = codec.decode_stream(decoder_input, memory, decoder_reference)
     decoded = decoded.reshape(b * t, 3, h, w)
     l1 = F.l1_loss(decoded, flat)
     loss = l1 + F.mse_loss(decoded, flat) + LATENT_VARIANCE_WEIGHT * (latents.pow(2).mean() - 1).pow(2)
@@ -68,7 +76,8 @@ def train_codec(codec: TAESDV, dataset: ClipDataset, *, steps: int, batch_size: 
     with tqdm(total=steps, desc="codec", unit="step", disable=not progress) as bar:
         for step in range(steps):
             batch = collate(dataset, [seed * 1_000_003 + step * batch_size + i for i in range(batch_size)])
-            loss, l1 = codec_loss(codec, batch.frames.to(device), latent_noise=latent_noise)
+            loss, l1 = codec_loss(codec, batch.frames.to(device), latent_noise=latent_noise,
+                                  reference=batch.reference.to(device))
             # No warm-up; the decay runs over the steps or the time budget, whichever ends first.
             done = max(step / steps, (time.monotonic() - started) / budget if budget else 0.0)
             for group in optimizer.param_groups:

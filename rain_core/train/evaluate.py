@@ -36,15 +36,19 @@ def animate_clip(components: RainComponents | QueueModel, driving: np.ndarray, r
 
 
 @torch.inference_mode()
-def codec_reconstruction(model: QueueModel, frames: np.ndarray) -> np.ndarray:
+def codec_reconstruction(model: QueueModel, frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Frames uint8 [T, H, W, 3] -> the same frames through the model's encoder and its streaming
-    decoder, P frames a call with the decoder memory carried, as a stream decodes them."""
+    decoder, P frames a call with the decoder memory carried, as a stream decodes them (with the
+    clip's reference image [H, W, 3] for a decoder that uses it)."""
     latents = model.encode_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255))
     memory = model.components.decoder.initial_memory(1, *latents.shape[-2:], device=model.device, dtype=model.dtype)
+    decoder_reference = model.conditioning(model.encode_reference(reference), cache_kv=False).decoder_reference
     decoded = []
     for start in range(0, len(latents), model.per_group):
         # [P, C, h, w] -> [1, C, P, h, w], the layout of the queue's finished group.
-        chunk, memory = model.decode(latents[start : start + model.per_group].transpose(0, 1)[None], memory)
+        chunk, memory = model.decode(
+            latents[start : start + model.per_group].transpose(0, 1)[None], memory, decoder_reference
+        )
         decoded.append(frames_to_uint8(chunk[0]))
     return np.concatenate(decoded)
 
@@ -122,7 +126,7 @@ def evaluate(components: RainComponents, dataset, *, clips: int = 8, seed: int =
         output = animate_clip(model, driving, reference, seed=seed)
         blank = animate_clip(model, np.zeros_like(driving), reference, seed=seed)
         static = np.repeat(reference[None], len(truth), 0)
-        codec = codec_reconstruction(model, truth)
+        codec = codec_reconstruction(model, truth, reference)
         scores["psnr"].append(psnr(output, truth))
         scores["ssim"].append(ssim(output, truth))
         scores["sp"].append(psnr(static, truth))

@@ -86,6 +86,46 @@ def test_codec_of_per_resolution_widths_with_patch_path_streams_exactly():
 
 
 @torch.no_grad()
+def test_codec_with_reference_gate_streams_exactly_and_takes_the_reference_where_it_opens():
+    """The gate mixes each decoded pixel with the stream's reference image at the same place: shut,
+    the frame is the plain decode; open, it is the reference exactly; either way slices of a
+    stream decode as the whole stream does, and each stream of a batch gets its own reference."""
+    codec = TAESDV(latent_channels=6, channels=(8, 12, 16, 16), blocks_per_stage=1, patch_path=True,
+                   reference_gate=True)
+    generator = torch.Generator().manual_seed(0)
+    for parameter in codec.parameters():
+        parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    frames = torch.rand(2, 4, 3, 40, 24, generator=generator)
+    images = torch.rand(2, 3, 40, 24, generator=generator)
+    latents = codec.encode(frames.flatten(0, 1)).view(2, 4, 6, 5, 3)
+    reference = (images, codec.encode(images))
+    h, w = latents.shape[-2:]
+    try:
+        codec.decode_stream(latents, codec.initial_memory(2, h, w))
+    except ValueError as exc:
+        assert "reference" in str(exc)
+    else:
+        raise AssertionError("a gated codec decoded without its reference")
+    whole, _ = codec.decode_stream(latents, codec.initial_memory(2, h, w), reference)
+    first, memory = codec.decode_stream(latents[:, :2], codec.initial_memory(2, h, w), reference)
+    second, _ = codec.decode_stream(latents[:, 2:], memory, reference)
+    assert_close(torch.cat([first, second], dim=1), whole, "sliced decode", rtol=1e-6)
+    alone, _ = codec.decode_stream(latents[1:], codec.initial_memory(1, h, w), (images[1:], reference[1][1:]))
+    assert_close(alone, whole[1:], "one stream of the batch", rtol=1e-6)
+
+    gate_bias = codec.gate[-1].bias
+    gate_bias.fill_(1e4)
+    opened, _ = codec.decode_stream(latents, codec.initial_memory(2, h, w), reference)
+    assert torch.equal(opened, images[:, None].expand_as(opened))
+    gate_bias.fill_(-1e4)
+    shut, _ = codec.decode_stream(latents, codec.initial_memory(2, h, w), reference)
+    plain = TAESDV(latent_channels=6, channels=(8, 12, 16, 16), blocks_per_stage=1, patch_path=True)
+    plain.load_state_dict({k: v for k, v in codec.state_dict().items() if not k.startswith("gate")})
+    expected, _ = plain.decode_stream(latents, plain.initial_memory(2, h, w))
+    assert_close(shut, expected, "shut gate", rtol=1e-6)
+
+
+@torch.no_grad()
 def test_reference_outside_the_unet_is_refused(golden_components, golden_banks):
     unet = golden_components.denoising_unet
     try:

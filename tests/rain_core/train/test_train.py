@@ -32,9 +32,9 @@ class FixedClips:
 
 @pytest.fixture
 def config():
-    # A tiny model with its own codec and context token, like the demo profile.
+    # A tiny model with its own codec (reference gate included) and context token, like the demo profile.
     return tiny_config(reference_encoder="taesdv", noise_groups=3, num_inference_steps=3, frames_per_group=2,
-                       taesdv={"channels": 8})
+                       taesdv={"channels": 8, "reference_gate": True})
 
 
 def _trainer(config, tmp_path, dataset=None, **settings) -> Trainer:
@@ -159,14 +159,14 @@ def test_run_saves_a_loadable_model(config, tmp_path):
 def test_codec_training_reduces_reconstruction_error(config):
     torch.manual_seed(0)
     codec = RainComponents.build(config).decoder
-    frames = collate(FixedClips(config, same=True), [0]).frames
+    batch = collate(FixedClips(config, same=True), [0])
     with torch.no_grad():
-        before = codec_loss(codec, frames)[1]
+        before = codec_loss(codec, batch.frames, reference=batch.reference)[1]
     result = train_codec(codec, FixedClips(config, same=True), steps=15, batch_size=1, learning_rate=3e-3,
                          progress=False)
     assert result.steps == 15
     with torch.no_grad():
-        after = codec_loss(codec, frames)[1]
+        after = codec_loss(codec, batch.frames, reference=batch.reference)[1]
     assert after < before
 
 
@@ -242,13 +242,15 @@ def test_codec_ceiling_decodes_as_the_stream_does(config):
     from rain_core.train.evaluate import codec_reconstruction
 
     components = RainComponents.random(config, seed=3)
-    truth, _, _ = SyntheticClips(config, frames=3 * config.frames_per_group, split="val").clip(0)
-    streamed = codec_reconstruction(QueueModel(components), truth)
+    truth, _, reference = SyntheticClips(config, frames=3 * config.frames_per_group, split="val").clip(0)
+    streamed = codec_reconstruction(QueueModel(components), truth, reference)
     assert streamed.shape == truth.shape and streamed.dtype == np.uint8
     with torch.inference_mode():
         pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float().div(255)
         latents = components.decoder.encode(pixels)
         memory = components.decoder.initial_memory(1, *latents.shape[-2:])
-        whole, _ = components.decoder.decode_stream(latents[None], memory)
+        image = torch.from_numpy(reference).permute(2, 0, 1)[None].float().div(255)
+        decoder_reference = (image, components.decoder.encode(image))
+        whole, _ = components.decoder.decode_stream(latents[None], memory, decoder_reference)
     expected = frames_to_uint8(whole[0].clamp(0, 1))
     assert np.abs(streamed.astype(int) - expected).max() <= 1
