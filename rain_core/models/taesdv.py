@@ -178,6 +178,18 @@ class TAESDV(ModelMixin, ConfigMixin):
         Returns:
             frames [N, T, 3, 8h, 8w] (not clamped) and the memory to carry into the next call.
         """
+        frames, new_memory, _ = self.decode_stream_and_gate(latents, memory, reference)
+        return frames, new_memory
+
+    def decode_stream_and_gate(
+        self,
+        latents: torch.Tensor,
+        memory: Sequence[torch.Tensor],
+        reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """`decode_stream`, and the reference gate's logits [N, T, 1, 8h, 8w] (None without a gate):
+        training supervises the gate directly, since a gate saturated early (all reference, before
+        the decoder draws anything) gets no gradient back through the frames."""
         batch, frames, channels, height, width = latents.shape
         if len(memory) != self.num_memories:
             raise ValueError(f"decoder memory has {len(memory)} entries, expected {self.num_memories}")
@@ -202,14 +214,16 @@ class TAESDV(ModelMixin, ConfigMixin):
                 x = block(x)
         if patches is not None:
             x = x + patches
+        logits = None
         if self.gate is not None:
-            x = self._gate(x, flat_latents, reference, frames)
-        return x.view(batch, frames, *x.shape[1:]), new_memory
+            x, logits = self._gate(x, flat_latents, reference, frames)
+            logits = logits.view(batch, frames, *logits.shape[1:])
+        return x.view(batch, frames, *x.shape[1:]), new_memory, logits
 
     def _gate(
         self, decoded: torch.Tensor, latents: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor], frames: int
-    ) -> torch.Tensor:
-        """Decoded frames [N*T, 3, H, W] mixed per pixel with their stream's reference image."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded frames [N*T, 3, H, W] mixed per pixel with their stream's reference image; the gate's logits."""
         image, reference_latents = reference
 
         def per_frame(t: torch.Tensor) -> torch.Tensor:
@@ -219,5 +233,5 @@ class TAESDV(ModelMixin, ConfigMixin):
         grid = self.gate_grid(torch.cat([clamp(latents), clamp(per_frame(reference_latents))], 1))
         # Bilinear, not nearest: a gate constant over 8x8 cells would bring the blocks back.
         grid = F.interpolate(grid, scale_factor=LATENT_SCALE, mode="bilinear", align_corners=False)
-        weight = torch.sigmoid(self.gate(torch.cat([grid, decoded, image], 1)))
-        return torch.lerp(decoded, image, weight)
+        logits = self.gate(torch.cat([grid, decoded, image], 1))
+        return torch.lerp(decoded, image, torch.sigmoid(logits)), logits

@@ -28,6 +28,12 @@ LATENT_VARIANCE_WEIGHT = 0.1
 # latent noise of 0.2; trained with noise up to 0.5 they lose 1.3 dB). The SD VAE gets the
 # same robustness from its sampling.
 LATENT_NOISE_MAX = 0.5
+# The reference gate is taught directly where to open: where the true frame is the reference
+# image (every channel within this tolerance, 0-1 scale). Through the frames alone it learned
+# to copy the reference everywhere (what an untrained decoder makes the best guess), saturated,
+# and never closed again: the codec reproduced the reference repeated exactly.
+GATE_MATCH_TOLERANCE = 4 / 255
+GATE_WEIGHT = 0.1
 
 
 def codec_loss(codec: TAESDV, frames: torch.Tensor, *, latent_noise: float = 0.0,
@@ -48,10 +54,15 @@ def codec_loss(codec: TAESDV, frames: torch.Tensor, *, latent_noise: float = 0.0
     if latent_noise:
         scale = torch.rand(b, 1, 1, 1, 1, device=frames.device, dtype=frames.dtype) * latent_noise
         decoder_input = decoder_input + scale * torch.randn_like(decoder_input)
-    decoded, _ = codec.decode_stream(decoder_input, memory, decoder_reference)
+    decoded, _, gate_logits = codec.decode_stream_and_gate(decoder_input, memory, decoder_reference)
     decoded = decoded.reshape(b * t, 3, h, w)
     l1 = F.l1_loss(decoded, flat)
     loss = l1 + F.mse_loss(decoded, flat) + LATENT_VARIANCE_WEIGHT * (latents.pow(2).mean() - 1).pow(2)
+    if gate_logits is not None:
+        unchanged = (frames - reference[:, :, None]).abs().amax(1, keepdim=True) <= GATE_MATCH_TOLERANCE
+        loss = loss + GATE_WEIGHT * F.binary_cross_entropy_with_logits(
+            gate_logits, unchanged.transpose(1, 2).to(gate_logits.dtype)
+        )
     return loss, float(l1.detach())
 
 
@@ -64,11 +75,17 @@ class CodecResult:
 
 def train_codec(codec: TAESDV, dataset: ClipDataset, *, steps: int, batch_size: int = 2, learning_rate: float = 2e-3,
                 seed: int = 0, max_minutes: float | None = None, latent_noise: float = LATENT_NOISE_MAX,
-                progress: bool = True) -> CodecResult:
-    """Train `codec` in place."""
+                train_encoder: bool = True, progress: bool = True) -> CodecResult:
+    """Train `codec` in place; with `train_encoder=False` only its decoder (the latents a trained
+    UNet was trained on stay what they were)."""
     torch.manual_seed(seed)
     codec.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(codec.parameters(), lr=learning_rate, weight_decay=0.0)
+    if not train_encoder:
+        for module in (codec.encoder, codec.patch_encoder):
+            if module is not None:
+                module.requires_grad_(False)
+    parameters = [p for p in codec.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
     device = next(codec.parameters()).device
     started = time.monotonic()
     budget = 60 * max_minutes if max_minutes else None
@@ -84,7 +101,7 @@ def train_codec(codec: TAESDV, dataset: ClipDataset, *, steps: int, batch_size: 
                 group["lr"] = learning_rate_at(learning_rate, done)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             bar.update(1)
             bar.set_postfix(l1=f"{l1:.4f}")

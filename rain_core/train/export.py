@@ -53,6 +53,15 @@ class ModelCard:
     machine: str
     evaluation: dict | None = None
     notes: list[str] = field(default_factory=list)
+    # The card of the model this one was fine-tuned from (`train --weights`), when it had one: the
+    # training behind the weights goes on, and its figures stay beside the new ones.
+    fine_tuned_from: dict | None = None
+
+    @property
+    def training_minutes(self) -> float:
+        """Training time behind these weights, the runs they were fine-tuned from included."""
+        own = (self.codec_minutes or 0.0) + self.unet_minutes
+        return own + (ModelCard(**self.fine_tuned_from).training_minutes if self.fine_tuned_from else 0.0)
 
 
 def run_config(run_dir: Path) -> RainConfig:
@@ -104,6 +113,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_bytes: int = D
         codec = _read_json(run_dir / CODEC_FILE)
         run = _read_json(run_dir / RUN_FILE)
         settings = state["settings"]
+        init_card = Path(settings["init_weights"]) / CARD_JSON if settings.get("init_weights") else None
+        fine_tuned_from = _read_json(init_card) if init_card is not None else None
         card = ModelCard(
             profile=config.name,
             resolution=f"{config.width}x{config.height}",
@@ -117,6 +128,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_bytes: int = D
             codec_minutes=round(codec["minutes"], 1) if "minutes" in codec else None,
             codec_l1=round(codec["l1"], 4) if "l1" in codec else None,
             machine=run.get("machine", "not recorded"),
+            fine_tuned_from=fine_tuned_from or None,
         )
         write_card(staging, card)
         write_sample_character(staging / CHARACTER_FILE, config)
@@ -167,10 +179,12 @@ def _figure(evaluation: dict, key: str, digits: int = 2) -> str:
 def render_card(card: ModelCard) -> str:
     total = sum(card.parameters.values())
     per_network = ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in card.parameters.items())
+    before = ModelCard(**card.fine_tuned_from) if card.fine_tuned_from else None
+    origin = "from scratch" if before is None else "by fine-tuning an earlier one (below)"
     lines = [
         f"# rain-avatar `{card.profile}` model",
         "",
-        "A small RAIN model trained from scratch on this repository's synthetic cartoon characters",
+        f"A small RAIN model trained {origin} on this repository's synthetic cartoon characters",
         "(`rain_core/train/synthetic/`) with `rain-avatar train`, on a CPU. It animates cartoon",
         "characters like those from an OpenPose-style body driving image; photographs as",
         "characters are outside anything it has seen.",
@@ -184,6 +198,14 @@ def render_card(card: ModelCard) -> str:
         f"| UNet training | {card.unet_steps} steps of batch {card.batch_size}, {card.unet_minutes} min, "
         f"peak learning rate {card.learning_rate:g} |",
         f"| machine | {card.machine} |",
+    ]
+    if before is not None:
+        lines += [
+            f"| fine-tuned from | a model of {before.codec_steps} codec steps ({before.codec_minutes} min) and "
+            f"{before.unet_steps} UNet steps ({before.unet_minutes} min) on {before.machine} |",
+            f"| training time in all | {card.training_minutes:.1f} min |",
+        ]
+    lines += [
         "",
         "Data: endless generated clips of training-split characters (shapes, palettes, textures and",
         "motions disjoint from the validation split); each clip's driving images are drawn from the",
@@ -204,6 +226,14 @@ def render_card(card: ModelCard) -> str:
             f"{e['baseline_blank_driving_ssim']:.3f} | {_figure(e, 'baseline_blank_driving_moved_psnr')} |",
             f"| the codec alone on the true frames (a ceiling) | {_figure(e, 'codec_psnr')} | "
             f"{_figure(e, 'codec_ssim', 3)} | - |",
+        ]
+        if before is not None and before.evaluation:
+            b = before.evaluation
+            lines.append(
+                f"| the model it was fine-tuned from (its own evaluation) | {b['psnr']:.2f} | {b['ssim']:.3f} | "
+                f"{_figure(b, 'moved_psnr')} |"
+            )
+        lines += [
             "",
             f"Frame-to-frame change: {e['flicker']:.2f} levels in the output, "
             f"{e['true_flicker']:.2f} in the true frames.",

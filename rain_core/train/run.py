@@ -19,6 +19,7 @@ from rain_core.train.codec import train_codec
 from rain_core.train.data import SyntheticClips, VideoFolderClips
 from rain_core.train.settings import TrainSettings
 from rain_core.train.trainer import Trainer, TrainResult
+from rain_core.weights.checkpoints import WeightsError, check_state_dict, find_checkpoint, read_state_dict
 from rain_core.weights.loading import load_components
 
 logger = logging.getLogger(__name__)
@@ -35,23 +36,48 @@ def make_dataset(config: RainConfig, data: str, cache_dir: Path, *, split: str =
     return VideoFolderClips(config, data, cache_dir)
 
 
+def load_init_weights(config: RainConfig, weights_dir: Path) -> tuple[RainComponents, bool]:
+    """Trained weights to fine-tune, and whether their codec lacks the reference gate that
+    `config` adds. Such a codec loads with a fresh gate, which its decoder then learns (the
+    encoder kept as it is, so the trained UNet's latents stay what they were)."""
+    if not config.taesdv.reference_gate:
+        return load_components(config, weights_dir), False
+    try:
+        return load_components(config, weights_dir), False
+    except WeightsError:
+        without_gate = config.with_overrides(taesdv=config.taesdv.model_copy(update={"reference_gate": False}))
+        components = load_components(without_gate, weights_dir)
+    gated = RainComponents.build(config).to(config.torch_device, config.torch_dtype)
+    path = find_checkpoint(weights_dir, "decoder")
+    state = read_state_dict(path)
+    fresh = {k: v for k, v in gated.decoder.state_dict().items() if k.startswith(("gate_grid.", "gate."))}
+    check_state_dict(gated.decoder, {**state, **fresh}, path)
+    gated.decoder.load_state_dict({**state, **fresh})
+    components.decoder = gated.decoder
+    components.config = config
+    logger.info("%s: codec without the reference gate; its decoder trains the gate first", path)
+    return components, True
+
+
 def train_model(config: RainConfig, data: str, output_dir: Path, settings: TrainSettings, *, resume: bool = False,
                 progress: bool = True) -> TrainResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     dataset = make_dataset(config, data, output_dir / "cache")
     validation = SyntheticClips(config, frames=4 * config.queue_length, split="val") if data == "synthetic" else None
+    new_gate = False
     if settings.init_weights is not None:
-        components = load_components(config, settings.init_weights)
+        components, new_gate = load_init_weights(config, settings.init_weights)
     else:
         components = RainComponents.build(config).to(config.torch_device, config.torch_dtype)
     trainer = Trainer(components, dataset, settings, output_dir, validation=validation)
     resumed = resume and trainer.resume()
-    needs_codec = config.reference_encoder == "taesdv" and settings.init_weights is None and not resumed
+    from_scratch = settings.init_weights is None
+    needs_codec = config.reference_encoder == "taesdv" and (from_scratch or new_gate) and not resumed
     if needs_codec:
         budget = settings.max_minutes * CODEC_TIME_SHARE if settings.max_minutes else None
         codec = train_codec(components.decoder, dataset, steps=settings.codec_steps, seed=settings.seed,
-                            max_minutes=budget, progress=progress)
+                            max_minutes=budget, train_encoder=from_scratch, progress=progress)
         logger.info("codec trained: %d steps, reconstruction L1 %.4f", codec.steps, codec.l1)
         (output_dir / CODEC_FILE).write_text(json.dumps(asdict(codec)))
     if settings.max_minutes:

@@ -67,6 +67,23 @@ def test_bundled_demo_model_follows_the_driving_images(demo_components):
     assert result.codec_psnr > result.psnr and result.codec_ssim > result.ssim
 
 
+def test_bundled_codec_keeps_a_held_out_clip_sharper_than_the_reference_repeated(demo_components):
+    """The codec alone (true frames encoded, decoded as a stream with the reference image) is what
+    bounds every frame the model draws: on a held-out clip it must clear the still picture by the
+    margins the model itself is asked for, whole frame and where the character moved."""
+    from rain_core.stream.engine import QueueModel
+    from rain_core.train.evaluate import codec_reconstruction, masked_squared_error, moved_mask, psnr, psnr_from_error
+
+    config = demo_components.config
+    truth, _, reference = SyntheticClips(config, frames=2 * config.queue_length, split="val").clip(0)
+    decoded = codec_reconstruction(QueueModel(demo_components), truth, reference)
+    static = np.repeat(reference[None], len(truth), 0)
+    assert psnr(decoded, truth) > psnr(static, truth) + 2
+    mask = moved_mask(truth, reference)
+    moved = [psnr_from_error(*masked_squared_error(frames, truth, mask)) for frames in (decoded, static)]
+    assert moved[0] > moved[1] + 4
+
+
 async def test_bare_serve_animates_the_sample_character(tmp_path):
     """`rain-avatar serve` with no model options: the demo model, its character, in motion."""
     server = start_live_server(tmp_path, model_args=())

@@ -14,6 +14,7 @@ from rain_core.train.objective import noise_latents, prediction_target, staggere
 from rain_core.train.schedule import learning_rate_at
 from rain_core.train.settings import TrainSettings
 from rain_core.train.trainer import Trainer
+from rain_core.weights.checkpoints import WeightsError
 from rain_core.weights.loading import load_components
 
 
@@ -254,3 +255,34 @@ def test_codec_ceiling_decodes_as_the_stream_does(config):
         whole, _ = components.decoder.decode_stream(latents[None], memory, decoder_reference)
     expected = frames_to_uint8(whole[0].clamp(0, 1))
     assert np.abs(streamed.astype(int) - expected).max() <= 1
+
+
+def test_fine_tuning_a_model_without_the_reference_gate_trains_its_decoder_and_keeps_the_encoder(config, tmp_path):
+    """A model trained before the gate existed fine-tunes into one with it: the gate is learned
+    by the decoder, and the encoder (the latents its UNet knows) stays exactly as it was."""
+    from rain_core.train.export import export_model
+    from rain_core.train.run import CODEC_FILE, train_model
+
+    plain = config.with_overrides(taesdv=config.taesdv.model_copy(update={"reference_gate": False}))
+    _trainer(plain, tmp_path / "plain", steps=1).run(progress=False)
+    export_model(tmp_path / "plain", tmp_path / "plain-model")
+    before = load_components(plain, tmp_path / "plain-model").decoder.state_dict()
+    with pytest.raises(WeightsError, match="missing keys: gate"):
+        load_components(config, tmp_path / "plain-model")
+    settings = TrainSettings(init_weights=tmp_path / "plain-model", steps=2, codec_steps=3, warmup_steps=0)
+    train_model(config, "synthetic", tmp_path / "gated", settings, progress=False)
+    assert (tmp_path / "gated" / CODEC_FILE).is_file()
+    after = load_components(config, tmp_path / "gated" / "ema").decoder.state_dict()
+    # The card says what the weights were fine-tuned from, and counts that training too.
+    card = export_model(tmp_path / "gated", tmp_path / "gated-model")
+    earlier = card.fine_tuned_from
+    assert earlier["unet_steps"] == 1
+    assert card.training_minutes == pytest.approx(
+        (card.codec_minutes or 0) + card.unet_minutes + (earlier["codec_minutes"] or 0) + earlier["unet_minutes"]
+    )
+    assert "| fine-tuned from | a model of" in (tmp_path / "gated-model" / "MODEL_CARD.md").read_text()
+    assert {k for k in after if k not in before} and all(k.startswith("gate") for k in after if k not in before)
+    for key, value in before.items():
+        if key.startswith(("encoder.", "patch_encoder.")):
+            assert torch.equal(after[key], value), key
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("decoder."))
