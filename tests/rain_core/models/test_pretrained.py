@@ -46,17 +46,20 @@ def _outputs(components: RainComponents, seed: int = 0) -> dict[str, torch.Tenso
         reference=banks,
     ).sample
     decoder = components.decoder
-    decoded, memory = decoder.decode_stream(
-        unet.transpose(1, 2), decoder.initial_memory(1, *grid, dtype=torch.float64)
-    )
     encoded = decoder.encode(rand(1, 3, *pixels, normal=False))
+    image = rand(1, 3, *pixels, normal=False)
+    reference = (image, decoder.encode(image)) if decoder.uses_reference else None
+    decoded, memory = decoder.decode_stream(
+        unet.transpose(1, 2), decoder.initial_memory(1, *grid, dtype=torch.float64), reference
+    )
     return {"pose": pose, "unet": unet, "decoded": decoded, "encoded": encoded,
             **{f"memory.{i}": m for i, m in enumerate(memory)}, **{f"bank.{k}": v for k, v in banks.items()}}
 
 
 def test_every_network_round_trips_through_save_pretrained(tmp_path):
     """The demo profile uses the hyperparameters the published layout leaves at their defaults
-    (16 latent channels, a position bias, per-resolution codec widths and the patch path)."""
+    (16 latent channels, a position bias, per-resolution codec widths, the patch path and the
+    reference gate)."""
     components = RainComponents.random(demo_config(), seed=1)
     loaded = {}
     for name, network in components.networks():
