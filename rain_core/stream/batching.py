@@ -217,10 +217,9 @@ def concat_conditioning(conditionings: Sequence[Conditioning]) -> Conditioning:
             keys, values = torch.cat([p.key for p in parts]), torch.cat([p.value for p in parts])
             reference[name] = type(value)(key=keys, value=values)
     decoder_reference = None
-    if first_decoder_reference := conditionings[0].decoder_reference:
-        decoder_reference = tuple(
-            torch.cat([c.decoder_reference[i] for c in conditionings]) for i in range(len(first_decoder_reference))
-        )
+    if conditionings[0].decoder_reference is not None:
+        pairs = [c.decoder_reference for c in conditionings]
+        decoder_reference = tuple(torch.cat(parts) for parts in zip(*pairs, strict=True))
     return Conditioning(
         clip_embeds=torch.cat([c.clip_embeds for c in conditionings]),
         reference=reference,

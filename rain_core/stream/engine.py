@@ -142,15 +142,18 @@ class QueueModel:
         clip = encoding.clip_embeds.to(device=self.device, dtype=self.dtype)
         banks = c.reference_unet.compute_banks(encoding.latents.to(device=self.device, dtype=self.dtype), clip)
         reference = c.denoising_unet.cache_reference(banks) if cache_kv else banks
-        decoder_reference = None
-        if c.decoder.uses_reference:
-            if encoding.pixels is None:
-                raise ValueError("this model's decoder needs the reference image: the encoding has no pixels")
-            decoder_reference = (
-                encoding.pixels.to(device=self.device, dtype=self.dtype),
-                encoding.latents.to(device=self.device, dtype=self.dtype),
-            )
-        return Conditioning(clip_embeds=clip, reference=reference, decoder_reference=decoder_reference)
+        return Conditioning(clip_embeds=clip, reference=reference, decoder_reference=self.decoder_reference(encoding))
+
+    def decoder_reference(self, encoding: ReferenceEncoding) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The reference image and latents a decoder with a reference gate decodes with; None for others."""
+        if not self.components.decoder.uses_reference:
+            return None
+        if encoding.pixels is None:
+            raise ValueError("this model's decoder needs the reference image: the encoding has no pixels")
+        return (
+            encoding.pixels.to(device=self.device, dtype=self.dtype),
+            encoding.latents.to(device=self.device, dtype=self.dtype),
+        )
 
     @torch.inference_mode()
     def run(self, call: QueueCall) -> QueueCallResult:

@@ -97,4 +97,7 @@ class ReferenceEncoder:
             clip_embeds = c.image_encoder(clip_pixels.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)
         else:
             clip_embeds = c.context(batch=1)
-        return ReferenceEncoding(clip_embeds=clip_embeds, latents=latents, pixels=pixels.to(device=device, dtype=dtype))
+        # Only a decoder with a reference gate reads the image: others need not carry it (nor send it
+        # between cluster replicas).
+        image = pixels.to(device=device, dtype=dtype) if c.decoder.uses_reference else None
+        return ReferenceEncoding(clip_embeds=clip_embeds, latents=latents, pixels=image)

@@ -42,7 +42,7 @@ def codec_reconstruction(model: QueueModel, frames: np.ndarray, reference: np.nd
     clip's reference image [H, W, 3] for a decoder that uses it)."""
     latents = model.encode_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255))
     memory = model.components.decoder.initial_memory(1, *latents.shape[-2:], device=model.device, dtype=model.dtype)
-    decoder_reference = model.conditioning(model.encode_reference(reference), cache_kv=False).decoder_reference
+    decoder_reference = model.decoder_reference(model.encode_reference(reference))
     decoded = []
     for start in range(0, len(latents), model.per_group):
         # [P, C, h, w] -> [1, C, P, h, w], the layout of the queue's finished group.

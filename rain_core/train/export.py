@@ -75,6 +75,20 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _earlier_card(path: Path) -> dict | None:
+    """The card of the weights a run was fine-tuned from, checked as a card; None when they had none."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        # Every field, and the cards it names in turn.
+        if ModelCard(**data).training_minutes < 0:
+            raise ValueError("negative training time")
+    except (ValueError, TypeError) as exc:
+        raise ExportError(f"{path}: not a model card ({str(exc)[:200]})") from None
+    return data
+
+
 def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
 
@@ -113,8 +127,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_bytes: int = D
         codec = _read_json(run_dir / CODEC_FILE)
         run = _read_json(run_dir / RUN_FILE)
         settings = state["settings"]
-        init_card = Path(settings["init_weights"]) / CARD_JSON if settings.get("init_weights") else None
-        fine_tuned_from = _read_json(init_card) if init_card is not None else None
+        init_weights = settings.get("init_weights")
+        fine_tuned_from = _earlier_card(Path(init_weights) / CARD_JSON) if init_weights else None
         card = ModelCard(
             profile=config.name,
             resolution=f"{config.width}x{config.height}",
@@ -128,7 +142,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_bytes: int = D
             codec_minutes=round(codec["minutes"], 1) if "minutes" in codec else None,
             codec_l1=round(codec["l1"], 4) if "l1" in codec else None,
             machine=run.get("machine", "not recorded"),
-            fine_tuned_from=fine_tuned_from or None,
+            fine_tuned_from=fine_tuned_from,
         )
         write_card(staging, card)
         write_sample_character(staging / CHARACTER_FILE, config)

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from rain_core.config import RainConfig
+from rain_core.models import TAESDV
 from rain_core.stream.components import RainComponents
 from rain_core.train.codec import train_codec
 from rain_core.train.data import SyntheticClips, VideoFolderClips
 from rain_core.train.settings import TrainSettings
 from rain_core.train.trainer import Trainer, TrainResult
-from rain_core.weights.checkpoints import WeightsError, check_state_dict, find_checkpoint, read_state_dict
+from rain_core.weights.checkpoints import WeightsError
 from rain_core.weights.loading import load_components
 
 logger = logging.getLogger(__name__)
@@ -40,22 +41,19 @@ def load_init_weights(config: RainConfig, weights_dir: Path) -> tuple[RainCompon
     """Trained weights to fine-tune, and whether their codec lacks the reference gate that
     `config` adds. Such a codec loads with a fresh gate, which its decoder then learns (the
     encoder kept as it is, so the trained UNet's latents stay what they were)."""
-    if not config.taesdv.reference_gate:
-        return load_components(config, weights_dir), False
     try:
         return load_components(config, weights_dir), False
     except WeightsError:
+        if not config.taesdv.reference_gate:
+            raise
         without_gate = config.with_overrides(taesdv=config.taesdv.model_copy(update={"reference_gate": False}))
         components = load_components(without_gate, weights_dir)
-    gated = RainComponents.build(config).to(config.torch_device, config.torch_dtype)
-    path = find_checkpoint(weights_dir, "decoder")
-    state = read_state_dict(path)
-    fresh = {k: v for k, v in gated.decoder.state_dict().items() if k.startswith(("gate_grid.", "gate."))}
-    check_state_dict(gated.decoder, {**state, **fresh}, path)
-    gated.decoder.load_state_dict({**state, **fresh})
-    components.decoder = gated.decoder
+    # Every key but the gate's was loaded (the gate-less layout loaded whole): the gate stays fresh.
+    gated = TAESDV(**config.taesdv.model_dump()).to(config.torch_device, config.torch_dtype)
+    gated.load_state_dict(components.decoder.state_dict(), strict=False)
+    components.decoder = gated
     components.config = config
-    logger.info("%s: codec without the reference gate; its decoder trains the gate first", path)
+    logger.info("%s: codec without the reference gate; its decoder trains the gate first", weights_dir)
     return components, True
 
 

@@ -286,3 +286,16 @@ def test_fine_tuning_a_model_without_the_reference_gate_trains_its_decoder_and_k
         if key.startswith(("encoder.", "patch_encoder.")):
             assert torch.equal(after[key], value), key
     assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("decoder."))
+
+
+def test_a_broken_card_of_the_fine_tuned_weights_is_a_clear_export_error(config, tmp_path):
+    """The earlier model's card.json is a file from outside the run: a bad one names itself."""
+    from rain_core.train.export import CARD_JSON, ExportError, export_model
+
+    run = tmp_path / "run"
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / CARD_JSON).write_text('{"profile": "demo"}')
+    _trainer(config, run, steps=1, init_weights=earlier).run(progress=False)
+    with pytest.raises(ExportError, match="card.json: not a model card"):
+        export_model(run, tmp_path / "model")
