@@ -78,6 +78,8 @@ def add_fast_path_options(parser: argparse.ArgumentParser) -> None:
                        help="torch.compile the UNet, pose guider and decoder (cached on disk)")
     paths.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                        help="replay each call as a CUDA graph (CUDA devices only)")
+    paths.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the codec in channels-last (NHWC) memory")
     paths.add_argument("--attention", choices=["merged", "concat"], default=None,
                        help="reference attention: one shared reference K/V merged by log-sum-exp, "
                             "or the reference's tokens concatenated to every frame's")
@@ -97,6 +99,7 @@ def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
         raise ConfigError(f"--cuda-graphs needs a CUDA device, not {device}")
     return choose_fast_paths(
         device, compile=switch(args.compile) or "auto", cuda_graphs=switch(args.cuda_graphs) or "auto",
+        channels_last=switch(args.channels_last) or "auto",
         merged_reference_attention=args.attention != "concat",
     )
 

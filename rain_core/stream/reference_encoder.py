@@ -82,7 +82,9 @@ class ReferenceEncoder:
         pixels = pixels.to(device=decoder_param.device, dtype=decoder_param.dtype)
         if c.vae is not None:
             return c.vae.encode(pixels * 2 - 1).latent_dist.mean * VAE_SCALING
-        return c.decoder.encode(pixels)
+        # A codec in channels-last memory (a CPU fast path) encodes into that layout; the reference
+        # net and everything that stores or sends an encoding expect it dense.
+        return c.decoder.encode(pixels).contiguous()
 
     @torch.inference_mode()
     def __call__(self, image: Image.Image | np.ndarray) -> ReferenceEncoding:

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     # COMPILE=on compiles at start-up (minutes on a CPU the first time, cached on disk after).
     COMPILE: Literal["auto", "on", "off"] = "auto"
     CUDA_GRAPHS: Literal["auto", "on", "off"] = "auto"
+    CHANNELS_LAST: Literal["auto", "on", "off"] = "auto"
     # Reference attention: one shared reference K/V merged by log-sum-exp, or per-frame copies.
     REFERENCE_ATTENTION: Literal["merged", "concat"] = "merged"
     GROUPS: int | None = Field(None, ge=1)

@@ -41,9 +41,10 @@ def test_bench_json(capsys):
 def test_bench_reports_the_fast_paths_it_was_asked_for(capsys):
     from rain_core.stream.fast_paths import FastPaths
 
-    assert main([*TINY_CPU, "--no-compile", "--no-cuda-graphs", "--attention", "concat"]) == 0
+    assert main([*TINY_CPU, "--no-compile", "--no-cuda-graphs", "--no-channels-last", "--attention", "concat"]) == 0
     result = json.loads(capsys.readouterr().out)
-    asked = {"merged_reference_attention": False, "compile": False, "cuda_graphs": False, "notes": []}
+    asked = {"merged_reference_attention": False, "compile": False, "cuda_graphs": False, "channels_last": False,
+             "notes": []}
     assert result["fast_paths_requested"] == asked
     assert set(result["fast_paths_requested"]) == set(FastPaths.__dataclass_fields__)
     # What ran is the model's own word: here exactly what was asked for.

@@ -18,6 +18,9 @@ COMPILED_RTOL = 1e-3
 # bfloat16 against float32: 8 mantissa bits (relative rounding 2**-9 per operation) through a
 # UNet of ~30 layers and the queue's calls.
 BFLOAT16_RTOL = 5e-2
+# Channels-last codec against the same codec in NCHW, float32: the convolutions sum in another
+# order (about 1e-7 relative per layer), carried through the decoder's memory across calls.
+CHANNELS_LAST_RTOL = 1e-5
 # Through a full streaming run: the queue fills (G-1 calls, eager), then steady calls.
 STEADY_CALLS = 3
 
@@ -74,6 +77,23 @@ def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch):
     _assert_streams_close([o for o in outputs if o is not None], expected, COMPILED_RTOL)
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_channels_last_codec_stream_equals_eager(reference_images, gated):
+    config = _compile_test_config()
+    if gated:  # the demo's codec: it encodes the references too, and its decoder reads them
+        config = config.with_overrides(
+            taesdv=TAESDVConfig(channels=16, blocks_per_stage=1, patch_path=True, reference_gate=True),
+            reference_encoder="taesdv",
+        )
+    eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
+    expected = _stream(eager, reference_images[0], config.noise_groups + STEADY_CALLS)
+    model = prepare_model(RainComponents.random(config, seed=3), FastPaths(channels_last=True))
+    assert model.fast_paths.channels_last
+    assert next(model.components.decoder.decoder.parameters()).is_contiguous(memory_format=torch.channels_last)
+    frames = _stream(model, reference_images[0], config.noise_groups + STEADY_CALLS)
+    _assert_streams_close(frames, expected, CHANNELS_LAST_RTOL)
+
+
 def test_bfloat16_stream_is_close_to_float32(reference_images, eager_frames):
     components = RainComponents.random(tiny_config(), seed=3).to("cpu", torch.bfloat16)
     model = prepare_model(components, FastPaths())
@@ -84,7 +104,7 @@ def test_bfloat16_stream_is_close_to_float32(reference_images, eager_frames):
 
 def test_cpu_defaults_and_paths_that_cannot_run_say_why():
     cpu = torch.device("cpu")
-    assert not default_fast_paths(cpu).cuda_graphs
+    assert not default_fast_paths(cpu).cuda_graphs and default_fast_paths(cpu).channels_last
     assert default_dtype(cpu) == "float32"
     cuda = torch.device("cuda")
     assert default_fast_paths(cuda).cuda_graphs and default_fast_paths(cuda).compile

@@ -78,9 +78,12 @@ def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
         tiny_settings()
     assert "'auto', 'on' or 'off'" in str(error.value)
     monkeypatch.setenv("RAIN_COMPILE", "on")
+    monkeypatch.setenv("RAIN_CHANNELS_LAST", "off")
     settings = tiny_settings(CUDA_GRAPHS="off")
-    paths = choose_fast_paths(torch.device("cpu"), compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS)
-    assert paths.compile and not paths.cuda_graphs
+    paths = choose_fast_paths(torch.device("cpu"), compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
+                              channels_last=settings.CHANNELS_LAST)
+    assert paths.compile and not paths.cuda_graphs and not paths.channels_last
+    assert choose_fast_paths(torch.device("cpu")).channels_last
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
         choose_fast_paths(torch.device("cpu"), cuda_graphs="on")
 
