@@ -1,8 +1,9 @@
 """Median and fastest steady streaming call, for comparing two versions of the engine.
 
-Usage: PYTHONPATH=<checkout> python scripts/call_bench.py PROFILE SIZE CALLS [compile]
-(SIZE 0: the profile's own). Random weights, 2 torch threads, fixed seeds; runs on code from
-before the fast paths too, which then simply run eager.
+Usage: PYTHONPATH=<checkout> python scripts/call_bench.py PROFILE SIZE CALLS [compile|nchw]
+(SIZE 0: the profile's own). Random weights, 2 torch threads (`BENCH_THREADS`), fixed seeds, the
+CPU's default fast paths (`nchw`: without the channels-last codec); runs on code from before the
+fast paths too, which then simply run eager.
 """
 
 from __future__ import annotations
@@ -22,14 +23,20 @@ from rain_core.stream.engine import QueueModel, StreamEngine
 
 def main() -> None:
     profile, size, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    compiled = len(sys.argv) > 4 and sys.argv[4] == "compile"
+    variant = sys.argv[4] if len(sys.argv) > 4 else ""
+    compiled = variant == "compile"
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     config = profile_config(profile, height=size, width=size) if size else profile_config(profile)
     components = RainComponents.random(config, seed=0)
     try:
-        from rain_core.stream.fast_paths import FastPaths, prepare_model
+        import dataclasses
 
-        model = prepare_model(components, FastPaths(compile=compiled), progress=False)
+        from rain_core.stream.fast_paths import default_fast_paths, prepare_model
+
+        paths = default_fast_paths(torch.device("cpu"))
+        if variant == "nchw":
+            paths = dataclasses.replace(paths, channels_last=False)
+        model = prepare_model(components, dataclasses.replace(paths, compile=compiled), progress=False)
     except ImportError:  # the code before the fast paths
         model = QueueModel(components)
     engine = StreamEngine(model, seed=0)
@@ -48,7 +55,7 @@ def main() -> None:
         times.append(1000 * (time.perf_counter() - start))
     median = statistics.median(times)
     sys.stdout.write(
-        f"{profile} {config.height}px compile={compiled}: median {median:.1f} ms, fastest {min(times):.1f} ms "
+        f"{profile} {config.height}px {variant or 'default'}: median {median:.1f} ms, fastest {min(times):.1f} ms "
         f"over {calls} calls -> {config.frames_per_group * 1000 / median:.1f} fps\n"
     )
 

@@ -6,10 +6,12 @@ encoder, which only the `sd` reference encoder needs, are diffusers/transformers
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
 from torch import nn
 
 from rain_core.config import RainConfig
@@ -26,6 +28,41 @@ from rain_core.weights.checkpoints import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The config sections that decide what each weight means. `rain-avatar export` writes the whole
+# config beside the weights; a profile changed since (e.g. the demo's attention heads) would load
+# the same shapes and compute something else.
+ARCHITECTURE_SECTIONS = ("unet", "denoising_unet", "pose_guider", "taesdv")
+SAVED_CONFIG_FILE = "config.json"
+
+
+def _flatten(values: dict, prefix: str) -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def architecture_differences(config: RainConfig, weights_dir: Path) -> list[str]:
+    """Where the config that `rain-avatar export` saved beside the weights differs from `config` in
+    the networks' layout, as `field: saved -> config` lines; none when there is no such file of
+    the same profile (published weights carry none)."""
+    try:
+        saved = RainConfig.model_validate(json.loads((weights_dir / SAVED_CONFIG_FILE).read_text()))
+    except (OSError, ValueError, ValidationError):
+        return []
+    if saved.name != config.name:
+        return []
+    differences = []
+    for section in ARCHITECTURE_SECTIONS:
+        theirs = _flatten(getattr(saved, section).model_dump(mode="json"), f"{section}.")
+        ours = _flatten(getattr(config, section).model_dump(mode="json"), f"{section}.")
+        differences += [f"{key}: {theirs.get(key)} -> {ours.get(key)}" for key in sorted(ours.keys() | theirs.keys())
+                        if theirs.get(key) != ours.get(key)]
+    return differences
 
 
 def _checkpointed(components: RainComponents) -> dict[str, nn.Module]:
@@ -44,6 +81,13 @@ def load_components(config: RainConfig, weights_dir: str | Path, *, with_image_e
     weights_dir = Path(weights_dir)
     if not weights_dir.is_dir():
         raise WeightsError(f"{weights_dir}: weights directory does not exist")
+    differences = architecture_differences(config, weights_dir)
+    if differences:
+        # A warning, not an error: fine-tuning into a changed layout (`train --weights`) loads them on purpose.
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        logger.warning("%s: exported for another layout of the %s profile than this one (%s): the weights load "
+                       "but compute something else; re-export or fine-tune them with this version",
+                       weights_dir / SAVED_CONFIG_FILE, config.name, shown)
     components = RainComponents.build(config, device="meta")
     networks = _checkpointed(components)
     # Every file is found before the first (slow) load starts: a missing one fails at once.

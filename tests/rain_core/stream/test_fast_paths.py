@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -65,8 +67,10 @@ def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch):
     config = _compile_test_config()
     eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
     expected = _stream(eager, reference_images[0], config.noise_groups + STEADY_CALLS)
-    model = prepare_model(RainComponents.random(config, seed=3), FastPaths(compile=True), progress=False)
-    assert model.fast_paths.compile
+    # As `--compile` runs on a CPU: compiled, with the CPU's default channels-last codec.
+    paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile=True)
+    model = prepare_model(RainComponents.random(config, seed=3), paths, progress=False)
+    assert model.fast_paths.compile and model.fast_paths.channels_last
     engine = StreamEngine(model, seed=7)
     engine.set_reference(reference_images[0])
     drivings = random_driving(config, config.noise_groups + STEADY_CALLS, seed=1)

@@ -179,3 +179,21 @@ def test_weights_dir_check_tells_a_bad_part_from_a_missing_one(tmp_path, golden_
     assert "does not fit TAESDV" in statuses["decoder"].problem
     assert statuses["pose_guider"].path is None
     assert "no pose_guider checkpoint" in statuses["pose_guider"].problem
+
+
+def test_weights_exported_for_another_layout_are_loaded_with_a_warning(tmp_path, golden_config, golden_dir, caplog):
+    """An exported model records its config; a profile changed since is named field by field."""
+    for name in ("reference_unet", "denoising_unet", "pose_guider", "taesdv"):
+        shutil.copy(golden_dir / "weights" / f"{name}.safetensors", tmp_path)
+    (tmp_path / "config.json").write_text(golden_config.model_dump_json())
+    with caplog.at_level("WARNING", logger="rain_core.weights.loading"):
+        load_components(golden_config, tmp_path, with_image_encoders=False)
+    assert not caplog.records
+
+    bias = golden_config.denoising_unet.reference_position_bias
+    saved = golden_config.with_overrides(
+        denoising_unet=golden_config.denoising_unet.model_copy(update={"reference_position_bias": bias + 1.0}))
+    (tmp_path / "config.json").write_text(saved.model_dump_json())
+    with caplog.at_level("WARNING", logger="rain_core.weights.loading"):
+        load_components(golden_config, tmp_path, with_image_encoders=False)
+    assert f"denoising_unet.reference_position_bias: {bias + 1.0} -> {bias}" in caplog.text
