@@ -190,6 +190,13 @@ def _figure(evaluation: dict, key: str, digits: int = 2) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _codec_training(card: ModelCard) -> str:
+    # A fine-tune of a model whose codec already fits trains no codec: it keeps the earlier one's.
+    if card.codec_steps is None:
+        return "none (the codec of the model it was fine-tuned from, unchanged)"
+    return f"{card.codec_steps} steps, {card.codec_minutes} min, reconstruction L1 {card.codec_l1}"
+
+
 def render_card(card: ModelCard) -> str:
     total = sum(card.parameters.values())
     per_network = ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in card.parameters.items())
@@ -208,15 +215,15 @@ def render_card(card: ModelCard) -> str:
         f"| resolution | {card.resolution} |",
         f"| parameters | {total / 1e6:.2f} M ({per_network}) |",
         f"| weights | {card.weight_bytes / 2**20:.1f} MiB, float16 safetensors |",
-        f"| codec training | {card.codec_steps} steps, {card.codec_minutes} min, reconstruction L1 {card.codec_l1} |",
+        f"| codec training | {_codec_training(card)} |",
         f"| UNet training | {card.unet_steps} steps of batch {card.batch_size}, {card.unet_minutes} min, "
         f"peak learning rate {card.learning_rate:g} |",
         f"| machine | {card.machine} |",
     ]
     if before is not None:
         lines += [
-            f"| fine-tuned from | a model of {before.codec_steps} codec steps ({before.codec_minutes} min) and "
-            f"{before.unet_steps} UNet steps ({before.unet_minutes} min) on {before.machine} |",
+            f"| fine-tuned from | a model whose own run trained: codec {_codec_training(before)}; UNet "
+            f"{before.unet_steps} steps ({before.unet_minutes} min), on {before.machine} |",
             f"| training time in all | {card.training_minutes:.1f} min |",
         ]
     lines += [

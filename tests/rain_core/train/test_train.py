@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -260,7 +262,7 @@ def test_codec_ceiling_decodes_as_the_stream_does(config):
 def test_fine_tuning_a_model_without_the_reference_gate_trains_its_decoder_and_keeps_the_encoder(config, tmp_path):
     """A model trained before the gate existed fine-tunes into one with it: the gate is learned
     by the decoder, and the encoder (the latents its UNet knows) stays exactly as it was."""
-    from rain_core.train.export import export_model
+    from rain_core.train.export import export_model, render_card
     from rain_core.train.run import CODEC_FILE, train_model
 
     plain = config.with_overrides(taesdv=config.taesdv.model_copy(update={"reference_gate": False}))
@@ -280,7 +282,12 @@ def test_fine_tuning_a_model_without_the_reference_gate_trains_its_decoder_and_k
     assert card.training_minutes == pytest.approx(
         (card.codec_minutes or 0) + card.unet_minutes + (earlier["codec_minutes"] or 0) + earlier["unet_minutes"]
     )
-    assert "| fine-tuned from | a model of" in (tmp_path / "gated-model" / "MODEL_CARD.md").read_text()
+    rendered = (tmp_path / "gated-model" / "MODEL_CARD.md").read_text()
+    assert "| fine-tuned from | a model whose own run trained" in rendered
+    # A further fine-tune keeps this codec and trains none: the card says so (not "None steps").
+    again = render_card(dataclasses.replace(card, codec_steps=None, codec_minutes=None, codec_l1=None))
+    assert "| codec training | none (the codec of the model it was fine-tuned from, unchanged) |" in again
+    assert "None" not in again
     assert {k for k in after if k not in before} and all(k.startswith("gate") for k in after if k not in before)
     for key, value in before.items():
         if key.startswith(("encoder.", "patch_encoder.")):
