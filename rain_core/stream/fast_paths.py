@@ -53,8 +53,9 @@ def default_fast_paths(device: torch.device) -> FastPaths:
     """The paths measured faster on this kind of device.
 
     CPU: the codec in channels-last memory (the demo's decoder 33 -> 23 ms per call at one thread).
-    Compiling makes the demo model's steady call 1.5x faster (164 -> 107 ms on 2 cores) but costs
-    minutes of compilation at the first start (over 20 at one thread; cached on disk after), so it
+    Compiling makes the demo model's steady call 1.6-1.8x faster at one thread (v3: 132-166 -> 80-100
+    ms, 20-25 fps) but costs 3.6 minutes of compilation at the first start on 2 cores (about 30 s at
+    later starts, from the disk cache), and every test or tool that starts a model would pay it: it
     is left to whoever serves for long (`--compile`, `RAIN_COMPILE=on`). CUDA: compiled and replayed
     as CUDA graphs; channels-last is not measured there yet, so it stays off.
     """
