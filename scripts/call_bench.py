@@ -8,6 +8,7 @@ fast paths too, which then simply run eager.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -29,8 +30,6 @@ def main() -> None:
     config = profile_config(profile, height=size, width=size) if size else profile_config(profile)
     components = RainComponents.random(config, seed=0)
     try:
-        import dataclasses
-
         from rain_core.stream.fast_paths import default_fast_paths, prepare_model
 
         paths = default_fast_paths(torch.device("cpu"))

@@ -155,6 +155,10 @@ class TAESDV(ModelMixin, ConfigMixin):
             latents = latents + self.patch_encoder(F.pixel_unshuffle(frames, LATENT_SCALE))
         return latents
 
+    def decoding_modules(self) -> list[nn.Module]:
+        """The modules `decode_stream` runs (not the encoder's)."""
+        return [m for m in (self.decoder, self.patch_decoder, self.gate_grid, self.gate) if m is not None]
+
     @property
     def uses_reference(self) -> bool:
         """Whether `decode_stream` needs the stream's reference (image and latents)."""

@@ -42,7 +42,7 @@ class FastPaths:
     compile: bool = False
     # One CUDA graph per batch size, replayed per call (CUDA only).
     cuda_graphs: bool = False
-    # The codec in channels-last memory (NHWC): oneDNN runs its full-resolution convolutions of
+    # The codec's decoder in channels-last memory (NHWC): oneDNN runs its full-resolution convolutions of
     # few channels 1.4-1.8x faster so on CPU than in NCHW; only the convolutions' summation order changes.
     channels_last: bool = False
     # Why a path asked for does not run (set on `QueueModel.fast_paths` by `prepare_model`).
@@ -135,8 +135,10 @@ def prepare_model(
 
     if paths.channels_last:
         # The weights' layout is enough: a convolution with channels-last weights gives channels-last
-        # output, which every later operation of the codec keeps (its frames then leave as HWC for free).
-        components.decoder.to(memory_format=torch.channels_last)
+        # output, which every later operation of the decoder keeps (its frames then leave as HWC for
+        # free). The encoder, run once per reference, keeps NCHW: the encodings stay dense.
+        for module in components.decoder.decoding_modules():
+            module.to(memory_format=torch.channels_last)
     if paths.compile:
         compile_components(components, backend=compile_backend)
     if paths.compile and graphs:

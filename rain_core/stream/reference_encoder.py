@@ -82,9 +82,7 @@ class ReferenceEncoder:
         pixels = pixels.to(device=decoder_param.device, dtype=decoder_param.dtype)
         if c.vae is not None:
             return c.vae.encode(pixels * 2 - 1).latent_dist.mean * VAE_SCALING
-        # A codec in channels-last memory (a CPU fast path) encodes into that layout; the reference
-        # net and everything that stores or sends an encoding expect it dense.
-        return c.decoder.encode(pixels).contiguous()
+        return c.decoder.encode(pixels)
 
     @torch.inference_mode()
     def __call__(self, image: Image.Image | np.ndarray) -> ReferenceEncoding:

@@ -22,11 +22,10 @@ from rain_core.train.evaluate import EvaluationResult
 from rain_core.train.run import CODEC_FILE, RUN_FILE
 from rain_core.train.trainer import STATE_FILE
 from rain_core.weights.checkpoints import CHECKPOINTS
-from rain_core.weights.loading import load_components
+from rain_core.weights.loading import SAVED_CONFIG_FILE, load_components
 
 CARD_JSON = "card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
-CONFIG_FILE = "config.json"
 # A held-out character at rest, the server's default character for the model.
 CHARACTER_FILE = "character.png"
 # The bundled model lives in the git repository and the wheel: keep it small.
@@ -65,9 +64,9 @@ class ModelCard:
 
 
 def run_config(run_dir: Path) -> RainConfig:
-    path = run_dir / CONFIG_FILE
+    path = run_dir / SAVED_CONFIG_FILE
     if not path.is_file():
-        raise ExportError(f"{run_dir}: not a training run (no {CONFIG_FILE})")
+        raise ExportError(f"{run_dir}: not a training run (no {SAVED_CONFIG_FILE})")
     return RainConfig.model_validate_json(path.read_text())
 
 
@@ -122,7 +121,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, max_bytes: int = D
         size = sum(p.stat().st_size for p in staging.glob("*.safetensors"))
         if size > max_bytes:
             raise ExportError(f"exported weights are {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB")
-        (staging / CONFIG_FILE).write_text(config.model_dump_json(indent=1))
+        (staging / SAVED_CONFIG_FILE).write_text(config.model_dump_json(indent=1))
         load_components(config, staging)  # every key and shape, or an error naming them
         codec = _read_json(run_dir / CODEC_FILE)
         run = _read_json(run_dir / RUN_FILE)

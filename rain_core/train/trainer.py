@@ -31,6 +31,7 @@ from rain_core.train.objective import diffusion_loss, noise_latents, prediction_
 from rain_core.train.schedule import learning_rate_at
 from rain_core.train.settings import TRAINABLE, TrainSettings
 from rain_core.weights.checkpoints import CHECKPOINTS
+from rain_core.weights.loading import SAVED_CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class Trainer:
             },
             directory / STATE_FILE,
         )
-        (directory / "config.json").write_text(self.config.model_dump_json(indent=1))
+        (directory / SAVED_CONFIG_FILE).write_text(self.config.model_dump_json(indent=1))
         return directory
 
     def _save_weights(self, directory: Path) -> None:

@@ -6,7 +6,6 @@ encoder, which only the `sd` reference encoder needs, are diffusers/transformers
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,9 @@ from rain_core.weights.checkpoints import (
 
 logger = logging.getLogger(__name__)
 
-# The config sections that decide what each weight means. `rain-avatar export` writes the whole
-# config beside the weights; a profile changed since (e.g. the demo's attention heads) would load
-# the same shapes and compute something else.
+# The config sections that decide what each weight means. Training checkpoints and `rain-avatar
+# export` write the whole config beside the weights (as SAVED_CONFIG_FILE); a profile changed
+# since (e.g. the demo's attention heads) would load the same shapes and compute something else.
 ARCHITECTURE_SECTIONS = ("unet", "denoising_unet", "pose_guider", "taesdv")
 SAVED_CONFIG_FILE = "config.json"
 
@@ -51,8 +50,8 @@ def architecture_differences(config: RainConfig, weights_dir: Path) -> list[str]
     the networks' layout, as `field: saved -> config` lines; none when there is no such file of
     the same profile (published weights carry none)."""
     try:
-        saved = RainConfig.model_validate(json.loads((weights_dir / SAVED_CONFIG_FILE).read_text()))
-    except (OSError, ValueError, ValidationError):
+        saved = RainConfig.model_validate_json((weights_dir / SAVED_CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValidationError):
         return []
     if saved.name != config.name:
         return []
