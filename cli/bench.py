@@ -34,18 +34,34 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--size", type=positive_int, default=None,
                        help="square frame side in pixels, a multiple of 8 (default: the profile's)")
     bench.add_argument("--seconds", type=positive_float, default=5.0, help="seconds per fps measurement")
+    bench.add_argument("--threads", type=positive_int, default=None,
+                       help="torch CPU threads (default: as serve runs, every core but one on a CPU)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the streaming engine's steady-state speed."""
-    from rain_core.bench.engine import run_bench
+    import torch
 
-    # Checked before the (slow) load: the paths depend on the device only.
-    paths = fast_paths(args, model_config(args).torch_device)
-    components = load_components(args)
-    print_result(run_bench(components, paths=paths, seconds=args.seconds, progress=not args.json), args.json)
+    from rain_core.bench.engine import run_bench
+    from rain_core.stream.fast_paths import default_torch_threads
+
+    device = model_config(args).torch_device
+    threads = args.threads or default_torch_threads(device)
+    previous = torch.get_num_threads()
+    # The server's thread count, which the CPU's default paths depend on; the process's own is
+    # restored after (the command also runs inside other programs, such as the tests).
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        # Checked before the (slow) load: the paths depend on the device (and threads) only.
+        paths = fast_paths(args, device)
+        components = load_components(args)
+        result = run_bench(components, paths=paths, seconds=args.seconds, progress=not args.json)
+    finally:
+        torch.set_num_threads(previous)
+    print_result(result, args.json)
     return 0
 
 

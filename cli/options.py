@@ -80,6 +80,8 @@ def add_fast_path_options(parser: argparse.ArgumentParser) -> None:
                        help="replay each call as a CUDA graph (CUDA devices only)")
     paths.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="run the codec in channels-last (NHWC) memory")
+    paths.add_argument("--decode-thread", action=argparse.BooleanOptionalAction, default=None,
+                       help="decode frames on a thread of their own while the next call runs (CPU)")
     paths.add_argument("--attention", choices=["merged", "concat"], default=None,
                        help="reference attention: one shared reference K/V merged by log-sum-exp, "
                             "or the reference's tokens concatenated to every frame's")
@@ -97,9 +99,11 @@ def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
 
     if args.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"--cuda-graphs needs a CUDA device, not {device}")
+    if args.decode_thread and device.type != "cpu":
+        raise ConfigError(f"--decode-thread is a CPU path, not for {device}")
     return choose_fast_paths(
         device, compile=switch(args.compile) or "auto", cuda_graphs=switch(args.cuda_graphs) or "auto",
-        channels_last=switch(args.channels_last) or "auto",
+        channels_last=switch(args.channels_last) or "auto", decode_thread=switch(args.decode_thread) or "auto",
         merged_reference_attention=args.attention != "concat",
     )
 

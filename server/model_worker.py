@@ -7,15 +7,17 @@ different streams are pulled forward and stepped together in one batched UNet ca
 
 A step's frames go to the host asynchronously (`frames_to_host`): on CUDA the worker launches
 the next batch before it waits for the previous batch's copy, so that the copy overlaps the
-next call; when it has nothing else to launch it hands every frame over at once.
+next call; when it has nothing else to launch it hands every frame over at once. On a CPU with
+the decode thread (`FastPaths.decode_thread`), a lone stream's frames are decoded there while the
+worker runs the next call, and handed over by the decode thread as soon as they are done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
-import os
 import threading
 import time
 import weakref
@@ -31,8 +33,9 @@ from rain_core.config import RainConfig, default_device
 from rain_core.driving import DrivingSettings
 from rain_core.stream.batching import step_streams
 from rain_core.stream.components import RainComponents
+from rain_core.stream.decode_thread import PendingFrames
 from rain_core.stream.engine import QueueModel, StreamEngine
-from rain_core.stream.fast_paths import choose_fast_paths, prepare_model
+from rain_core.stream.fast_paths import choose_fast_paths, default_torch_threads, prepare_model
 from rain_core.stream.transfer import HostFrames, frames_to_host, frames_to_uint8
 from rain_core.weights.profiles import load_model
 from server.core.config import Settings
@@ -57,7 +60,7 @@ def prepare_served_model(components: RainComponents, settings: Settings) -> Queu
     """
     device = components.config.torch_device
     paths = choose_fast_paths(device, compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
-                              channels_last=settings.CHANNELS_LAST,
+                              channels_last=settings.CHANNELS_LAST, decode_thread=settings.DECODE_THREAD,
                               merged_reference_attention=settings.REFERENCE_ATTENTION == "merged")
     batch_sizes = range(1, settings.MAX_BATCH + 1) if device.type == "cuda" else (1,)
     return prepare_model(components, paths, batch_sizes=batch_sizes, progress=True)
@@ -96,6 +99,8 @@ class ModelWorker:
         self.in_memory: weakref.WeakSet[StreamEngine] = weakref.WeakSet()
         # Steps computed whose frames are still on their way to the host (model thread only).
         self._landing: list[tuple[_Step, HostFrames | None]] = []
+        # Frames being decoded on the decode thread, which hands them over itself (model thread only).
+        self._decoding: list[PendingFrames] = []
 
     # Life cycle ------------------------------------------------------------------------
     async def start(self) -> QueueModel:
@@ -168,8 +173,8 @@ class ModelWorker:
             started = time.perf_counter()
             device = self.settings.DEVICE or default_device()
             threads = self.settings.TORCH_THREADS
-            if threads is None and not device.startswith("cuda"):
-                threads = max(1, (os.cpu_count() or 1) - 1)
+            if threads is None:
+                threads = default_torch_threads(torch.device(device))
             if threads is not None:
                 torch.set_num_threads(threads)
             model = prepare_served_model(load_components(self.settings), self.settings)
@@ -195,9 +200,12 @@ class ModelWorker:
             if batch is not None:
                 self._step(batch)
             else:
-                self._hand_over(self._take_landing())  # a call runs after every step before it
+                # A call runs after every step before it, decodes included.
+                self._hand_over(self._take_landing())
+                self._settle_decoding()
                 self._call(job)
         self._hand_over(self._take_landing())
+        self._settle_decoding()
         # Whatever is still queued will never run.
         with self._cond:
             pending, self._jobs = list(self._jobs), deque()
@@ -236,7 +244,7 @@ class ModelWorker:
             return
         started = time.perf_counter()
         try:
-            outputs = step_streams([job.engine for job in batch], [job.driving for job in batch])
+            outputs = step_streams([job.engine for job in batch], [job.driving for job in batch], defer_decode=True)
         except Exception as exc:
             if len(batch) == 1:
                 logger.warning("stepping a stream failed: %s", exc)
@@ -254,15 +262,24 @@ class ModelWorker:
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         earlier = self._take_landing()
-        self._landing = [
-            (job, None if out is None else frames_to_host(out)) for job, out in zip(batch, outputs, strict=True)
-        ]
+        self._decoding = [pending for pending in self._decoding if not pending.done()]
+        for job, out in zip(batch, outputs, strict=True):
+            if isinstance(out, PendingFrames):
+                self._decoding.append(out)
+                out.add_done_callback(functools.partial(_hand_over_decoded, job))
+            else:
+                self._landing.append((job, None if out is None else frames_to_host(out)))
         # The device computed the earlier batch's frames before this one's: waiting for them now
         # overlaps their copy with this batch. This batch's wait too, unless they are there already
         # (always so on the CPU, where nothing runs behind the worker's back).
         self._hand_over(earlier)
         if all(frames is None or frames.ready for _, frames in self._landing):
             self._hand_over(self._take_landing())
+
+    def _settle_decoding(self) -> None:
+        for pending in self._decoding:
+            pending.wait()
+        self._decoding = []
 
     def _take_landing(self) -> list[tuple[_Step, HostFrames | None]]:
         landing, self._landing = self._landing, []
@@ -276,3 +293,11 @@ class ModelWorker:
                 job.future.set_result(None if frames is None else frames.numpy())
             except Exception as exc:  # noqa: BLE001 - a failed copy ends that step, not the worker
                 job.future.set_exception(exc)
+
+
+def _hand_over_decoded(job: _Step, frames: PendingFrames) -> None:
+    """Resolve a step with its frames [P, H, W, 3] uint8 once decoded (runs on the decode thread)."""
+    try:
+        job.future.set_result(frames_to_uint8(frames.result()))
+    except Exception as exc:  # noqa: BLE001 - a failed decode ends that step, not the worker
+        job.future.set_exception(exc)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
+from rain_core.stream.decode_thread import PendingFrames
 from rain_core.stream.engine import (
     Conditioning,
     QueueCall,
@@ -34,11 +35,15 @@ CONDITIONING_CACHE_SIZE = 2
 
 
 @torch.inference_mode()
-def step_streams(engines: Sequence[StreamEngine], drivings: Sequence) -> list[torch.Tensor | None]:
+def step_streams(
+    engines: Sequence[StreamEngine], drivings: Sequence, *, defer_decode: bool = False
+) -> list[torch.Tensor | PendingFrames | None]:
     """Step several streams of one model; those at the same fill level share one batched call.
 
     Every input is checked before any stream moves, so a refused batch leaves every stream as it
     was. Returns, per engine, its P frames [P, 3, H, W] or None while its queue is filling.
+    `defer_decode`: a stream alone at its level decodes on the model's decode thread, if it has
+    one (`StreamEngine.submit`), and its frames come back pending; a batched call decodes at once.
     """
     if len(engines) != len(drivings):
         raise ValueError(f"{len(engines)} engines but {len(drivings)} driving batches")
@@ -54,7 +59,8 @@ def step_streams(engines: Sequence[StreamEngine], drivings: Sequence) -> list[to
     for indices in by_level.values():
         if len(indices) == 1:
             engine = engines[indices[0]]
-            results[indices[0]] = engine.advance(engine.model.run(engine.call_inputs(poses[indices[0]])))
+            call = engine.call_inputs(poses[indices[0]], defer_decode=defer_decode)
+            results[indices[0]] = engine.advance(engine.model.run(call))
             continue
         # A set of streams is one batch whatever order their jobs came in: one cached conditioning.
         indices.sort(key=lambda i: id(engines[i]))

@@ -22,6 +22,7 @@ noise generator.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from PIL import Image
 from rain_core.models.attention import BlockReference
 from rain_core.models.embeddings import guidance_scale_embedding
 from rain_core.stream.components import RainComponents
+from rain_core.stream.decode_thread import DecodeThread, PendingFrames
 from rain_core.stream.reference_encoder import ReferenceEncoder, ReferenceEncoding
 from rain_core.stream.transfer import DrivingUpload, frames_to_uint8
 
@@ -92,6 +94,9 @@ class QueueCall:
     # The memory of the streaming decoder, given only when the call finishes the oldest group; the
     # call only reads it and returns the new memory.
     decoder_memory: list[torch.Tensor] | None
+    # Decode on the model's decode thread, if it has one, and write the new memory into
+    # `decoder_memory` there: only for one stream's call whose `decoder_memory` is its own buffers.
+    defer_decode: bool = False
 
 
 @dataclass
@@ -100,8 +105,11 @@ class QueueCallResult:
 
     latents: torch.Tensor  # [B, C, F, h, w] every frame one step further
     pose_features: torch.Tensor  # [B, C0, F, h, w] the call's pose features, the newest group's included
-    frames: torch.Tensor | None  # [B, P, 3, H, W] the oldest group decoded, in [0, 1]; None while filling
-    decoder_memory: list[torch.Tensor] | None  # the memory to carry into the next call
+    # [B, P, 3, H, W] the oldest group decoded, in [0, 1]; None while filling. A deferred decode's
+    # frames are its one stream's [P, 3, H, W], pending.
+    frames: torch.Tensor | PendingFrames | None
+    # The memory to carry into the next call (a deferred decode's: the call's own, written by the decode).
+    decoder_memory: list[torch.Tensor] | None
 
 
 class QueueModel:
@@ -123,6 +131,8 @@ class QueueModel:
             device=self.device, dtype=self.dtype
         )
         self.reference_encoder: ReferenceEncoder | None = None
+        # Where deferred decodes run (see `rain_core.stream.decode_thread`); set by `prepare_model`.
+        self.decode_thread: DecodeThread | None = None
 
     def _encoder(self) -> ReferenceEncoder:
         if self.reference_encoder is None:
@@ -164,9 +174,15 @@ class QueueModel:
         latents = self.denoise(call.latents, features, call.conditioning, call.step_noise)
         frames = memory = None
         if call.decoder_memory is not None:
-            frames, memory = self.decode(
-                latents[:, :, : self.per_group], call.decoder_memory, call.conditioning.decoder_reference
-            )
+            oldest, reference = latents[:, :, : self.per_group], call.conditioning.decoder_reference
+            if call.defer_decode and self.decode_thread is not None:
+                # A copy of the group: the decode must not depend on who else holds `latents`.
+                frames = self.decode_thread.submit(
+                    functools.partial(self._decode_into, oldest.clone(), call.decoder_memory, reference)
+                )
+                memory = call.decoder_memory
+            else:
+                frames, memory = self.decode(oldest, call.decoder_memory, reference)
         return QueueCallResult(latents=latents, pose_features=features, frames=frames, decoder_memory=memory)
 
     def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
@@ -213,12 +229,22 @@ class QueueModel:
         frames, memory = self.components.decoder.decode_stream(latents.transpose(1, 2), memory, reference)
         return frames.clamp_(0, 1), memory
 
+    def _decode_into(
+        self, latents: torch.Tensor, memory: Sequence[torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """One stream's deferred decode: its frames [P, 3, H, W]; the new memory written into `memory`."""
+        frames, new_memory = self.decode(latents, memory, reference)
+        for own, new in zip(memory, new_memory, strict=True):
+            own.copy_(new)
+        return frames[0]
+
 
 class StreamEngine:
     """One endless animation stream.
 
     Feed it P driving images at a time with `step`; after the queue has filled (G calls) every
     call returns P frames. The reference can change at any time and takes effect on the next call.
+    `submit` is `step` with the frames decoded on the model's decode thread, when it has one.
     """
 
     def __init__(
@@ -257,6 +283,8 @@ class StreamEngine:
         self._memory = self.model.components.decoder.initial_memory(1, h, w, device=device, dtype=dtype)
         self._upload = DrivingUpload(p, config.height, config.width, device=device, dtype=dtype)
         self._conditioning: Conditioning | None = None
+        # The last deferred decode of this stream, which may still be reading and writing `_memory`.
+        self._decoding: PendingFrames | None = None
         self._groups = 0
         self.frames_in = 0
         self.frames_out = 0
@@ -309,6 +337,7 @@ class StreamEngine:
             self._seed = seed
         if isinstance(self.noise, SeededNoise):
             self.noise.seed(self._seed)
+        self.settle_decoding()
         for memory in self._memory:
             memory.zero_()
         self._groups = 1
@@ -333,6 +362,22 @@ class StreamEngine:
         """Take P driving images; return P frames [P, 3, H, W] in [0, 1], or None while filling."""
         return self.advance(self.model.run(self.call_inputs(self.prepare_driving(driving))))
 
+    @torch.inference_mode()
+    def submit(self, driving) -> torch.Tensor | PendingFrames | None:
+        """`step`, but once the queue is full and the model has a decode thread, the frames come back
+        pending: this returns when the UNet is done, and the next call can run while they decode.
+
+        At most one decode of the stream is pending once this returns: a stream whose decodes take
+        longer than its calls waits for them here rather than falling behind.
+        """
+        return self.advance(self.model.run(self.call_inputs(self.prepare_driving(driving), defer_decode=True)))
+
+    def settle_decoding(self) -> None:
+        """Wait for the stream's pending decode, if any (its decoder memory is then this thread's)."""
+        if self._decoding is not None:
+            self._decoding.wait()
+            self._decoding = None
+
     def prepare_driving(self, driving) -> torch.Tensor:
         """Check P driving images and upload them: a uint8 array [P, H, W, 3] (as drawn by the driving
         renderer) or a float tensor [P, 3, H, W] in [0, 1] -> [1, 3, P, H, W] on the model's device,
@@ -343,13 +388,19 @@ class StreamEngine:
         self._reference()
         return self._upload(driving)
 
-    def call_inputs(self, driving: torch.Tensor, *, step_noise: torch.Tensor | None = None) -> QueueCall:
+    def call_inputs(
+        self, driving: torch.Tensor, *, step_noise: torch.Tensor | None = None, defer_decode: bool = False
+    ) -> QueueCall:
         """This call's inputs for prepared driving images: views of the queue's filled part and its
         pose features (the call writes the newest group's), the step noise (drawn now, from this
         stream's noise, into `step_noise` if given, a contiguous [1, C, F, h, w], such as a batch's
         share), the conditioning and, when the oldest group finishes, the decoder memory.
+        `defer_decode`: the call may decode on the model's decode thread (see `submit`); a call that
+        does not first waits for the stream's pending decode, whose memory it reads.
         Pass its result to `advance`."""
         conditioning = self._reference()
+        if not defer_decode:
+            self.settle_decoding()
         first = (self.config.noise_groups - self._groups) * self.config.frames_per_group
         latents = self._latents[:, :, first:]
         return QueueCall(
@@ -359,6 +410,7 @@ class StreamEngine:
             step_noise=self._draw(latents.shape[2], step_noise),
             conditioning=conditioning,
             decoder_memory=self._memory if self.is_full else None,
+            defer_decode=defer_decode,
         )
 
     def _reference(self) -> Conditioning:
@@ -369,7 +421,8 @@ class StreamEngine:
     def advance(self, result: QueueCallResult) -> torch.Tensor | None:
         """Take a call's result: move every group one level down and put fresh noise on top.
 
-        Returns the finished group's frames [P, 3, H, W], or None while the queue fills.
+        Returns the finished group's frames [P, 3, H, W] (pending when the call deferred its decode),
+        or None while the queue fills.
         """
         p, g = self.config.frames_per_group, self.config.noise_groups
         full = self.is_full
@@ -386,11 +439,17 @@ class StreamEngine:
         if not full:
             self._groups += 1
             return None
-        for own, new in zip(self._memory, result.decoder_memory, strict=True):
-            _copy_unless_same(own, new)
         self.frames_out += p
         if self.first_output_after is None:
             self.first_output_after = self.frames_in
+        if isinstance(result.frames, PendingFrames):
+            # The decode writes the new memory into the stream's own buffers itself.
+            earlier, self._decoding = self._decoding, result.frames
+            if earlier is not None:
+                earlier.wait()
+            return result.frames
+        for own, new in zip(self._memory, result.decoder_memory, strict=True):
+            _copy_unless_same(own, new)
         return result.frames[0]
 
     def _slide_features(self) -> None:

@@ -11,6 +11,7 @@ Precision is not a path here: it is the config's `dtype` (see `default_dtype`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from rain_core.stream.batching import step_streams
 from rain_core.stream.compiled import CompiledQueueModel, compile_components
 from rain_core.stream.components import RainComponents
 from rain_core.stream.cuda_graphs import GraphedQueueModel
+from rain_core.stream.decode_thread import DecodeThread
 from rain_core.stream.engine import QueueModel, StreamEngine
 from rain_core.stream.reference_encoder import ReferenceEncoding
 
@@ -45,14 +47,36 @@ class FastPaths:
     # The codec's decoder in channels-last memory (NHWC): oneDNN runs its full-resolution convolutions of
     # few channels 1.4-1.8x faster so on CPU than in NCHW; only the convolutions' summation order changes.
     channels_last: bool = False
+    # Decode each call's finished frames on a thread of their own while the next call's UNet runs
+    # (CPU; `rain_core.stream.decode_thread`): for callers that step with `StreamEngine.submit`.
+    decode_thread: bool = False
     # Why a path asked for does not run (set on `QueueModel.fast_paths` by `prepare_model`).
     notes: tuple[str, ...] = ()
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS says, else every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_torch_threads(device: torch.device) -> int | None:
+    """Torch's CPU threads for a streaming model when none are named: on a CPU every core but one,
+    which is left to the camera, the codecs and the event loop (and to the decode thread, which
+    runs on it); None on other devices (torch's default)."""
+    if device.type == "cuda":
+        return None
+    return max(1, available_cores() - 1)
 
 
 def default_fast_paths(device: torch.device) -> FastPaths:
     """The paths measured faster on this kind of device.
 
-    CPU: the codec in channels-last memory (the demo's decoder 33 -> 23 ms per call at one thread).
+    CPU: the codec in channels-last memory (the demo's decoder 33 -> 23 ms per call at one thread),
+    and the decode thread when torch's threads leave as many cores free as they use (the server's
+    one thread of 2 cores: the demo's steady call 137 -> 106-115 ms); with fewer cores to spare its
+    threads would only compete with torch's, which is not measured.
     Compiling makes the demo model's steady call 1.6-1.8x faster at one thread (v3: 132-166 -> 80-100
     ms, 20-25 fps) but costs 3.6 minutes of compilation at the first start on 2 cores (about 30 s at
     later starts, from the disk cache), and every test or tool that starts a model would pay it: it
@@ -61,7 +85,7 @@ def default_fast_paths(device: torch.device) -> FastPaths:
     """
     if device.type == "cuda":
         return FastPaths(compile=True, cuda_graphs=True)
-    return FastPaths(channels_last=True)
+    return FastPaths(channels_last=True, decode_thread=2 * torch.get_num_threads() <= available_cores())
 
 
 # How a setting or option asks for a path: the device's default, or forced on or off.
@@ -70,17 +94,21 @@ SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
 
 
 def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_graphs: Switch = "auto",
-                      channels_last: Switch = "auto", merged_reference_attention: bool = True) -> FastPaths:
+                      channels_last: Switch = "auto", decode_thread: Switch = "auto",
+                      merged_reference_attention: bool = True) -> FastPaths:
     """The device's default paths with those switched on or off explicitly; CUDA graphs asked
-    for on another device are a `ConfigError` (not silently skipped)."""
+    for on another device, or the decode thread on a GPU, are a `ConfigError` (not silently skipped)."""
     if cuda_graphs == "on" and device.type != "cuda":
         raise ConfigError(f"CUDA graphs need a CUDA device, not {device}")
+    if decode_thread == "on" and device.type != "cpu":
+        raise ConfigError(f"the decode thread is a CPU path (a {device} call runs behind the host already)")
     default = default_fast_paths(device)
     return FastPaths(
         merged_reference_attention=merged_reference_attention,
         compile=default.compile if compile == "auto" else compile == "on",
         cuda_graphs=default.cuda_graphs if cuda_graphs == "auto" else cuda_graphs == "on",
         channels_last=default.channels_last if channels_last == "auto" else channels_last == "on",
+        decode_thread=default.decode_thread if decode_thread == "auto" else decode_thread == "on",
     )
 
 
@@ -132,6 +160,10 @@ def prepare_model(
     if graphs and device.type != "cuda":
         graphs = False
         notes.append(f"cuda_graphs: needs a CUDA device, the model runs on {device}")
+    decode_thread = paths.decode_thread
+    if decode_thread and device.type != "cpu":
+        decode_thread = False
+        notes.append(f"decode_thread: a CPU path, the model runs on {device}")
 
     if paths.channels_last:
         # The weights' layout is enough: a convolution with channels-last weights gives channels-last
@@ -149,9 +181,11 @@ def prepare_model(
         model = CompiledQueueModel(components, batch_sizes)
     else:
         model = QueueModel(components)
+    if decode_thread:
+        model.decode_thread = DecodeThread()
     model.fast_paths = FastPaths(  # type: ignore[attr-defined]
         merged_reference_attention=merged, compile=paths.compile, cuda_graphs=graphs,
-        channels_last=paths.channels_last, notes=tuple(notes),
+        channels_last=paths.channels_last, decode_thread=decode_thread, notes=tuple(notes),
     )
     if paths.compile or graphs:
         warm_up(model, batch_sizes, progress=progress)

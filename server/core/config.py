@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     COMPILE: Literal["auto", "on", "off"] = "auto"
     CUDA_GRAPHS: Literal["auto", "on", "off"] = "auto"
     CHANNELS_LAST: Literal["auto", "on", "off"] = "auto"
+    DECODE_THREAD: Literal["auto", "on", "off"] = "auto"
     # Reference attention: one shared reference K/V merged by log-sum-exp, or per-frame copies.
     REFERENCE_ATTENTION: Literal["merged", "concat"] = "merged"
     GROUPS: int | None = Field(None, ge=1)
@@ -98,7 +99,8 @@ class Settings(BaseSettings):
     SEED: int | None = None
     # torch's CPU threads; default on a CPU device: one core fewer than the machine has, so that
     # the media path (codecs, driving extraction) keeps a core and the OpenMP workers never spin
-    # against it (on 2 cores, 2 torch threads made a step ~5x slower under WebRTC load).
+    # against it (on 2 cores, 2 torch threads made a step ~5x slower under WebRTC load); the
+    # decode thread shares that core (see rain_core.stream.fast_paths.default_torch_threads).
     TORCH_THREADS: int | None = Field(None, ge=1)
     # Character used until a session picks one (a path on the server); none: the bundled demo
     # model's sample character when that model runs, else a plain grey card.

@@ -98,6 +98,34 @@ async def test_worker_hands_over_the_frames_of_the_stream_and_keeps_them(worker:
             assert np.array_equal(out, copy), "a later step changed frames already handed over"
 
 
+@pytest.mark.parametrize("decode_thread", ["on", "off"])
+async def test_worker_gives_a_stream_stepped_back_to_back_its_frames(decode_thread: str) -> None:
+    """Steps queued at once, as a session's pump queues them: with the decode thread the worker runs
+    each next call while the last one's frames decode; every step still resolves to its own frames."""
+    from rain_core.stream.engine import StreamEngine, frames_to_uint8
+
+    worker = ModelWorker(tiny_settings(DECODE_THREAD=decode_thread), Metrics())
+    await worker.start()
+    try:
+        assert worker.model.fast_paths.decode_thread == (decode_thread == "on")
+        served = await _engine(worker)
+        direct = await worker.run(StreamEngine, worker.model)
+        await worker.run(direct.set_reference_encoding, await worker.run(worker.model.encode_reference,
+                                                                          np.full((64, 64, 3), 128, np.uint8)))
+        rng = np.random.default_rng(1)
+        drivings = [rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8) for _ in range(worker.config.noise_groups + 4)]
+        handed = await asyncio.gather(*[worker.step(served, driving) for driving in drivings])
+        expected = []
+        for driving in drivings:
+            frames = await worker.run(direct.step, driving)
+            expected.append(None if frames is None else frames_to_uint8(frames))
+        assert [out is None for out in handed] == [want is None for want in expected]
+        for out, want in zip(handed, expected, strict=True):
+            assert out is None or np.array_equal(out, want)
+    finally:
+        await worker.stop()
+
+
 async def test_worker_reports_a_load_failure(tmp_path) -> None:
     worker = ModelWorker(tiny_settings(RANDOM_WEIGHTS=False, WEIGHTS=tmp_path / "missing"), Metrics())
     try:

@@ -67,17 +67,20 @@ def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch):
     config = _compile_test_config()
     eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
     expected = _stream(eager, reference_images[0], config.noise_groups + STEADY_CALLS)
-    # As `--compile` runs on a CPU: compiled, with the CPU's default channels-last codec.
-    paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile=True)
+    # As `--compile` runs on a CPU: compiled, with the CPU's channels-last codec and decode thread
+    # (the server's worker steps with `submit`, which decodes there).
+    paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile=True, decode_thread=True)
     model = prepare_model(RainComponents.random(config, seed=3), paths, progress=False)
-    assert model.fast_paths.compile and model.fast_paths.channels_last
+    assert model.fast_paths.compile and model.fast_paths.channels_last and model.fast_paths.decode_thread
     engine = StreamEngine(model, seed=7)
     engine.set_reference(reference_images[0])
     drivings = random_driving(config, config.noise_groups + STEADY_CALLS, seed=1)
-    outputs = [engine.step(d) for d in drivings[: config.noise_groups - 1]]
-    # The steady calls run what prepare_model compiled: none compiles again.
+    outputs = [engine.submit(d) for d in drivings[: config.noise_groups - 1]]
+    # The steady calls run what prepare_model compiled, the decoder on the decode thread: none compiles again.
     with torch.compiler.set_stance("fail_on_recompile"):
-        outputs += [engine.step(d) for d in drivings[config.noise_groups - 1 :]]
+        outputs += [engine.submit(d) for d in drivings[config.noise_groups - 1 :]]
+        engine.settle_decoding()
+    outputs = [o if o is None or isinstance(o, torch.Tensor) else o.result() for o in outputs]
     _assert_streams_close([o for o in outputs if o is not None], expected, COMPILED_RTOL)
 
 
@@ -95,6 +98,61 @@ def test_channels_last_codec_stream_equals_eager(reference_images, gated):
     assert model.fast_paths.channels_last
     assert next(model.components.decoder.decoder.parameters()).is_contiguous(memory_format=torch.channels_last)
     frames = _stream(model, reference_images[0], config.noise_groups + STEADY_CALLS)
+    _assert_streams_close(frames, expected, CHANNELS_LAST_RTOL)
+
+
+def _decode_thread_script(model, references, drivings, *, defer: bool) -> list[torch.Tensor]:
+    """Two streams of `model` through every way a served stream moves: stepped alone (deferred
+    decodes when `defer`), a reference change, batched together (decoded at once, after the
+    streams' pending decodes), alone again, and a reset. Returns every output frame group in order."""
+    from rain_core.stream.batching import step_streams
+
+    engines = [StreamEngine(model, seed=seed) for seed in (7, 8)]
+    for engine, reference in zip(engines, references, strict=True):
+        engine.set_reference(reference)
+    config = model.config
+    outputs = []
+    feed = iter(drivings)
+
+    def alone(calls: int) -> None:
+        for _ in range(calls):
+            for engine in engines:
+                outputs.extend(step_streams([engine], [next(feed)], defer_decode=defer))
+
+    alone(config.noise_groups + 1)
+    engines[0].set_reference(references[1])
+    alone(1)
+    for _ in range(2):
+        outputs.extend(step_streams(engines, [next(feed), next(feed)], defer_decode=defer))
+    alone(1)
+    engines[1].reset()
+    alone(config.noise_groups + 1)
+    return [o if isinstance(o, torch.Tensor) else o.result() for o in outputs if o is not None]
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_decode_thread_gives_the_frames_of_decoding_in_turn(reference_images, gated):
+    from rain_core.stream.decode_thread import PendingFrames
+
+    config = _compile_test_config()
+    if gated:  # the demo's codec, whose decoder reads the reference the frames were made with
+        config = config.with_overrides(
+            taesdv=TAESDVConfig(channels=16, blocks_per_stage=1, patch_path=True, reference_gate=True),
+            reference_encoder="taesdv",
+        )
+    references = reference_images[:2]
+    drivings = random_driving(config, 4 * config.noise_groups + 12, seed=1)
+    eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
+    expected = _decode_thread_script(eager, references, drivings, defer=True)  # no decode thread: in turn
+    model = prepare_model(RainComponents.random(config, seed=3), FastPaths(decode_thread=True))
+    assert model.fast_paths.decode_thread and model.decode_thread is not None
+    # Deferred decodes do come back pending, and `step` still returns frames.
+    engine = StreamEngine(model, seed=7)
+    engine.set_reference(references[0])
+    pending = [engine.submit(d) for d in drivings[: config.noise_groups]][-1]
+    assert isinstance(pending, PendingFrames)
+    assert isinstance(engine.step(drivings[0]), torch.Tensor)
+    frames = _decode_thread_script(model, references, drivings, defer=True)
     _assert_streams_close(frames, expected, CHANNELS_LAST_RTOL)
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 import cli
 from rain_core.config import ConfigError
 from rain_core.stream import reference_encoder
-from rain_core.stream.fast_paths import choose_fast_paths
+from rain_core.stream.fast_paths import available_cores, choose_fast_paths
 from server.core.config import MIN_FPS, Settings
 from tests.server.settings import tiny_settings
 
@@ -79,13 +79,32 @@ def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
     assert "'auto', 'on' or 'off'" in str(error.value)
     monkeypatch.setenv("RAIN_COMPILE", "on")
     monkeypatch.setenv("RAIN_CHANNELS_LAST", "off")
+    monkeypatch.setenv("RAIN_DECODE_THREAD", "on")
     settings = tiny_settings(CUDA_GRAPHS="off")
     paths = choose_fast_paths(torch.device("cpu"), compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
-                              channels_last=settings.CHANNELS_LAST)
-    assert paths.compile and not paths.cuda_graphs and not paths.channels_last
+                              channels_last=settings.CHANNELS_LAST, decode_thread=settings.DECODE_THREAD)
+    assert paths.compile and not paths.cuda_graphs and not paths.channels_last and paths.decode_thread
     assert choose_fast_paths(torch.device("cpu")).channels_last
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
         choose_fast_paths(torch.device("cpu"), cuda_graphs="on")
+    with pytest.raises(ConfigError, match="decode thread is a CPU path"):
+        choose_fast_paths(torch.device("cuda"), decode_thread="on")
+    monkeypatch.setenv("RAIN_DECODE_THREAD", "sometimes")
+    with pytest.raises(ValidationError, match="DECODE_THREAD"):
+        tiny_settings()
+
+
+def test_the_decode_thread_runs_by_default_where_a_core_is_left_for_it() -> None:
+    """On by default when torch's threads leave as many cores free as they use (the server's one of two)."""
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert choose_fast_paths(cpu).decode_thread == (available_cores() >= 2)
+        torch.set_num_threads(available_cores())
+        assert not choose_fast_paths(cpu).decode_thread
+    finally:
+        torch.set_num_threads(threads)
+    assert not choose_fast_paths(torch.device("cuda")).decode_thread
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "61", "long"])
