@@ -1,9 +1,11 @@
 """Median and fastest steady streaming call, for comparing two versions of the engine.
 
-Usage: PYTHONPATH=<checkout> python scripts/call_bench.py PROFILE SIZE CALLS [compile|nchw]
+Usage: PYTHONPATH=<checkout> python scripts/call_bench.py PROFILE SIZE CALLS [VARIANT]
 (SIZE 0: the profile's own). Random weights, 2 torch threads (`BENCH_THREADS`), fixed seeds, the
-CPU's default fast paths (`nchw`: without the channels-last codec); runs on code from before the
-fast paths too, which then simply run eager.
+CPU's default fast paths but the decode thread; VARIANT joins with `+` any of `compile`, `nchw`
+(without the channels-last codec) and `thread` (with the decode thread, stepping with
+`StreamEngine.submit` as the server does: a call then lasts until the next can start). Runs on
+code from before the fast paths too, which then simply run eager.
 """
 
 from __future__ import annotations
@@ -25,17 +27,20 @@ from rain_core.stream.engine import QueueModel, StreamEngine
 def main() -> None:
     profile, size, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     variant = sys.argv[4] if len(sys.argv) > 4 else ""
-    compiled = variant == "compile"
+    words = set(variant.split("+")) - {""}
+    if words - {"compile", "nchw", "thread"}:
+        raise SystemExit(f"unknown variant {variant!r}: join compile, nchw and thread with +")
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     config = profile_config(profile, height=size, width=size) if size else profile_config(profile)
     components = RainComponents.random(config, seed=0)
     try:
         from rain_core.stream.fast_paths import default_fast_paths, prepare_model
 
-        paths = default_fast_paths(torch.device("cpu"))
-        if variant == "nchw":
+        paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile="compile" in words,
+                                    decode_thread="thread" in words)
+        if "nchw" in words:
             paths = dataclasses.replace(paths, channels_last=False)
-        model = prepare_model(components, dataclasses.replace(paths, compile=compiled), progress=False)
+        model = prepare_model(components, paths, progress=False)
     except ImportError:  # the code before the fast paths
         model = QueueModel(components)
     engine = StreamEngine(model, seed=0)
@@ -47,10 +52,11 @@ def main() -> None:
     while engine.frames_out == 0:
         engine.step(drivings[calls_made % 4])
         calls_made += 1
+    step = engine.submit if "thread" in words else engine.step
     times = []
     for k in range(calls):
         start = time.perf_counter()
-        engine.step(drivings[k % 4])
+        step(drivings[k % 4])
         times.append(1000 * (time.perf_counter() - start))
     median = statistics.median(times)
     sys.stdout.write(
