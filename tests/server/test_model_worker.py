@@ -35,6 +35,19 @@ def _driving(p: int = 4) -> np.ndarray:
     return np.zeros((p, 64, 64, 3), np.uint8)
 
 
+async def _stepped_directly(worker: ModelWorker, drivings: list[np.ndarray]) -> list[np.ndarray | None]:
+    """What a new stream like `_engine`'s gives for `drivings`, stepped one call at a time on the
+    model's thread (`StreamEngine.step`, none of the worker's own stepping) -> uint8 frames or None."""
+    from rain_core.stream.engine import frames_to_uint8
+
+    direct = await _engine(worker)
+    expected = []
+    for driving in drivings:
+        frames = await worker.run(direct.step, driving)
+        expected.append(None if frames is None else frames_to_uint8(frames))
+    return expected
+
+
 async def test_worker_batches_queued_steps_of_different_streams(worker: ModelWorker) -> None:
     engines = [await _engine(worker) for _ in range(3)]
     gate = threading.Event()
@@ -75,19 +88,11 @@ async def test_worker_isolates_a_bad_stream_in_a_batch(worker: ModelWorker) -> N
 async def test_worker_hands_over_the_frames_of_the_stream_and_keeps_them(worker: ModelWorker) -> None:
     """The frames a step resolves to are the stream's own (as stepping it directly gives them),
     and stay as they were while later steps run (no buffer of the worker is reused under them)."""
-    from rain_core.stream.engine import StreamEngine, frames_to_uint8
-
     served = await _engine(worker)
-    direct = await worker.run(StreamEngine, worker.model)
-    await worker.run(direct.set_reference_encoding, await worker.run(worker.model.encode_reference,
-                                                                      np.full((64, 64, 3), 128, np.uint8)))
     rng = np.random.default_rng(0)
     drivings = [rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8) for _ in range(worker.config.noise_groups + 2)]
-    handed, expected = [], []
-    for driving in drivings:
-        handed.append(await worker.step(served, driving))
-        frames = await worker.run(direct.step, driving)
-        expected.append(None if frames is None else frames_to_uint8(frames))
+    handed = [await worker.step(served, driving) for driving in drivings]
+    expected = await _stepped_directly(worker, drivings)
     kept = [None if out is None else out.copy() for out in handed]
     await worker.step(served, drivings[0])
     for out, copy, want in zip(handed, kept, expected, strict=True):
@@ -102,23 +107,15 @@ async def test_worker_hands_over_the_frames_of_the_stream_and_keeps_them(worker:
 async def test_worker_gives_a_stream_stepped_back_to_back_its_frames(decode_thread: str) -> None:
     """Steps queued at once, as a session's pump queues them: with the decode thread the worker runs
     each next call while the last one's frames decode; every step still resolves to its own frames."""
-    from rain_core.stream.engine import StreamEngine, frames_to_uint8
-
     worker = ModelWorker(tiny_settings(DECODE_THREAD=decode_thread), Metrics())
     await worker.start()
     try:
         assert worker.model.fast_paths.decode_thread == (decode_thread == "on")
         served = await _engine(worker)
-        direct = await worker.run(StreamEngine, worker.model)
-        await worker.run(direct.set_reference_encoding, await worker.run(worker.model.encode_reference,
-                                                                          np.full((64, 64, 3), 128, np.uint8)))
         rng = np.random.default_rng(1)
         drivings = [rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8) for _ in range(worker.config.noise_groups + 4)]
         handed = await asyncio.gather(*[worker.step(served, driving) for driving in drivings])
-        expected = []
-        for driving in drivings:
-            frames = await worker.run(direct.step, driving)
-            expected.append(None if frames is None else frames_to_uint8(frames))
+        expected = await _stepped_directly(worker, drivings)
         assert [out is None for out in handed] == [want is None for want in expected]
         for out, want in zip(handed, expected, strict=True):
             assert out is None or np.array_equal(out, want)
