@@ -68,6 +68,13 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         help=f"share of clips noised to one level throughout (default {SCRATCH_SHARED_LEVEL_PROB:g} "
         f"from scratch, {FINE_TUNE_SHARED_LEVEL_PROB:g} with --weights)",
     )
+    train.add_argument(
+        "--moved-loss-weight",
+        type=between(float, 0, 100),
+        default=None,
+        help="extra loss weight on latents where the character moved away from the reference (0-100, "
+        f"default {_default('moved_loss_weight'):g}: every latent alike)",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.set_defaults(run=cmd_train)
 
@@ -90,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "freeze": args.freeze,
         "timestep_jitter": args.timestep_jitter,
         "shared_level_prob": args.shared_level_prob,
+        "moved_loss_weight": args.moved_loss_weight,
     }
     settings = TrainSettings(
         seed=config.seed,

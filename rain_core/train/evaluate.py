@@ -25,6 +25,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8, stream_frames
+from rain_core.train.objective import MOVED_LEVELS
 
 
 def animate_clip(components: RainComponents | QueueModel, driving: np.ndarray, reference: np.ndarray, *,
@@ -64,9 +65,6 @@ def ssim(output: np.ndarray, truth: np.ndarray) -> float:
         )
     )
 
-
-# A pixel has moved when some channel of the true frame differs from the reference by more than this.
-MOVED_LEVELS = 24
 
 
 def moved_mask(truth: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -71,5 +71,30 @@ def prediction_target(scheduler: StreamingLCMScheduler, clean: torch.Tensor, noi
     raise ValueError(f"prediction_type {kind!r} is not supported")
 
 
-def diffusion_loss(model_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(model_output.float(), target.float())
+def diffusion_loss(
+    model_output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error; with `weights` (broadcastable to the output), their weighted mean."""
+    if weights is None:
+        return F.mse_loss(model_output.float(), target.float())
+    squared = (model_output.float() - target.float()).square()
+    weights = weights.float().expand_as(squared)
+    return (weights * squared).sum() / weights.sum()
+
+
+# A pixel has moved when some channel of the true frame differs from the reference by more than
+# this many levels of 255 (here and in `rain-avatar evaluate`'s moved-region PSNR).
+MOVED_LEVELS = 24
+
+
+def moved_latent_weights(frames: torch.Tensor, reference: torch.Tensor, latent_size: tuple[int, int],
+                         extra: float) -> torch.Tensor:
+    """Loss weights [B, 1, T, h, w]: 1 + `extra` on each latent whose patch of the frame holds a
+    pixel that moved away from the reference (frames [B, 3, T, H, W], reference [B, 3, H, W] in
+    [0, 1]), 1 elsewhere. Where the character moved is a small part of a frame (about a tenth on
+    the synthetic clips) and the part a reference cannot give, so it is what the model must learn
+    from the driving images."""
+    moved = (frames - reference[:, :, None]).abs().amax(dim=1) > MOVED_LEVELS / 255  # [B, T, H, W]
+    b, t, height, width = moved.shape
+    cells = F.adaptive_max_pool2d(moved.view(b * t, 1, height, width).float(), latent_size)
+    return (1 + extra * cells).view(b, t, 1, *latent_size).transpose(1, 2)

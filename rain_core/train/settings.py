@@ -38,6 +38,9 @@ class TrainSettings(BaseModel):
     timestep_jitter: int = Field(0, ge=0, le=500)
     # Share of clips with every group at one noise level (see `staggered_timesteps`).
     shared_level_prob: float = Field(SCRATCH_SHARED_LEVEL_PROB, ge=0, le=1)
+    # Extra weight of the loss where the character moved (see `moved_latent_weights`): 0 weighs
+    # every latent alike, as the published objective does.
+    moved_loss_weight: float = Field(0.0, ge=0, le=100)
     # Parts that stay as loaded (fine-tuning the official model freezes most of it).
     freeze: tuple[str, ...] = ()
     gradient_checkpointing: bool = False

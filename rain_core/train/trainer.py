@@ -27,7 +27,13 @@ from rain_core.models.embeddings import guidance_scale_embedding
 from rain_core.stream.components import RainComponents
 from rain_core.train.data import ClipBatch, ClipDataset, collate
 from rain_core.train.evaluate import animate_clip
-from rain_core.train.objective import diffusion_loss, noise_latents, prediction_target, staggered_timesteps
+from rain_core.train.objective import (
+    diffusion_loss,
+    moved_latent_weights,
+    noise_latents,
+    prediction_target,
+    staggered_timesteps,
+)
 from rain_core.train.schedule import learning_rate_at
 from rain_core.train.settings import TRAINABLE, TrainSettings
 from rain_core.weights.checkpoints import CHECKPOINTS
@@ -133,7 +139,10 @@ class Trainer:
                 time_cond=self.time_cond.to(device, dtype),
                 reference=banks,
             ).sample
-        return diffusion_loss(output, prediction_target(c.scheduler, clean, noise, timesteps))
+        weights = None
+        if self.settings.moved_loss_weight:
+            weights = moved_latent_weights(frames, reference, tuple(clean.shape[-2:]), self.settings.moved_loss_weight)
+        return diffusion_loss(output, prediction_target(c.scheduler, clean, noise, timesteps), weights)
 
     def train_step(self) -> float:
         batch = collate(self.dataset, self.batch_indices(self.step))

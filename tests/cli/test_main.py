@@ -115,6 +115,7 @@ def test_train_help_shows_the_defaults(capsys):
         (["--timestep-jitter", "1.5"], "argument --timestep-jitter: '1.5' is not an integer"),
         (["--shared-level-prob", "2"], "argument --shared-level-prob: must be between 0 and 1, got 2.0"),
         (["--shared-level-prob", "x"], "argument --shared-level-prob: 'x' is not a number"),
+        (["--moved-loss-weight", "-1"], "argument --moved-loss-weight: must be between 0 and 100, got -1.0"),
         (["--freeze", "decoder"], "argument --freeze: invalid choice: 'decoder'"),
         (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
         (["--profile", "huge"], "argument --profile: invalid choice: 'huge'"),

@@ -238,6 +238,44 @@ def test_moved_region_psnr_sees_what_the_whole_frame_hides():
     assert drawn_moved > 35 and drawn_moved - static_moved > 20
 
 
+def test_the_moved_loss_weighs_the_latents_where_the_character_moved(config, tmp_path):
+    """A moved patch of the frame weighs its latent cell (and only it) 1 + w; weights of 1 give
+    the plain loss; a trainer with the weight trains on that loss."""
+    from rain_core.train.objective import diffusion_loss, moved_latent_weights
+
+    h, w = config.latent_height, config.latent_width
+    cell_h, cell_w = config.height // h, config.width // w
+    rng = np.random.default_rng(0)
+    reference = torch.from_numpy(rng.random((1, 3, config.height, config.width), dtype=np.float32))
+    frames = reference[:, :, None].repeat(1, 1, 2, 1, 1).clone()
+    frames[0, :, 1, cell_h + 1, 2 * cell_w + 1] = 1 - reference[0, :, cell_h + 1, 2 * cell_w + 1]  # one pixel
+    frames[0, 0, 1, 0, 0] = (reference[0, 0, 0, 0] + 0.05).clamp(max=1)  # below the threshold: not moved
+    weights = moved_latent_weights(frames, reference, (h, w), extra=4.0)
+    assert weights.shape == (1, 1, 2, h, w)
+    expected = torch.ones_like(weights)
+    expected[0, 0, 1, 1, 2] = 5.0
+    assert torch.equal(weights, expected)
+
+    output, target = torch.randn(1, 4, 2, h, w), torch.randn(1, 4, 2, h, w)
+    assert torch.allclose(diffusion_loss(output, target, torch.ones_like(weights)), diffusion_loss(output, target))
+    wrong_there = target.clone()
+    wrong_there[0, :, 1, 1, 2] += 1.0
+    wrong_elsewhere = target.clone()
+    wrong_elsewhere[0, :, 0, 0, 0] += 1.0
+    assert diffusion_loss(wrong_there, target, weights) > diffusion_loss(wrong_elsewhere, target, weights)
+
+    dataset = FixedClips(config, same=True)
+    batch = collate(dataset, [0, 0])
+    losses = []
+    for extra in (0.0, 4.0):
+        trainer = _trainer(config, tmp_path / str(extra), dataset, moved_loss_weight=extra)
+        trainer.noise_generator.manual_seed(0)
+        trainer.jitter_generator.manual_seed(0)
+        with torch.no_grad():
+            losses.append(float(trainer.loss(batch)))
+    assert losses[0] != losses[1]
+
+
 def test_codec_ceiling_decodes_as_the_stream_does(config):
     """The codec's reconstruction, P frames a call with the decoder memory carried, is the
     whole clip decoded at once."""
