@@ -15,9 +15,10 @@ full, its decoder memory), the `QueueModel` runs them (`QueueModel.run`, which w
 group's pose features in place), and the engine takes the result back (`advance`). A steady call
 allocates no queue buffer and copies only what moves: the latents one group down, P frames of
 fresh noise, the decoder memory.
-`StreamEngine.step` does the three for one stream; `rain_core.stream.batching` does them for
-several streams of one model in one batched call, each keeping its own queue, reference and
-noise generator.
+`StreamEngine.step` does the three for one stream; `StreamEngine.submit` too, but leaves the
+decoder to the model's decode thread where it has one (`rain_core.stream.decode_thread`), so that
+the next call need not wait for it; `rain_core.stream.batching` does them for several streams of
+one model in one batched call, each keeping its own queue, reference and noise generator.
 """
 
 from __future__ import annotations
