@@ -99,8 +99,6 @@ def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
 
     if args.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"--cuda-graphs needs a CUDA device, not {device}")
-    if args.decode_thread and device.type != "cpu":
-        raise ConfigError(f"--decode-thread is a CPU path, not for {device}")
     return choose_fast_paths(
         device, compile=switch(args.compile) or "auto", cuda_graphs=switch(args.cuda_graphs) or "auto",
         channels_last=switch(args.channels_last) or "auto", decode_thread=switch(args.decode_thread) or "auto",

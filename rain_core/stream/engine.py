@@ -177,9 +177,10 @@ class QueueModel:
         if call.decoder_memory is not None:
             oldest, reference = latents[:, :, : self.per_group], call.conditioning.decoder_reference
             if call.defer_decode and self.decode_thread is not None:
-                # A copy of the group: the decode must not depend on who else holds `latents`.
+                # `latents` is this call's own new tensor (the queue copies out of it, nothing writes
+                # into it), so the decode can read its oldest group later without a copy.
                 frames = self.decode_thread.submit(
-                    functools.partial(self._decode_into, oldest.clone(), call.decoder_memory, reference)
+                    functools.partial(self._decode_into, oldest, call.decoder_memory, reference)
                 )
                 memory = call.decoder_memory
             else:

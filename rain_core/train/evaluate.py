@@ -66,7 +66,6 @@ def ssim(output: np.ndarray, truth: np.ndarray) -> float:
     )
 
 
-
 def moved_mask(truth: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """[T, H, W] True where the true frame differs visibly from the reference image."""
     return np.abs(truth.astype(np.int16) - reference.astype(np.int16)).max(axis=-1) > MOVED_LEVELS

@@ -94,7 +94,10 @@ def moved_latent_weights(frames: torch.Tensor, reference: torch.Tensor, latent_s
     [0, 1]), 1 elsewhere. Where the character moved is a small part of a frame (about a tenth on
     the synthetic clips) and the part a reference cannot give, so it is what the model must learn
     from the driving images."""
-    moved = (frames - reference[:, :, None]).abs().amax(dim=1) > MOVED_LEVELS / 255  # [B, T, H, W]
+    # In whole levels, as `evaluate` counts them on uint8 frames: a float threshold of 24/255 would
+    # count some differences of exactly 24 levels by rounding.
+    levels = (frames - reference[:, :, None]).abs().mul_(255).round_()
+    moved = levels.amax(dim=1) > MOVED_LEVELS  # [B, T, H, W]
     b, t, height, width = moved.shape
     cells = F.adaptive_max_pool2d(moved.view(b * t, 1, height, width).float(), latent_size)
     return (1 + extra * cells).view(b, t, 1, *latent_size).transpose(1, 2)
