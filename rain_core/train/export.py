@@ -245,7 +245,7 @@ def render_card(card: ModelCard) -> str:
             f"| this model, driving blanked | {e['baseline_blank_driving_psnr']:.2f} | "
             f"{e['baseline_blank_driving_ssim']:.3f} | {_figure(e, 'baseline_blank_driving_moved_psnr')} |",
             f"| the codec alone on the true frames (a ceiling) | {_figure(e, 'codec_psnr')} | "
-            f"{_figure(e, 'codec_ssim', 3)} | - |",
+            f"{_figure(e, 'codec_ssim', 3)} | {_figure(e, 'codec_moved_psnr')} |",
         ]
         if before is not None and before.evaluation:
             b = before.evaluation

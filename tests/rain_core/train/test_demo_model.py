@@ -65,6 +65,7 @@ def test_bundled_demo_model_follows_the_driving_images(demo_components):
     assert result.clips_above_blank_driving == result.clips
     # The codec alone on the true frames bounds what the UNet can reach through it.
     assert result.codec_psnr > result.psnr and result.codec_ssim > result.ssim
+    assert result.codec_moved_psnr > result.moved_psnr
 
 
 def test_bundled_codec_keeps_a_held_out_clip_sharper_than_the_reference_repeated(demo_components):
