@@ -82,6 +82,8 @@ def add_fast_path_options(parser: argparse.ArgumentParser) -> None:
                        help="run the codec in channels-last (NHWC) memory")
     paths.add_argument("--decode-thread", action=argparse.BooleanOptionalAction, default=None,
                        help="decode frames on a thread of their own while the next call runs (CPU)")
+    paths.add_argument("--bfloat16-decoder", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the codec's decoder in bfloat16 (CPU; on by default with bfloat16 instructions)")
     paths.add_argument("--attention", choices=["merged", "concat"], default=None,
                        help="reference attention: one shared reference K/V merged by log-sum-exp, "
                             "or the reference's tokens concatenated to every frame's")
@@ -102,6 +104,7 @@ def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
     return choose_fast_paths(
         device, compile=switch(args.compile) or "auto", cuda_graphs=switch(args.cuda_graphs) or "auto",
         channels_last=switch(args.channels_last) or "auto", decode_thread=switch(args.decode_thread) or "auto",
+        bfloat16_decoder=switch(args.bfloat16_decoder) or "auto",
         merged_reference_attention=args.attention != "concat",
     )
 

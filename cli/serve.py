@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "CUDA_GRAPHS": switch(args.cuda_graphs),
         "CHANNELS_LAST": switch(args.channels_last),
         "DECODE_THREAD": switch(args.decode_thread),
+        "BFLOAT16_DECODER": switch(args.bfloat16_decoder),
         "REFERENCE_ATTENTION": args.attention,
         "LOG_LEVEL": "DEBUG" if args.verbose else None,
         "RAY": True if args.ray is not None else None,

@@ -3,7 +3,8 @@
 Usage: PYTHONPATH=<checkout> python scripts/call_bench.py PROFILE SIZE CALLS [VARIANT]
 (SIZE 0: the profile's own). Random weights, 2 torch threads (`BENCH_THREADS`), fixed seeds, the
 CPU's default fast paths but the decode thread; VARIANT joins with `+` any of `compile`, `nchw`
-(without the channels-last codec) and `thread` (with the decode thread, stepping with
+(without the channels-last codec), `f32` (the decoder in float32 where the CPU would run it in
+bfloat16) and `thread` (with the decode thread, stepping with
 `StreamEngine.submit` as the server does: a call then lasts until the next can start). Runs on
 code from before the fast paths too, which then simply run eager.
 """
@@ -28,8 +29,8 @@ def main() -> None:
     profile, size, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     variant = sys.argv[4] if len(sys.argv) > 4 else ""
     words = set(variant.split("+")) - {""}
-    if words - {"compile", "nchw", "thread"}:
-        raise SystemExit(f"unknown variant {variant!r}: join compile, nchw and thread with +")
+    if words - {"compile", "nchw", "f32", "thread"}:
+        raise SystemExit(f"unknown variant {variant!r}: join compile, nchw, f32 and thread with +")
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     config = profile_config(profile, height=size, width=size) if size else profile_config(profile)
     components = RainComponents.random(config, seed=0)
@@ -40,6 +41,8 @@ def main() -> None:
                                     decode_thread="thread" in words)
         if "nchw" in words:
             paths = dataclasses.replace(paths, channels_last=False)
+        if "f32" in words:
+            paths = dataclasses.replace(paths, bfloat16_decoder=False)
         model = prepare_model(components, paths, progress=False)
     except ImportError:  # the code before the fast paths
         model = QueueModel(components)

@@ -61,6 +61,7 @@ def prepare_served_model(components: RainComponents, settings: Settings) -> Queu
     device = components.config.torch_device
     paths = choose_fast_paths(device, compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
                               channels_last=settings.CHANNELS_LAST, decode_thread=settings.DECODE_THREAD,
+                              bfloat16_decoder=settings.BFLOAT16_DECODER,
                               merged_reference_attention=settings.REFERENCE_ATTENTION == "merged")
     batch_sizes = range(1, settings.MAX_BATCH + 1) if device.type == "cuda" else (1,)
     return prepare_model(components, paths, batch_sizes=batch_sizes, progress=True)

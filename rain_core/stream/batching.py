@@ -96,7 +96,7 @@ class Batcher:
         config = model.config
         # Not the model itself: the batcher is kept in a weak mapping keyed by it.
         self.per_group = model.per_group
-        self.device, self.dtype = model.device, model.dtype
+        self.device, self.dtype, self.decoder_dtype = model.device, model.dtype, model.decoder_dtype
         self._sizes = {
             "driving": (3, config.frames_per_group, (config.height, config.width)),
             "latents": (config.unet.in_channels, config.queue_length, (config.latent_height, config.latent_width)),
@@ -178,14 +178,14 @@ class Batcher:
         if batch <= self._capacity:
             return
 
-        def storage(elements: int) -> torch.Tensor:
-            return torch.empty(batch * elements, device=self.device, dtype=self.dtype)
+        def storage(elements: int, dtype: torch.dtype = self.dtype) -> torch.Tensor:
+            return torch.empty(batch * elements, device=self.device, dtype=dtype)
 
         for name, (channels, frames, size) in self._sizes.items():
             self._storage[name] = storage(channels * frames * math.prod(size))
         channels, frames, size = self._sizes["latents"]
         self._storage["noise"] = storage(channels * frames * math.prod(size))
-        self._memory_storage = [storage(math.prod(shape[1:])) for shape in self._memory_shapes]
+        self._memory_storage = [storage(math.prod(shape[1:]), self.decoder_dtype) for shape in self._memory_shapes]
         self._capacity = batch
 
     def _frame_major(self, name: str, batch: int, frames: int) -> torch.Tensor:

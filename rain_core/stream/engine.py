@@ -124,6 +124,9 @@ class QueueModel:
         # The queue runs in the dtype its networks were placed in: the config's, unless a caller
         # cast the components (tests run them in float64 to compare exactly).
         self.dtype = next(components.denoising_unet.parameters()).dtype
+        # The codec's decoder may run in a dtype of its own (`FastPaths.bfloat16_decoder`): its memory
+        # and reference are kept in it, its frames come back in the queue's dtype.
+        self.decoder_dtype = next(components.decoder.decoder.parameters()).dtype
         self.per_group = config.frames_per_group
         self.timesteps = components.scheduler.frame_timesteps(config.num_inference_steps, config.frames_per_group).to(
             self.device
@@ -162,8 +165,8 @@ class QueueModel:
         if encoding.pixels is None:
             raise ValueError("this model's decoder needs the reference image: the encoding has no pixels")
         return (
-            encoding.pixels.to(device=self.device, dtype=self.dtype),
-            encoding.latents.to(device=self.device, dtype=self.dtype),
+            encoding.pixels.to(device=self.device, dtype=self.decoder_dtype),
+            encoding.latents.to(device=self.device, dtype=self.decoder_dtype),
         )
 
     @torch.inference_mode()
@@ -228,8 +231,9 @@ class QueueModel:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """[B, C, P, h, w] clean latents -> frames [B, P, 3, H, W] clamped to [0, 1], new memory.
         `reference`: the conditioning's `decoder_reference`, for a decoder that uses it."""
-        frames, memory = self.components.decoder.decode_stream(latents.transpose(1, 2), memory, reference)
-        return frames.clamp_(0, 1), memory
+        latents = latents.transpose(1, 2).to(self.decoder_dtype)
+        frames, memory = self.components.decoder.decode_stream(latents, memory, reference)
+        return frames.to(self.dtype).clamp_(0, 1), memory
 
     def _decode_into(
         self, latents: torch.Tensor, memory: Sequence[torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor] | None
@@ -282,7 +286,9 @@ class StreamEngine:
         # Noise is drawn into contiguous memory, where a seeded draw gives the numbers `torch.randn`
         # gives (the same stream as before); shapes of up to G*P frames are views of one buffer.
         self._noise = torch.empty(channels * g * p * h * w, device=device, dtype=dtype)
-        self._memory = self.model.components.decoder.initial_memory(1, h, w, device=device, dtype=dtype)
+        self._memory = self.model.components.decoder.initial_memory(
+            1, h, w, device=device, dtype=self.model.decoder_dtype
+        )
         self._upload = DrivingUpload(p, config.height, config.width, device=device, dtype=dtype)
         self._conditioning: Conditioning | None = None
         # The last deferred decode of this stream, which may still be reading and writing `_memory`.

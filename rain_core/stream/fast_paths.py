@@ -50,6 +50,9 @@ class FastPaths:
     # Decode each call's finished frames on a thread of their own while the next call's UNet runs
     # (CPU; `rain_core.stream.decode_thread`): for callers that step with `StreamEngine.submit`.
     decode_thread: bool = False
+    # The codec's decoder in bfloat16 (CPU; the rest of the model stays in its dtype): its full-resolution
+    # convolutions are compute-bound, and a CPU with bfloat16 instructions runs them about twice as fast.
+    bfloat16_decoder: bool = False
     # Why a path asked for does not run (set on `QueueModel.fast_paths` by `prepare_model`).
     notes: tuple[str, ...] = ()
 
@@ -70,13 +73,22 @@ def default_torch_threads(device: torch.device) -> int | None:
     return max(1, available_cores() - 1)
 
 
+def has_bfloat16_instructions() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX), where oneDNN's bfloat16
+    convolutions beat float32; elsewhere it converts to float32 and back, which is slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def default_fast_paths(device: torch.device) -> FastPaths:
     """The paths measured faster on this kind of device.
 
     CPU: the codec in channels-last memory (the demo's decoder 33 -> 23 ms per call at one thread),
     and the decode thread when torch's threads leave as many cores free as they use (the server's
     one thread of 2 cores: the demo's steady call 137 -> 106-115 ms); with fewer cores to spare its
-    threads would only compete with torch's, which is not measured.
+    threads would only compete with torch's, which is not measured. The decoder in bfloat16 where
+    the CPU has bfloat16 instructions (on an AVX-512 BF16 EPYC the tiny fixture's decoder 75 -> 37 ms
+    a call at 2 threads, the demo's 19 -> 9 ms).
     Compiling makes the demo model's steady call 1.6-1.8x faster at one thread (v3: 132-166 -> 80-100
     ms, 20-25 fps) but costs 3.6 minutes of compilation at the first start on 2 cores (about 30 s at
     later starts, from the disk cache), and every test or tool that starts a model would pay it: it
@@ -85,7 +97,8 @@ def default_fast_paths(device: torch.device) -> FastPaths:
     """
     if device.type == "cuda":
         return FastPaths(compile=True, cuda_graphs=True)
-    return FastPaths(channels_last=True, decode_thread=2 * torch.get_num_threads() <= available_cores())
+    return FastPaths(channels_last=True, decode_thread=2 * torch.get_num_threads() <= available_cores(),
+                     bfloat16_decoder=has_bfloat16_instructions())
 
 
 # How a setting or option asks for a path: the device's default, or forced on or off.
@@ -95,13 +108,16 @@ SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
 
 def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_graphs: Switch = "auto",
                       channels_last: Switch = "auto", decode_thread: Switch = "auto",
-                      merged_reference_attention: bool = True) -> FastPaths:
+                      bfloat16_decoder: Switch = "auto", merged_reference_attention: bool = True) -> FastPaths:
     """The device's default paths with those switched on or off explicitly; CUDA graphs asked
-    for on another device, or the decode thread on a GPU, are a `ConfigError` (not silently skipped)."""
+    for on another device, or the decode thread or bfloat16 decoder on a GPU, are a `ConfigError`
+    (not silently skipped)."""
     if cuda_graphs == "on" and device.type != "cuda":
         raise ConfigError(f"CUDA graphs need a CUDA device, not {device}")
     if decode_thread == "on" and device.type != "cpu":
         raise ConfigError(f"the decode thread is a CPU path (a {device} call runs behind the host already)")
+    if bfloat16_decoder == "on" and device.type != "cpu":
+        raise ConfigError(f"the bfloat16 decoder is a CPU path (choose the {device} model's dtype with --dtype)")
     default = default_fast_paths(device)
     return FastPaths(
         merged_reference_attention=merged_reference_attention,
@@ -109,6 +125,7 @@ def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_gr
         cuda_graphs=default.cuda_graphs if cuda_graphs == "auto" else cuda_graphs == "on",
         channels_last=default.channels_last if channels_last == "auto" else channels_last == "on",
         decode_thread=default.decode_thread if decode_thread == "auto" else decode_thread == "on",
+        bfloat16_decoder=default.bfloat16_decoder if bfloat16_decoder == "auto" else bfloat16_decoder == "on",
     )
 
 
@@ -118,7 +135,9 @@ def default_dtype(device: torch.device) -> str:
     float16 on CUDA (the official model's precision). float32 on CPUs: on an AMX Xeon the demo model
     was slower in bfloat16 (6.1 against 7.3 fps, issue #14), its time going into many small
     operations rather than matrix products; on this project's 2-core AMD EPYC (avx512_bf16, no AMX)
-    the comparison is still to be measured.
+    it was level with float32 (demo 187 ms a call, tiny 180 ms). The decoder alone, whose
+    full-resolution convolutions are compute-bound, does run twice as fast in bfloat16 on such CPUs:
+    that is `FastPaths.bfloat16_decoder`, with the rest of the model in float32.
     """
     return "float16" if device.type == "cuda" else "float32"
 
@@ -165,6 +184,17 @@ def prepare_model(
         decode_thread = False
         notes.append(f"decode_thread: a CPU path, the model runs on {device}")
 
+    bfloat16_decoder = paths.bfloat16_decoder
+    decoder_dtype = next(components.decoder.decoder.parameters()).dtype
+    if bfloat16_decoder and device.type != "cpu":
+        bfloat16_decoder = False
+        notes.append(f"bfloat16_decoder: a CPU path, the model runs on {device}")
+    elif bfloat16_decoder and decoder_dtype != torch.float32:
+        bfloat16_decoder = False
+        notes.append(f"bfloat16_decoder: for a float32 model, this one's decoder runs in {decoder_dtype}")
+    if bfloat16_decoder:
+        for module in components.decoder.decoding_modules():
+            module.to(torch.bfloat16)
     if paths.channels_last:
         # The weights' layout is enough: a convolution with channels-last weights gives channels-last
         # output, which every later operation of the decoder keeps (its frames then leave as HWC for
@@ -185,7 +215,8 @@ def prepare_model(
         model.decode_thread = DecodeThread()
     model.fast_paths = FastPaths(  # type: ignore[attr-defined]
         merged_reference_attention=merged, compile=paths.compile, cuda_graphs=graphs,
-        channels_last=paths.channels_last, decode_thread=decode_thread, notes=tuple(notes),
+        channels_last=paths.channels_last, decode_thread=decode_thread, bfloat16_decoder=bfloat16_decoder,
+        notes=tuple(notes),
     )
     if paths.compile or graphs:
         warm_up(model, batch_sizes, progress=progress)

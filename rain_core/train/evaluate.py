@@ -43,7 +43,9 @@ def codec_reconstruction(model: QueueModel, frames: np.ndarray, reference: np.nd
     decoder, P frames a call with the decoder memory carried, as a stream decodes them (with the
     clip's reference image [H, W, 3] for a decoder that uses it)."""
     latents = model.encode_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255))
-    memory = model.components.decoder.initial_memory(1, *latents.shape[-2:], device=model.device, dtype=model.dtype)
+    memory = model.components.decoder.initial_memory(
+        1, *latents.shape[-2:], device=model.device, dtype=model.decoder_dtype
+    )
     decoder_reference = model.decoder_reference(model.encode_reference(reference))
     decoded = []
     for start in range(0, len(latents), model.per_group):

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     CUDA_GRAPHS: Literal["auto", "on", "off"] = "auto"
     CHANNELS_LAST: Literal["auto", "on", "off"] = "auto"
     DECODE_THREAD: Literal["auto", "on", "off"] = "auto"
+    BFLOAT16_DECODER: Literal["auto", "on", "off"] = "auto"
     # Reference attention: one shared reference K/V merged by log-sum-exp, or per-frame copies.
     REFERENCE_ATTENTION: Literal["merged", "concat"] = "merged"
     GROUPS: int | None = Field(None, ge=1)

@@ -10,8 +10,14 @@ import torch
 from rain_core.config import TAESDVConfig, UNetConfig, tiny_config
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import StreamEngine
-from rain_core.stream.fast_paths import FastPaths, default_dtype, default_fast_paths, prepare_model
-from tests.helpers import random_driving, relative_error
+from rain_core.stream.fast_paths import (
+    FastPaths,
+    default_dtype,
+    default_fast_paths,
+    has_bfloat16_instructions,
+    prepare_model,
+)
+from tests.helpers import BFLOAT16_DECODER_MAX, BFLOAT16_DECODER_MEAN, random_driving, relative_error
 
 # Compiled float32 against eager float32, per output frame batch (relative L2): inductor fuses
 # and reorders reductions (GroupNorm, softmax, convolutions), and the queue carries each call's
@@ -40,6 +46,14 @@ def _compile_test_config():
     )
 
 
+def _gated(config):
+    """`config` with the demo's codec: it encodes the references too, and its decoder reads them."""
+    return config.with_overrides(
+        taesdv=TAESDVConfig(channels=16, blocks_per_stage=1, patch_path=True, reference_gate=True),
+        reference_encoder="taesdv",
+    )
+
+
 def _stream(model, reference, calls: int) -> list[torch.Tensor]:
     config = model.config
     engine = StreamEngine(model, seed=7)
@@ -55,23 +69,37 @@ def _assert_streams_close(actual, expected, rtol: float) -> None:
         assert error < rtol, f"output {i}: relative L2 error {error:.2e} >= {rtol:.0e}"
 
 
+def _assert_bfloat16_decoder_close(actual, expected) -> None:
+    """Frames of a bfloat16 decoder against the float32 decoder's, within that path's stated tolerance."""
+    assert len(actual) == len(expected) > 0
+    for i, (frames, want) in enumerate(zip(actual, expected, strict=True)):
+        assert frames.dtype == torch.float32
+        difference = (frames - want).abs()
+        assert difference.mean() < BFLOAT16_DECODER_MEAN, f"output {i}: mean difference {difference.mean():.2e}"
+        assert difference.max() < BFLOAT16_DECODER_MAX, f"output {i}: largest difference {difference.max():.2e}"
+
+
 @pytest.fixture(scope="module")
 def eager_frames(reference_images):
     model = prepare_model(RainComponents.random(tiny_config(), seed=3), FastPaths())
     return _stream(model, reference_images[0], tiny_config().noise_groups + STEADY_CALLS)
 
 
-def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bfloat16_decoder", [False, True], ids=["float32", "bfloat16-decoder"])
+def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch, bfloat16_decoder):
     # A fresh cache: the test compiles, as a first start does.
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     config = _compile_test_config()
     eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
     expected = _stream(eager, reference_images[0], config.noise_groups + STEADY_CALLS)
     # As `--compile` runs on a CPU: compiled, with the CPU's channels-last codec and decode thread
-    # (the server's worker steps with `submit`, which decodes there).
-    paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile=True, decode_thread=True)
+    # (the server's worker steps with `submit`, which decodes there), and its decoder in float32 or,
+    # as on a CPU with bfloat16 instructions, in bfloat16.
+    paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile=True, decode_thread=True,
+                                bfloat16_decoder=bfloat16_decoder)
     model = prepare_model(RainComponents.random(config, seed=3), paths, progress=False)
     assert model.fast_paths.compile and model.fast_paths.channels_last and model.fast_paths.decode_thread
+    assert model.fast_paths.bfloat16_decoder == bfloat16_decoder
     engine = StreamEngine(model, seed=7)
     engine.set_reference(reference_images[0])
     drivings = random_driving(config, config.noise_groups + STEADY_CALLS, seed=1)
@@ -81,17 +109,18 @@ def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch):
         outputs += [engine.submit(d) for d in drivings[config.noise_groups - 1 :]]
         engine.settle_decoding()
     outputs = [o if o is None or isinstance(o, torch.Tensor) else o.result() for o in outputs]
-    _assert_streams_close([o for o in outputs if o is not None], expected, COMPILED_RTOL)
+    frames = [o for o in outputs if o is not None]
+    if bfloat16_decoder:
+        _assert_bfloat16_decoder_close(frames, expected)
+    else:
+        _assert_streams_close(frames, expected, COMPILED_RTOL)
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
 def test_channels_last_codec_stream_equals_eager(reference_images, gated):
     config = _compile_test_config()
-    if gated:  # the demo's codec: it encodes the references too, and its decoder reads them
-        config = config.with_overrides(
-            taesdv=TAESDVConfig(channels=16, blocks_per_stage=1, patch_path=True, reference_gate=True),
-            reference_encoder="taesdv",
-        )
+    if gated:
+        config = _gated(config)
     eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
     expected = _stream(eager, reference_images[0], config.noise_groups + STEADY_CALLS)
     model = prepare_model(RainComponents.random(config, seed=3), FastPaths(channels_last=True))
@@ -135,11 +164,8 @@ def test_decode_thread_gives_the_frames_of_decoding_in_turn(reference_images, ga
     from rain_core.stream.decode_thread import PendingFrames
 
     config = _compile_test_config()
-    if gated:  # the demo's codec, whose decoder reads the reference the frames were made with
-        config = config.with_overrides(
-            taesdv=TAESDVConfig(channels=16, blocks_per_stage=1, patch_path=True, reference_gate=True),
-            reference_encoder="taesdv",
-        )
+    if gated:
+        config = _gated(config)
     references = reference_images[:2]
     drivings = random_driving(config, 4 * config.noise_groups + 12, seed=1)
     eager = prepare_model(RainComponents.random(config, seed=3), FastPaths())
@@ -164,9 +190,29 @@ def test_bfloat16_stream_is_close_to_float32(reference_images, eager_frames):
     _assert_streams_close(frames, eager_frames, BFLOAT16_RTOL)
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_bfloat16_decoder_is_close_to_float32(reference_images, gated):
+    config = _gated(_compile_test_config()) if gated else _compile_test_config()
+    calls = config.noise_groups + STEADY_CALLS
+    expected = _stream(prepare_model(RainComponents.random(config, seed=3), FastPaths()), reference_images[0], calls)
+    paths = FastPaths(channels_last=True, bfloat16_decoder=True)
+    model = prepare_model(RainComponents.random(config, seed=3), paths)
+    assert model.fast_paths.bfloat16_decoder and model.decoder_dtype == torch.bfloat16
+    # Only the decoder: the UNet and the reference encoder keep the model's float32.
+    assert model.dtype == torch.float32 and next(model.components.decoder.encoder.parameters()).dtype == torch.float32
+    _assert_bfloat16_decoder_close(_stream(model, reference_images[0], calls), expected)
+    # Its bfloat16 memory passes from decode to decode on the decode thread as in turn.
+    drivings = random_driving(config, 4 * config.noise_groups + 12, seed=1)
+    in_turn = _decode_thread_script(model, reference_images[:2], drivings, defer=False)
+    threaded = prepare_model(RainComponents.random(config, seed=3), dataclasses.replace(paths, decode_thread=True))
+    deferred = _decode_thread_script(threaded, reference_images[:2], drivings, defer=True)
+    _assert_streams_close(deferred, in_turn, CHANNELS_LAST_RTOL)
+
+
 def test_cpu_defaults_and_paths_that_cannot_run_say_why():
     cpu = torch.device("cpu")
     assert not default_fast_paths(cpu).cuda_graphs and default_fast_paths(cpu).channels_last
+    assert default_fast_paths(cpu).bfloat16_decoder == has_bfloat16_instructions()
     assert default_dtype(cpu) == "float32"
     cuda = torch.device("cuda")
     assert default_fast_paths(cuda).cuda_graphs and default_fast_paths(cuda).compile
@@ -175,6 +221,11 @@ def test_cpu_defaults_and_paths_that_cannot_run_say_why():
     model = prepare_model(RainComponents.random(tiny_config(), seed=3), FastPaths(cuda_graphs=True))
     assert not model.fast_paths.cuda_graphs
     assert any(note.startswith("cuda_graphs") for note in model.fast_paths.notes)
+    # A model that is not float32 keeps its decoder's dtype, and says so.
+    components = RainComponents.random(tiny_config(), seed=3).to("cpu", torch.float64)
+    model = prepare_model(components, FastPaths(bfloat16_decoder=True))
+    assert not model.fast_paths.bfloat16_decoder and model.decoder_dtype == torch.float64
+    assert any(note.startswith("bfloat16_decoder") for note in model.fast_paths.notes)
 
 
 def test_batch_sizes_must_be_positive():

@@ -23,7 +23,7 @@ from rain_core.weights.loading import load_components
 from rain_core.weights.profiles import DEMO_CHARACTER, DEMO_WEIGHTS_DIR, resolve_profile, runtime_config
 from tests.avatar_client import WebcamClient, eventually
 from tests.conftest import start_live_server, stop_live_server
-from tests.helpers import assert_animates_the_demo_character
+from tests.helpers import BFLOAT16_DECODER_MAX, BFLOAT16_DECODER_MEAN, assert_animates_the_demo_character
 
 
 def test_bundled_demo_model_is_complete_small_and_the_default():
@@ -83,6 +83,24 @@ def test_bundled_codec_keeps_a_held_out_clip_sharper_than_the_reference_repeated
     mask = moved_mask(truth, reference)
     moved = [psnr_from_error(*masked_squared_error(frames, truth, mask)) for frames in (decoded, static)]
     assert moved[0] > moved[1] + 4
+
+
+def test_bundled_model_with_the_bfloat16_decoder_draws_what_float32_draws():
+    """Where the CPU has bfloat16 instructions, serve decodes the demo's frames in bfloat16 by default:
+    on a held-out clip its frames stay within the path's stated tolerance of the float32 decoder's."""
+    from rain_core.stream.fast_paths import FastPaths, prepare_model
+    from rain_core.train.evaluate import animate_clip
+
+    profile, directory = resolve_profile("demo", None)
+    config = runtime_config(profile, device="cpu", dtype="float32")
+    _, driving, reference = SyntheticClips(config, frames=2 * config.queue_length, split="val").clip(0)
+    frames = []
+    for paths in (FastPaths(channels_last=True), FastPaths(channels_last=True, bfloat16_decoder=True)):
+        model = prepare_model(load_components(config, directory), paths)
+        assert model.fast_paths.bfloat16_decoder == paths.bfloat16_decoder
+        frames.append(animate_clip(model, driving, reference, seed=0).astype(np.float32) / 255)
+    difference = np.abs(frames[1] - frames[0])
+    assert difference.mean() < BFLOAT16_DECODER_MEAN and difference.max() < BFLOAT16_DECODER_MAX
 
 
 async def test_bare_serve_animates_the_sample_character(tmp_path):

@@ -89,6 +89,11 @@ def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
         choose_fast_paths(torch.device("cpu"), cuda_graphs="on")
     with pytest.raises(ConfigError, match="decode thread is a CPU path"):
         choose_fast_paths(torch.device("cuda"), decode_thread="on")
+    with pytest.raises(ConfigError, match="bfloat16 decoder is a CPU path"):
+        choose_fast_paths(torch.device("cuda"), bfloat16_decoder="on")
+    monkeypatch.setenv("RAIN_BFLOAT16_DECODER", "off")
+    switch = tiny_settings().BFLOAT16_DECODER
+    assert switch == "off" and not choose_fast_paths(torch.device("cpu"), bfloat16_decoder=switch).bfloat16_decoder
     monkeypatch.setenv("RAIN_DECODE_THREAD", "sometimes")
     with pytest.raises(ValidationError, match="DECODE_THREAD"):
         tiny_settings()
