@@ -4,7 +4,7 @@ Usage: PYTHONPATH=<checkout> python scripts/call_bench.py PROFILE SIZE CALLS [VA
 (SIZE 0: the profile's own). Random weights, 2 torch threads (`BENCH_THREADS`), fixed seeds, the
 CPU's default fast paths but the decode thread; VARIANT joins with `+` any of `compile`, `nchw`
 (without the channels-last codec), `f32` (the decoder in float32 where the CPU would run it in
-bfloat16) and `thread` (with the decode thread, stepping with
+bfloat16), `bf16` (the whole model in bfloat16) and `thread` (with the decode thread, stepping with
 `StreamEngine.submit` as the server does: a call then lasts until the next can start). Runs on
 code from before the fast paths too, which then simply run eager.
 """
@@ -29,10 +29,11 @@ def main() -> None:
     profile, size, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     variant = sys.argv[4] if len(sys.argv) > 4 else ""
     words = set(variant.split("+")) - {""}
-    if words - {"compile", "nchw", "f32", "thread"}:
-        raise SystemExit(f"unknown variant {variant!r}: join compile, nchw, f32 and thread with +")
+    if words - {"compile", "nchw", "f32", "bf16", "thread"}:
+        raise SystemExit(f"unknown variant {variant!r}: join compile, nchw, f32, bf16 and thread with +")
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    config = profile_config(profile, height=size, width=size) if size else profile_config(profile)
+    sizes = {"height": size, "width": size} if size else {}
+    config = profile_config(profile, **sizes, **({"dtype": "bfloat16"} if "bf16" in words else {}))
     components = RainComponents.random(config, seed=0)
     try:
         from rain_core.stream.fast_paths import default_fast_paths, prepare_model

@@ -184,8 +184,10 @@ class TemporalAttention(Attention):
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
         batch_frames, tokens, channels = hidden_states.shape
         batch = batch_frames // num_frames
+        # Dense rows for the projections (as in `TemporalTransformer`): for one stream `reshape`
+        # would return a strided view here, where for several it copies anyway.
         x = hidden_states.view(batch, num_frames, tokens, channels).transpose(1, 2)
-        x = x.reshape(batch * tokens, num_frames, channels)
+        x = x.contiguous().view(batch * tokens, num_frames, channels)
         if self.pos_encoder is not None:
             if num_frames > self.pos_encoder.pe.shape[1]:
                 raise ValueError(
@@ -195,7 +197,7 @@ class TemporalAttention(Attention):
             x = self.pos_encoder(x)
         x = super().forward(x)
         x = x.view(batch, tokens, num_frames, channels).transpose(1, 2)
-        return x.reshape(batch_frames, tokens, channels)
+        return x.contiguous().view(batch_frames, tokens, channels)
 
 
 def reference_blocks(unet: nn.Module) -> Iterator[tuple[str, BasicTransformerBlock]]:

@@ -48,7 +48,9 @@ class TemporalTransformer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
         batch_frames, channels, height, width = hidden_states.shape
         residual = hidden_states
-        x = self.norm(hidden_states).permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)
+        # Dense token rows: on a strided view matmul cannot fold the batch into one product and runs
+        # a batched one with the weight expanded per frame (copied, in bfloat16 on a CPU).
+        x = self.norm(hidden_states).permute(0, 2, 3, 1).contiguous().view(batch_frames, height * width, channels)
         x = self.proj_in(x)
         for block in self.transformer_blocks:
             x = block(x, num_frames)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from rain_core.config import tiny_config
+from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8
 from rain_core.stream.reference_encoder import ReferenceImageError, as_rgb_image
 from tests.helpers import random_driving, relative_error, stream_alone
@@ -174,3 +176,23 @@ def test_steady_calls_run_on_the_streams_own_buffers(tiny_model, reference_image
         assert [m.data_ptr() for m in call.decoder_memory] == [m.data_ptr() for m in engine._memory]
         assert engine.advance(tiny_model.run(call)) is not None
         assert _buffer_addresses(engine) == addresses
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_a_streaming_call_projects_tokens_in_single_matrix_products(reference_images, dtype):
+    """Every linear layer of a call gets dense rows, so matmul folds the frames into one product.
+    A strided view would make it expand the weight once per frame (or spatial position) into a
+    batched product instead, which on a CPU in bfloat16 copies that expanded weight: at official
+    widths, 9 of a call's 26 seconds."""
+    from torch.profiler import profile
+
+    config = tiny_config(dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
+    engine = StreamEngine(RainComponents.random(config, seed=3), seed=0)
+    engine.set_reference(reference_images[0])
+    drivings = random_driving(config, config.noise_groups + 1, seed=1)
+    for driving in drivings[:-1]:
+        engine.step(driving)
+    with profile() as recorded:
+        assert engine.step(drivings[-1]) is not None
+    batched = [event.key for event in recorded.key_averages() if event.key in ("aten::bmm", "aten::baddbmm")]
+    assert not batched, "a projection ran as a batched product over an expanded weight"
