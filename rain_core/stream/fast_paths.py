@@ -129,17 +129,24 @@ def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_gr
     )
 
 
-def default_dtype(device: torch.device) -> str:
-    """The dtype a model runs in when none is named.
+# The profile whose time goes into large products: on a CPU with bfloat16 instructions it runs in bfloat16.
+LARGE_PRODUCT_PROFILES = frozenset({"official"})
 
-    float16 on CUDA (the official model's precision). float32 on CPUs: on an AMX Xeon the demo model
-    was slower in bfloat16 (6.1 against 7.3 fps, issue #14), its time going into many small
-    operations rather than matrix products; on this project's 2-core AMD EPYC (avx512_bf16, no AMX)
-    it was level with float32 (demo 187 ms a call, tiny 180 ms). The decoder alone, whose
-    full-resolution convolutions are compute-bound, does run twice as fast in bfloat16 on such CPUs:
-    that is `FastPaths.bfloat16_decoder`, with the rest of the model in float32.
+
+def default_dtype(device: torch.device, profile: str | None = None) -> str:
+    """The dtype a model of `profile` runs in when none is named.
+
+    float16 on CUDA (the official model's precision). On a CPU with bfloat16 instructions the
+    official widths run in bfloat16: their time is large convolutions and products, which run at
+    about twice float32's rate there (one call at 256x256 on the 2-core AVX-512 BF16 EPYC: 15.5-16.3 s
+    against 28.1 s). Smaller models stay float32 on every CPU: their time goes into many small
+    operations, and bfloat16 was slower (the demo model 14.0-14.3 fps against 16.4-17.0 on that
+    EPYC; 6.1 against 7.3 fps on an AMX Xeon, issue #14). Their decoder alone, compute-bound at full
+    resolution, does run twice as fast in bfloat16: that is `FastPaths.bfloat16_decoder`.
     """
-    return "float16" if device.type == "cuda" else "float32"
+    if device.type == "cuda":
+        return "float16"
+    return "bfloat16" if profile in LARGE_PRODUCT_PROFILES and has_bfloat16_instructions() else "float32"
 
 
 class CompiledGraphedQueueModel(GraphedQueueModel, CompiledQueueModel):

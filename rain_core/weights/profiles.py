@@ -90,13 +90,13 @@ def resolve_profile(requested: str | None, weights_dir: str | Path | None) -> tu
 def runtime_config(profile: str, *, device: str | None = None, dtype: str | None = None,
                    groups: int | None = None, per_group: int | None = None, seed: int | None = None,
                    size: int | None = None) -> RainConfig:
-    """The profile's configuration on this machine: CUDA and float16 when there is a GPU,
-    else the CPU and float32, unless given; G (and the LCM steps with it), P, the seed and a square
-    frame side (benchmarks of a profile's widths at another size)."""
+    """The profile's configuration on this machine: CUDA and float16 when there is a GPU, else
+    the CPU in the profile's CPU dtype (`default_dtype`), unless given; G (and the LCM steps with
+    it), P, the seed and a square frame side (benchmarks of a profile's widths at another size)."""
     device = device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device}: CUDA is not available on this machine")
-    overrides: dict = {"device": device, "dtype": dtype or default_dtype(torch.device(device))}
+    overrides: dict = {"device": device, "dtype": dtype or default_dtype(torch.device(device), profile)}
     if groups is not None:
         overrides.update(noise_groups=groups, num_inference_steps=groups)
     if per_group is not None:

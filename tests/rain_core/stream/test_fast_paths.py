@@ -213,7 +213,8 @@ def test_cpu_defaults_and_paths_that_cannot_run_say_why():
     cpu = torch.device("cpu")
     assert not default_fast_paths(cpu).cuda_graphs and default_fast_paths(cpu).channels_last
     assert default_fast_paths(cpu).bfloat16_decoder == has_bfloat16_instructions()
-    assert default_dtype(cpu) == "float32"
+    assert default_dtype(cpu) == default_dtype(cpu, "demo") == default_dtype(cpu, "tiny") == "float32"
+    assert default_dtype(cpu, "official") == ("bfloat16" if has_bfloat16_instructions() else "float32")
     cuda = torch.device("cuda")
     assert default_fast_paths(cuda).cuda_graphs and default_fast_paths(cuda).compile
     assert default_dtype(cuda) == "float16"
