@@ -196,10 +196,10 @@ def prepare_model(
     if bfloat16_decoder and device.type != "cpu":
         bfloat16_decoder = False
         notes.append(f"bfloat16_decoder: a CPU path, the model runs on {device}")
-    elif bfloat16_decoder and decoder_dtype != torch.float32:
+    elif bfloat16_decoder and decoder_dtype not in (torch.float32, torch.bfloat16):
         bfloat16_decoder = False
         notes.append(f"bfloat16_decoder: for a float32 model, this one's decoder runs in {decoder_dtype}")
-    if bfloat16_decoder:
+    if bfloat16_decoder and decoder_dtype == torch.float32:
         for module in components.decoder.decoding_modules():
             module.to(torch.bfloat16)
     if paths.channels_last:

@@ -222,7 +222,10 @@ def test_cpu_defaults_and_paths_that_cannot_run_say_why():
     model = prepare_model(RainComponents.random(tiny_config(), seed=3), FastPaths(cuda_graphs=True))
     assert not model.fast_paths.cuda_graphs
     assert any(note.startswith("cuda_graphs") for note in model.fast_paths.notes)
-    # A model that is not float32 keeps its decoder's dtype, and says so.
+    # A bfloat16 model's decoder runs in bfloat16 already; one in another dtype keeps it, and says so.
+    components = RainComponents.random(tiny_config(), seed=3).to("cpu", torch.bfloat16)
+    model = prepare_model(components, FastPaths(bfloat16_decoder=True))
+    assert model.fast_paths.bfloat16_decoder and not model.fast_paths.notes
     components = RainComponents.random(tiny_config(), seed=3).to("cpu", torch.float64)
     model = prepare_model(components, FastPaths(bfloat16_decoder=True))
     assert not model.fast_paths.bfloat16_decoder and model.decoder_dtype == torch.float64
