@@ -207,6 +207,8 @@ class ModelWorker:
                 self._call(job)
         self._hand_over(self._take_landing())
         self._settle_decoding()
+        if model.decode_thread is not None:
+            model.decode_thread.close()
         # Whatever is still queued will never run.
         with self._cond:
             pending, self._jobs = list(self._jobs), deque()

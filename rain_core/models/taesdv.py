@@ -160,6 +160,11 @@ class TAESDV(ModelMixin, ConfigMixin):
         return [m for m in (self.decoder, self.patch_decoder, self.gate_grid, self.gate) if m is not None]
 
     @property
+    def decoding_dtype(self) -> torch.dtype:
+        """The dtype `decode_stream` runs in: the decoding modules' (a fast path may cast them alone)."""
+        return next(self.decoder.parameters()).dtype
+
+    @property
     def uses_reference(self) -> bool:
         """Whether `decode_stream` needs the stream's reference (image and latents)."""
         return self.gate is not None

@@ -126,7 +126,7 @@ class QueueModel:
         self.dtype = next(components.denoising_unet.parameters()).dtype
         # The codec's decoder may run in a dtype of its own (`FastPaths.bfloat16_decoder`): its memory
         # and reference are kept in it, its frames come back in the queue's dtype.
-        self.decoder_dtype = next(components.decoder.decoder.parameters()).dtype
+        self.decoder_dtype = components.decoder.decoding_dtype
         self.per_group = config.frames_per_group
         self.timesteps = components.scheduler.frame_timesteps(config.num_inference_steps, config.frames_per_group).to(
             self.device

@@ -119,13 +119,17 @@ def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_gr
     if bfloat16_decoder == "on" and device.type != "cpu":
         raise ConfigError(f"the bfloat16 decoder is a CPU path (choose the {device} model's dtype with --dtype)")
     default = default_fast_paths(device)
+
+    def chosen(switch: Switch, default_on: bool) -> bool:
+        return default_on if switch == "auto" else switch == "on"
+
     return FastPaths(
         merged_reference_attention=merged_reference_attention,
-        compile=default.compile if compile == "auto" else compile == "on",
-        cuda_graphs=default.cuda_graphs if cuda_graphs == "auto" else cuda_graphs == "on",
-        channels_last=default.channels_last if channels_last == "auto" else channels_last == "on",
-        decode_thread=default.decode_thread if decode_thread == "auto" else decode_thread == "on",
-        bfloat16_decoder=default.bfloat16_decoder if bfloat16_decoder == "auto" else bfloat16_decoder == "on",
+        compile=chosen(compile, default.compile),
+        cuda_graphs=chosen(cuda_graphs, default.cuda_graphs),
+        channels_last=chosen(channels_last, default.channels_last),
+        decode_thread=chosen(decode_thread, default.decode_thread),
+        bfloat16_decoder=chosen(bfloat16_decoder, default.bfloat16_decoder),
     )
 
 
@@ -192,7 +196,7 @@ def prepare_model(
         notes.append(f"decode_thread: a CPU path, the model runs on {device}")
 
     bfloat16_decoder = paths.bfloat16_decoder
-    decoder_dtype = next(components.decoder.decoder.parameters()).dtype
+    decoder_dtype = components.decoder.decoding_dtype
     if bfloat16_decoder and device.type != "cpu":
         bfloat16_decoder = False
         notes.append(f"bfloat16_decoder: a CPU path, the model runs on {device}")

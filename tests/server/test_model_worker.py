@@ -120,7 +120,11 @@ async def test_worker_gives_a_stream_stepped_back_to_back_its_frames(decode_thre
         for out, want in zip(handed, expected, strict=True):
             assert out is None or np.array_equal(out, want)
     finally:
+        model = worker.model
         await worker.stop()
+    if decode_thread == "on":  # the worker's decode thread ends with it
+        with pytest.raises(RuntimeError):
+            model.decode_thread.submit(lambda: None)
 
 
 async def test_worker_reports_a_load_failure(tmp_path) -> None:
