@@ -40,7 +40,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     from rain_core.media.animate import animate
     from rain_core.media.video import VideoReader, load_image
     from rain_core.stream.engine import StreamEngine
-    from rain_core.stream.fast_paths import prepare_model
+    from rain_core.stream.preparation import prepare_model
 
     # Check the inputs before the (slow) model load.
     load_image(args.reference)

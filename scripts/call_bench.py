@@ -36,7 +36,8 @@ def main() -> None:
     config = profile_config(profile, **sizes, **({"dtype": "bfloat16"} if "bf16" in words else {}))
     components = RainComponents.random(config, seed=0)
     try:
-        from rain_core.stream.fast_paths import default_fast_paths, prepare_model
+        from rain_core.stream.fast_paths import default_fast_paths
+        from rain_core.stream.preparation import prepare_model
 
         paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile="compile" in words,
                                     decode_thread="thread" in words)

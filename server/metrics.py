@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -38,5 +43,31 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10), registry=r,
         )
 
+    def watch_fast_paths(self, status: Callable[[], dict[str, Any]]) -> None:
+        """Publish the model's fast paths (`server.model_worker.fast_path_status`), read at each scrape."""
+        self.registry.register(_FastPathCollector(status))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _FastPathCollector(Collector):
+    """The fast paths as gauges: a background preparation and a warm-up check change them after start."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]):
+        self.status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = self.status()
+        on = GaugeMetricFamily("rain_fast_path", "1 when a fast path runs (or is being prepared to)", labels=["path"])
+        dropped = GaugeMetricFamily("rain_fast_path_dropped", "1 when a fast path was switched off at warm-up "
+                                    "(it raised, differed from eager or was slower; /api/health says why)",
+                                    labels=["path"])
+        for name, running in status["paths"].items():
+            on.add_metric([name], float(running))
+            dropped.add_metric([name], float(name in status["dropped"]))
+        ready = GaugeMetricFamily("rain_fast_path_ready_batch_sizes",
+                                  "Batch sizes whose steady call runs compiled or captured")
+        preparation = status["preparation"]
+        ready.add_metric([], float(len(preparation["ready_batch_sizes"]) if preparation else 0))
+        yield from (on, dropped, ready)

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -32,10 +33,12 @@ import torch
 from rain_core.config import RainConfig, default_device
 from rain_core.driving import DrivingSettings
 from rain_core.stream.batching import step_streams
+from rain_core.stream.compiled import CACHE_ENV
 from rain_core.stream.components import RainComponents
 from rain_core.stream.decode_thread import PendingFrames
 from rain_core.stream.engine import QueueModel, StreamEngine
-from rain_core.stream.fast_paths import choose_fast_paths, default_torch_threads, prepare_model
+from rain_core.stream.fast_paths import choose_fast_paths, default_torch_threads
+from rain_core.stream.preparation import prepare_model
 from rain_core.stream.transfer import HostFrames, frames_to_host, frames_to_uint8
 from rain_core.weights.profiles import load_model
 from server.core.config import Settings
@@ -52,19 +55,40 @@ def load_components(settings: Settings) -> RainComponents:
 
 
 def prepare_served_model(components: RainComponents, settings: Settings) -> QueueModel:
-    """The model with the fast paths the settings ask for, compiled and captured before serving.
+    """The model with the fast paths the settings ask for, ready to serve within seconds.
 
+    The cheap paths are applied (and checked, where the device's defaults chose them) at once;
+    compiling and capturing run in the background (`model.preparation`) while the model serves
+    eager, batch size 1 first, each batch size used as soon as it is ready. A path asked for
+    ("on") is prepared for batch size 1 before this returns, so that it fails at start if it fails.
     On CUDA every batch size the worker makes (1..MAX_BATCH) is prepared. On a CPU only single
     streams: a call of several streams there already misses the frame rate, and each batch size
-    would cost minutes of compilation at the first start; batched calls run eager.
+    would cost minutes of compilation on the cores that serve; batched calls run eager.
     """
     device = components.config.torch_device
+    if settings.COMPILE_CACHE_DIR is not None:
+        # Before the first compile: inductor reads it when it opens its cache (and sets triton's beside it).
+        os.environ[CACHE_ENV] = str(settings.COMPILE_CACHE_DIR)
     paths = choose_fast_paths(device, compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
                               channels_last=settings.CHANNELS_LAST, decode_thread=settings.DECODE_THREAD,
                               bfloat16_decoder=settings.BFLOAT16_DECODER,
-                              merged_reference_attention=settings.REFERENCE_ATTENTION == "merged")
+                              merged_reference_attention=settings.REFERENCE_ATTENTION == "merged", serving=True)
     batch_sizes = range(1, settings.MAX_BATCH + 1) if device.type == "cuda" else (1,)
-    return prepare_model(components, paths, batch_sizes=batch_sizes, progress=True)
+    return prepare_model(components, paths, batch_sizes=batch_sizes, progress=True, background=True)
+
+
+def fast_path_status(model: QueueModel) -> dict[str, Any]:
+    """What health and bench report: each path on or off, those dropped at warm-up and why, and how
+    far compiling and capturing have come."""
+    paths = model.fast_paths
+    preparation = getattr(model, "preparation", None)
+    return {
+        "paths": paths.running(),
+        "checked": list(paths.checked),
+        "dropped": list(paths.dropped),
+        "notes": list(paths.notes),
+        "preparation": None if preparation is None else preparation.status(),
+    }
 
 
 @dataclass
@@ -115,6 +139,9 @@ class ModelWorker:
     async def stop(self) -> None:
         if self._thread is None:
             return
+        preparation = getattr(self.model, "preparation", None)
+        if preparation is not None:
+            preparation.cancel()
         with self._cond:
             self._jobs.append(_STOP)
             self._cond.notify()
@@ -180,6 +207,7 @@ class ModelWorker:
                 torch.set_num_threads(threads)
             model = prepare_served_model(load_components(self.settings), self.settings)
             self.model = model
+            self.metrics.watch_fast_paths(functools.partial(fast_path_status, model))
             logger.info("model %s loaded on %s (%s, %d CPU threads, %s) in %.1f s", model.config.name, model.device,
                         model.dtype, torch.get_num_threads(), model.fast_paths, time.perf_counter() - started)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting lifespan

@@ -23,7 +23,7 @@ from rain_core.driving import DrivingSettings
 from rain_core.weights.profiles import sample_character
 from server.core.config import MIN_FPS, Settings
 from server.metrics import Metrics
-from server.model_worker import ModelWorker
+from server.model_worker import ModelWorker, fast_path_status
 from server.references import Reference, ReferenceStore, decode_upload, grey_card, load_reference_file
 from server.rtc.ice import include_loopback, use_port_range
 from server.rtc.sdp import parse_offer
@@ -208,6 +208,7 @@ class Runtime:
             "engines": len(self.worker.engines),
             "viewers": self._registry.viewer_count,
             "references": len(self.references),
+            "fast_paths": fast_path_status(self.worker.model),
             "process": self._process(),
         }
 

@@ -95,6 +95,9 @@ def start_live_server(directory: Path, *, model_args: tuple[str, ...] = RANDOM_T
         "RAIN_ICE_LOOPBACK": "true",  # loopback-only hosts: 127.0.0.1 host candidates
         "RAIN_ICE_SERVERS": "[]",  # no STUN server
         "RAIN_TORCH_THREADS": "1",
+        # A server compiles in the background by default: minutes of both cores under every live test
+        # (tests/server/test_start.py runs the default).
+        "RAIN_COMPILE": "off",
         "RAIN_SILENCE_TIMEOUT": "10",
         "RAIN_LOG_LEVEL": "INFO",
         **env,

@@ -28,7 +28,8 @@ from tqdm import tqdm
 from rain_core.config import RainConfig
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import Conditioning, QueueModel, StreamEngine
-from rain_core.stream.fast_paths import FastPaths, default_fast_paths, prepare_model
+from rain_core.stream.fast_paths import FastPaths, default_fast_paths
+from rain_core.stream.preparation import prepare_model
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,8 @@ from rain_core.config import ConfigError, RainConfig, profile_config
 from rain_core.stream.batching import step_streams
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8
-from rain_core.stream.fast_paths import FastPaths, default_fast_paths, prepare_model
+from rain_core.stream.fast_paths import FastPaths, default_fast_paths
+from rain_core.stream.preparation import prepare_model
 
 # Left of the budget when the steady-memory loop stops: time to write the report and exit.
 _FINISHING_S = 5.0

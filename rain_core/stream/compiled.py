@@ -1,8 +1,9 @@
 """The compiled model: torch.compile (inductor) of the UNet, pose guider and streaming decoder.
 
-Only the steady call is compiled: a full queue (G*P frames) for each batch size the caller names.
-The G-1 calls that fill a new stream's queue have other shapes; they run eager, so that no shape
-but the steady one is ever compiled (a filling call costs one eager call, once per stream).
+Only the steady call is compiled: a full queue (G*P frames) for each batch size the caller names
+(`QueueModel.fast_calls`). The G-1 calls that fill a new stream's queue have other shapes; they run
+the modules eager, so that no shape but the steady one is ever compiled (a filling call costs one
+eager call, once per stream).
 
 Granularity, measured on the demo profile (2 CPU cores, float32, one call; eager 189 ms):
 the whole UNet compiled as one graph 106 ms; each down/mid/up block compiled alone 160 ms; each
@@ -12,22 +13,23 @@ graphs). The UNet is therefore compiled whole; the decoder's `decode_stream` and
 
 Compiled artifacts (inductor's FX graph cache and the AOTAutograd cache, both on by default) go to
 `inductor_cache_dir()`: `$TORCHINDUCTOR_CACHE_DIR` when set, else `~/.cache/rain-avatar/inductor`
-(under `$XDG_CACHE_HOME` when set). A restart then skips inductor's code generation and the C++
-build; tracing the model still runs. Delete that directory to clear the cache.
+(under `$XDG_CACHE_HOME` when set); triton's kernels (CUDA) to `triton/` beside it unless
+`$TRITON_CACHE_DIR` says otherwise. A restart then skips inductor's code generation, the C++
+build and triton's autotuning; tracing the model still runs. Delete that directory to clear it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
 from pathlib import Path
 
 import torch
 
 from rain_core.stream.components import RainComponents
-from rain_core.stream.engine import QueueCall, QueueCallResult, QueueModel
+from rain_core.stream.engine import Networks
 
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+TRITON_CACHE_ENV = "TRITON_CACHE_DIR"
 # Each batch size is one more graph of each compiled network; the worker batches up to
 # MAX_BATCH streams (8 by default), so dynamo's default of 8 graphs per function would be hit.
 RECOMPILE_LIMIT = 64
@@ -48,44 +50,29 @@ def enable_compile_cache() -> Path:
 
     directory = inductor_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    # Inductor reads the variable whenever it opens its cache.
+    # Inductor reads the variable whenever it opens its cache; triton reads its own at its first compile.
     os.environ[CACHE_ENV] = str(directory)
+    os.environ.setdefault(TRITON_CACHE_ENV, str(directory / "triton"))
     inductor_config.fx_graph_cache = True
     functorch_config.enable_autograd_cache = True
     return directory
 
 
-def compile_components(components: RainComponents, *, backend: str = "inductor") -> None:
-    """Compile the networks of a queue call in place (static shapes; compiled lazily at their first call).
+def compiled_networks(components: RainComponents, *, backend: str = "inductor") -> Networks:
+    """The networks of a queue call compiled (static shapes; compiled lazily at their first call).
 
+    The modules stay as they are: eager calls (a filling queue, a batch size not prepared, the check
+    that compares a fast path with eager) run them directly, on any thread, while these compile.
     `backend="eager"` only traces them (dynamo's graphs run as they are): seconds instead of
-    minutes, for dry runs that check that the model still compiles without measuring it."""
+    minutes, for dry runs and tests that check that the model still compiles without measuring it."""
     enable_compile_cache()
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     # Inductor's C++ wrapper (one C++ file per graph) is left off: its single file of a whole UNet
     # kept one compiler process busy for over 7 minutes on 2 cores, where the Python wrapper builds
     # its kernels in parallel and runs the demo's steady call about as fast (115 against 107 ms).
-    components.denoising_unet.compile(dynamic=False, backend=backend)
-    components.pose_guider.compile(dynamic=False, backend=backend)
-    decoder = components.decoder
-    # An instance attribute shadows the method: only this decoder instance runs compiled.
-    decoder.decode_stream = torch.compile(decoder.decode_stream, dynamic=False, backend=backend)
-
-
-class CompiledQueueModel(QueueModel):
-    """A `QueueModel` whose networks were compiled for the full queue at `batch_sizes` streams;
-    every other call (a filling queue, another batch size) runs them eager instead of compiling."""
-
-    def __init__(self, components: RainComponents, batch_sizes: Collection[int]):
-        # Not super(): a subclass may also derive from another QueueModel taking batch sizes.
-        QueueModel.__init__(self, components)
-        self.compiled_batch_sizes = frozenset(batch_sizes)
-
-    def is_compiled_call(self, call: QueueCall) -> bool:
-        return call.latents.shape[2] == self.config.queue_length and call.latents.shape[0] in self.compiled_batch_sizes
-
-    def run(self, call: QueueCall) -> QueueCallResult:
-        if self.is_compiled_call(call):
-            return super().run(call)
-        with torch.compiler.set_stance("force_eager"):
-            return super().run(call)
+    eager = Networks.of(components)
+    return Networks(
+        pose_guider=torch.compile(eager.pose_guider, dynamic=False, backend=backend),
+        denoising_unet=torch.compile(eager.denoising_unet, dynamic=False, backend=backend),
+        decode_stream=torch.compile(eager.decode_stream, dynamic=False, backend=backend),
+    )

@@ -14,54 +14,53 @@ filling queue, another batch size) run as the model itself does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from rain_core.stream.components import RainComponents
-from rain_core.stream.engine import QueueCall, QueueCallResult, QueueModel
+from rain_core.stream.engine import QueueCall, QueueCallResult
 
 # Eager runs on a side stream before a capture: they settle lazy initialisation (cuDNN/cuBLAS
 # handles and workspaces, compiled code's first-call work), which a capture must not contain.
 WARMUP_RUNS = 2
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
+def tensors_of(value: Any) -> list[torch.Tensor]:
     """Every tensor inside a call or result (dataclasses, mappings, sequences), in a fixed order."""
     if isinstance(value, torch.Tensor):
         return [value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [t for field in dataclasses.fields(value) for t in _tensors(getattr(value, field.name))]
+        return [t for field in dataclasses.fields(value) for t in tensors_of(getattr(value, field.name))]
     if isinstance(value, dict):
-        return [t for key in sorted(value) for t in _tensors(value[key])]
+        return [t for key in sorted(value) for t in tensors_of(value[key])]
     if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
+        return [t for item in value for t in tensors_of(item)]
     return []
 
 
-def _replace_tensors(value: Any, take: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+def replace_tensors(value: Any, take: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """The same structure as `value` with each tensor replaced by `take(tensor)`, in `_tensors` order."""
     if isinstance(value, torch.Tensor):
         return take(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: _replace_tensors(getattr(value, f.name), take) for f in dataclasses.fields(value)}
+        changes = {f.name: replace_tensors(getattr(value, f.name), take) for f in dataclasses.fields(value)}
         return dataclasses.replace(value, **changes)
     if isinstance(value, dict):
-        return {key: _replace_tensors(value[key], take) for key in sorted(value)}
+        return {key: replace_tensors(value[key], take) for key in sorted(value)}
     if isinstance(value, (list, tuple)):
-        return type(value)(_replace_tensors(item, take) for item in value)
+        return type(value)(replace_tensors(item, take) for item in value)
     return value
 
 
 def _state_tensors(call: QueueCall) -> list[torch.Tensor]:
     """The call's tensors but its conditioning: the queue state a model may write into."""
-    return _tensors(dataclasses.replace(call, conditioning=None))
+    return tensors_of(dataclasses.replace(call, conditioning=None))
 
 
 def _signature(call: QueueCall) -> tuple:
     """What a graph is specific to: the shape, dtype and layout of every input."""
-    return tuple((tuple(t.shape), t.stride(), t.dtype, t.device) for t in _tensors(call))
+    return tuple((tuple(t.shape), t.stride(), t.dtype, t.device) for t in tensors_of(call))
 
 
 class _CapturedCall:
@@ -71,11 +70,11 @@ class _CapturedCall:
                  pool: tuple[int, int] | None):
         # empty_strided keeps the caller's layout: the kernels captured are those a call of
         # that layout runs.
-        self.static_call: QueueCall = _replace_tensors(
+        self.static_call: QueueCall = replace_tensors(
             call, lambda t: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t)
         )
         self.state = _state_tensors(self.static_call)
-        self.conditioning = _tensors(self.static_call.conditioning)
+        self.conditioning = tensors_of(self.static_call.conditioning)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -83,12 +82,14 @@ class _CapturedCall:
                 run(self.static_call)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
+        # thread_local: the model worker keeps serving eager calls on its own thread while the
+        # graphs are captured on the preparing thread; "global" would fail the capture on them.
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
             self.static_result = run(self.static_call)
 
     def __call__(self, call: QueueCall) -> QueueCallResult:
         state = _state_tensors(call)
-        for static, source in zip(self.state + self.conditioning, state + _tensors(call.conditioning), strict=True):
+        for static, source in zip(self.state + self.conditioning, state + tensors_of(call.conditioning), strict=True):
             static.copy_(source)
         self.graph.replay()
         # What the call writes into its inputs (the newest pose features) stays in the static
@@ -97,37 +98,28 @@ class _CapturedCall:
         return dataclasses.replace(self.static_result, frames=None if frames is None else frames.clone())
 
 
-class GraphedQueueModel(QueueModel):
-    """A `QueueModel` that replays a CUDA graph for full-queue calls of `batch_sizes` streams.
+class GraphedCall:
+    """The steady call of one batch size replayed as a CUDA graph: `run` (the model's eager or
+    compiled call) is captured at the first call of each input layout, on the caller's thread, and
+    replayed after. Installed in `QueueModel.fast_calls` by `prepare_model`."""
 
-    A graph is captured at the first such call of each batch size (`prepare_model` makes those
-    calls at load time); other calls run eager.
-    """
-
-    def __init__(self, components: RainComponents, batch_sizes: Collection[int]):
-        # Not super(): a subclass may also derive from another QueueModel taking batch sizes.
-        QueueModel.__init__(self, components)
-        if self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, not {self.device}")
-        self.graphed_batch_sizes = frozenset(batch_sizes)
+    def __init__(self, run: Callable[[QueueCall], QueueCallResult], device: torch.device,
+                 pool: tuple[int, int] | None = None):
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
+        self.run = run
+        self.pool = pool
         self._graphs: dict[tuple, _CapturedCall] = {}
-        # One memory pool for every graph: the captures share their intermediate buffers.
-        self._pool = torch.cuda.graph_pool_handle()
-
-    def is_graphed_call(self, call: QueueCall) -> bool:
-        return call.latents.shape[2] == self.config.queue_length and call.latents.shape[0] in self.graphed_batch_sizes
 
     @property
     def captured(self) -> int:
-        """How many calls are captured (one per batch size once each has run)."""
+        """How many layouts are captured (one, once the call has run)."""
         return len(self._graphs)
 
     @torch.inference_mode()
-    def run(self, call: QueueCall) -> QueueCallResult:
-        if not self.is_graphed_call(call):
-            return super().run(call)
+    def __call__(self, call: QueueCall) -> QueueCallResult:
         key = _signature(call)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[key] = _CapturedCall(super().run, call, self._pool)
+            graph = self._graphs[key] = _CapturedCall(self.run, call, self.pool)
         return graph(call)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -113,8 +113,26 @@ class QueueCallResult:
     decoder_memory: list[torch.Tensor] | None
 
 
+@dataclass(frozen=True)
+class Networks:
+    """The three networks a queue call runs, as callables: the modules themselves, or a fast path's
+    version of them (compiled), which leaves the modules as they are for every other call."""
+
+    pose_guider: Callable[..., torch.Tensor]
+    denoising_unet: Callable[..., Any]
+    decode_stream: Callable[..., tuple[torch.Tensor, list[torch.Tensor]]]
+
+    @classmethod
+    def of(cls, components: RainComponents) -> Networks:
+        return cls(components.pose_guider, components.denoising_unet, components.decoder.decode_stream)
+
+
 class QueueModel:
-    """The model work of a queue call, shared by every stream of one set of components."""
+    """The model work of a queue call, shared by every stream of one set of components.
+
+    Steady calls (a full queue) of a batch size in `fast_calls` run there (compiled, or replayed as a
+    CUDA graph: see `rain_core.stream.fast_paths`); every other call runs the networks eager.
+    """
 
     def __init__(self, components: RainComponents):
         config = components.config
@@ -128,12 +146,17 @@ class QueueModel:
         # and reference are kept in it, its frames come back in the queue's dtype.
         self.decoder_dtype = components.decoder.decoding_dtype
         self.per_group = config.frames_per_group
+        components.scheduler.move_tables_to(self.device)
         self.timesteps = components.scheduler.frame_timesteps(config.num_inference_steps, config.frames_per_group).to(
             self.device
         )
         self.time_cond = guidance_scale_embedding(config.guidance_scale, config.denoising_unet.cond_proj_dim).to(
             device=self.device, dtype=self.dtype
         )
+        self.networks = Networks.of(components)
+        # Batch size -> the steady call of that many streams on a fast path; filled by `prepare_model`,
+        # possibly from another thread while this model serves (a dict's item assignment is atomic).
+        self.fast_calls: dict[int, Callable[[QueueCall], QueueCallResult]] = {}
         self.reference_encoder: ReferenceEncoder | None = None
         # Where deferred decodes run (see `rain_core.stream.decode_thread`); set by `prepare_model`.
         self.decode_thread: DecodeThread | None = None
@@ -169,13 +192,25 @@ class QueueModel:
             encoding.latents.to(device=self.device, dtype=self.decoder_dtype),
         )
 
+    def is_steady_call(self, call: QueueCall) -> bool:
+        """Whether `call` covers a full queue: the one shape a stream's calls keep for good."""
+        return call.latents.shape[2] == self.config.queue_length
+
     @torch.inference_mode()
     def run(self, call: QueueCall) -> QueueCallResult:
+        """One queue call, on the fast path prepared for its batch size when it is steady and there is one."""
+        fast = self.fast_calls.get(call.latents.shape[0]) if self.is_steady_call(call) else None
+        return fast(call) if fast is not None else self.compute(call)
+
+    @torch.inference_mode()
+    def compute(self, call: QueueCall, networks: Networks | None = None) -> QueueCallResult:
         """One queue call: pose guider on the new driving images, UNet and LCM step over the queue,
-        and, when the call finishes the oldest group, the decoder."""
+        and, when the call finishes the oldest group, the decoder; with `networks` (default: the
+        modules, eager)."""
+        networks = networks or self.networks
         features = call.pose_features
-        features[:, :, -self.per_group :] = self.pose_features(call.driving)
-        latents = self.denoise(call.latents, features, call.conditioning, call.step_noise)
+        features[:, :, -self.per_group :] = self.pose_features(call.driving, networks)
+        latents = self.denoise(call.latents, features, call.conditioning, call.step_noise, networks)
         frames = memory = None
         if call.decoder_memory is not None:
             oldest, reference = latents[:, :, : self.per_group], call.conditioning.decoder_reference
@@ -183,30 +218,32 @@ class QueueModel:
                 # `latents` is this call's own new tensor (the queue copies out of it, nothing writes
                 # into it), so the decode can read its oldest group later without a copy.
                 frames = self.decode_thread.submit(
-                    functools.partial(self._decode_into, oldest, call.decoder_memory, reference)
+                    functools.partial(self._decode_into, oldest, call.decoder_memory, reference, networks)
                 )
                 memory = call.decoder_memory
             else:
-                frames, memory = self.decode(oldest, call.decoder_memory, reference)
+                frames, memory = self.decode(oldest, call.decoder_memory, reference, networks)
         return QueueCallResult(latents=latents, pose_features=features, frames=frames, decoder_memory=memory)
 
-    def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
+    def pose_features(self, pose: torch.Tensor, networks: Networks | None = None) -> torch.Tensor:
         """Driving images [B, 3, P, H, W] in [0, 1] -> pose features [B, C0, P, h, w]."""
-        return self.components.pose_guider(pose)
+        return (networks or self.networks).pose_guider(pose)
 
     def denoise(
-        self, latents: torch.Tensor, features: torch.Tensor, conditioning: Conditioning, step_noise: torch.Tensor
+        self, latents: torch.Tensor, features: torch.Tensor, conditioning: Conditioning, step_noise: torch.Tensor,
+        networks: Networks | None = None,
     ) -> torch.Tensor:
         """One UNet pass and LCM step over the newest `latents.shape[2]` frames of the queue."""
         timesteps = self.timesteps[-latents.shape[2] :]
-        model_output = self.unet(latents, timesteps, features, conditioning)
+        model_output = self.unet(latents, timesteps, features, conditioning, networks)
         return self.scheduler_step(model_output, timesteps, latents, step_noise)
 
     def unet(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor, conditioning: Conditioning
+        self, latents: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor, conditioning: Conditioning,
+        networks: Networks | None = None,
     ) -> torch.Tensor:
         """The denoising UNet's prediction for frames [B, C, F, h, w] at per-frame `timesteps` [F]."""
-        return self.components.denoising_unet(
+        return (networks or self.networks).denoising_unet(
             latents,
             timesteps,
             conditioning.clip_embeds,
@@ -228,18 +265,20 @@ class QueueModel:
         latents: torch.Tensor,
         memory: Sequence[torch.Tensor],
         reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+        networks: Networks | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """[B, C, P, h, w] clean latents -> frames [B, P, 3, H, W] clamped to [0, 1], new memory.
         `reference`: the conditioning's `decoder_reference`, for a decoder that uses it."""
         latents = latents.transpose(1, 2).to(self.decoder_dtype)
-        frames, memory = self.components.decoder.decode_stream(latents, memory, reference)
+        frames, memory = (networks or self.networks).decode_stream(latents, memory, reference)
         return frames.to(self.dtype).clamp_(0, 1), memory
 
     def _decode_into(
-        self, latents: torch.Tensor, memory: Sequence[torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor] | None
+        self, latents: torch.Tensor, memory: Sequence[torch.Tensor],
+        reference: tuple[torch.Tensor, torch.Tensor] | None, networks: Networks | None = None,
     ) -> torch.Tensor:
         """One stream's deferred decode: its frames [P, 3, H, W]; the new memory written into `memory`."""
-        frames, new_memory = self.decode(latents, memory, reference)
+        frames, new_memory = self.decode(latents, memory, reference, networks)
         for own, new in zip(memory, new_memory, strict=True):
             own.copy_(new)
         return frames[0]

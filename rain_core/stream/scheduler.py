@@ -32,6 +32,16 @@ class StreamingLCMScheduler(LCMScheduler):
         spaced = np.round(np.arange(total, 0, -total / num_inference_steps)).astype(np.int64) - 1
         return torch.from_numpy(spaced)
 
+    def move_tables_to(self, device: torch.device | str) -> StreamingLCMScheduler:
+        """Keep the noise schedule's table (`alphas_cumprod`) on `device`, where the queue runs.
+
+        diffusers keeps it in host memory; read from there, every step of a device's queue would
+        copy it up: a host-to-device copy from pageable memory waits for the device, and inside a
+        CUDA-graph capture it is an error. `QueueModel` moves it once, when it is made.
+        """
+        self.alphas_cumprod = self.alphas_cumprod.to(device)
+        return self
+
     def frame_timesteps(self, num_inference_steps: int, frames_per_group: int) -> torch.Tensor:
         """Per-frame timesteps of a full queue, oldest (least noisy) group first: [G*P]."""
         ascending = self.streaming_timesteps(num_inference_steps).flip(0)
@@ -60,6 +70,7 @@ class StreamingLCMScheduler(LCMScheduler):
         if timesteps.dim() == 1:
             timesteps = timesteps.unsqueeze(0)
         timesteps = timesteps.to(device=sample.device)
+        # A no-op once `move_tables_to(sample.device)` ran; else a copy each step (see there).
         alphas_cumprod = self.alphas_cumprod.to(device=sample.device)
         previous = timesteps - self.config.num_train_timesteps // num_inference_steps
 

@@ -86,8 +86,11 @@ class Settings(BaseSettings):
     RANDOM_WEIGHTS: bool = False
     DEVICE: str | None = None  # default: cuda if available, else cpu
     DTYPE: Literal["float32", "float16", "bfloat16"] | None = None  # default: float16 on CUDA, float32 on CPU
-    # Fast paths (auto: those measured faster on the device, see rain_core.stream.fast_paths).
-    # COMPILE=on compiles at start-up (minutes on a CPU the first time, cached on disk after).
+    # Fast paths (auto: those measured or expected faster on the device, see rain_core.stream.fast_paths;
+    # an auto path is checked against eager at warm-up and switched off, with the reason in
+    # /api/health, if it fails, differs or is slower). Compiling and CUDA graphs are prepared in the
+    # background while the server serves eager (minutes on a CPU the first time, cached on disk
+    # after); "on" prepares batch size 1 before the server answers, so that a failure stops the start.
     COMPILE: Literal["auto", "on", "off"] = "auto"
     CUDA_GRAPHS: Literal["auto", "on", "off"] = "auto"
     CHANNELS_LAST: Literal["auto", "on", "off"] = "auto"
@@ -95,6 +98,9 @@ class Settings(BaseSettings):
     BFLOAT16_DECODER: Literal["auto", "on", "off"] = "auto"
     # Reference attention: one shared reference K/V merged by log-sum-exp, or per-frame copies.
     REFERENCE_ATTENTION: Literal["merged", "concat"] = "merged"
+    # Where compiled kernels are kept across restarts (inductor's caches, and triton's on CUDA under
+    # triton/); default ~/.cache/rain-avatar/inductor. Keep it on a volume in a container.
+    COMPILE_CACHE_DIR: Path | None = None
     GROUPS: int | None = Field(None, ge=1)
     PER_GROUP: int | None = Field(None, ge=1)
     SEED: int | None = None

@@ -88,7 +88,8 @@ def test_bundled_codec_keeps_a_held_out_clip_sharper_than_the_reference_repeated
 def test_bundled_model_with_the_bfloat16_decoder_draws_what_float32_draws():
     """Where the CPU has bfloat16 instructions, serve decodes the demo's frames in bfloat16 by default:
     on a held-out clip its frames stay within the path's stated tolerance of the float32 decoder's."""
-    from rain_core.stream.fast_paths import FastPaths, prepare_model
+    from rain_core.stream.fast_paths import FastPaths
+    from rain_core.stream.preparation import prepare_model
     from rain_core.train.evaluate import animate_clip
 
     profile, directory = resolve_profile("demo", None)
