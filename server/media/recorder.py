@@ -1,7 +1,9 @@
 """Recording: a video track, and optionally an audio track, written to an MP4 file.
 
 H.264 through PyAV (NVENC when asked for and the machine has it, else libx264) at a constant
-frame rate, AAC audio (FFmpeg's native encoder, in every PyAV wheel). The tracks are read on
+frame rate, AAC audio (FFmpeg's native encoder, in every PyAV wheel). If NVENC fails, where it
+opens at the recording's size or later, the recording goes on with libx264 (what was encoded so far
+is re-encoded with it) and says so (`codec_fallback`). The tracks are read on
 the event loop into one bounded queue, and a thread of the recording's own encodes and muxes:
 a slow encoder drops frames (counted) and never holds the loop or the live stream back.
 
@@ -14,6 +16,7 @@ says why (`stop_reason`).
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import queue
@@ -60,6 +63,8 @@ class RecordingProgress:
     span_seconds: float = 0.0  # from the first video frame's timestamp to the last's, plus one frame
     bytes: int = 0
     codec: str | None = None
+    # Why the recording left its first encoder for the next one (None: it did not).
+    codec_fallback: str | None = None
 
 
 @cache
@@ -77,8 +82,14 @@ def nvenc_works() -> bool:
     return True
 
 
-def video_codec(prefer_nvenc: bool) -> str:
-    return "h264_nvenc" if prefer_nvenc and nvenc_works() else "libx264"
+def video_codecs(prefer_nvenc: bool) -> tuple[str, ...]:
+    """The H.264 encoders a recording tries, in order: NVENC where asked for and this PyAV opens it
+    (at a probe's size: it may still fail at the recording's), libx264, which every wheel has, last."""
+    return ("h264_nvenc", "libx264") if prefer_nvenc and nvenc_works() else ("libx264",)
+
+
+class EncoderFailed(Exception):
+    """The video encoder failed (at its first frame, where it opens, or later)."""
 
 
 class Recorder:
@@ -103,6 +114,7 @@ class Recorder:
         max_seconds: float,
         max_bytes: int,
         prefer_nvenc: bool = False,
+        codecs: tuple[str, ...] | None = None,
     ):
         self.video: MediaStreamTrack | None = video
         self.audio: MediaStreamTrack | None = audio
@@ -111,7 +123,8 @@ class Recorder:
         self.fps = Fraction(fps).limit_denominator(1001)
         self.width, self.height = width, height
         self.max_seconds, self.max_bytes = max_seconds, max_bytes
-        self.prefer_nvenc = prefer_nvenc
+        # The encoders to try in turn (default: `video_codecs(prefer_nvenc)`).
+        self.codecs = codecs or video_codecs(prefer_nvenc)
         self.progress = RecordingProgress()
         self.stop_reason: str | None = None
         self._queue: queue.Queue[tuple[str, av.VideoFrame | av.AudioFrame, float]] = queue.Queue(QUEUE_FRAMES)
@@ -173,7 +186,8 @@ class Recorder:
     def _write(self) -> None:
         partial = self.path.with_name(f".{self.path.name}.part")
         try:
-            with open(partial, "wb") as file:
+            # Readable too: an encoder that fails has what it wrote re-encoded by the next one.
+            with open(partial, "w+b") as file:
                 self._encode(file)
                 file.flush()
                 os.fsync(file.fileno())
@@ -186,12 +200,9 @@ class Recorder:
             raise RecordingFailed(str(exc)) from exc
 
     def _encode(self, file) -> None:
-        with av.open(file, "w", format="mp4") as container:
-            video = self._add_video_stream(container)
-            audio = container.add_stream("aac", rate=AUDIO_RATE, layout=AUDIO_LAYOUT) if self.with_audio else None
-            resampler = av.AudioResampler(format="fltp", layout=AUDIO_LAYOUT, rate=AUDIO_RATE,
-                                          frame_size=AAC_FRAME_SAMPLES)
-            writer = _Timeline(self, container, video, audio, resampler, file)
+        codecs = list(self.codecs)
+        writer = self._open(file, codecs.pop(0))
+        try:
             while not self._full:
                 try:
                     kind, frame, arrived = self._queue.get(timeout=STOP_POLL_SECONDS)
@@ -199,18 +210,59 @@ class Recorder:
                     if self._stop.is_set():
                         break
                     continue
-                if kind == "video":
-                    writer.video_frame(frame, arrived)
-                else:
-                    writer.audio_frame(frame, arrived)
+                while True:
+                    try:
+                        writer.video_frame(frame, arrived) if kind == "video" else writer.audio_frame(frame, arrived)
+                        break
+                    except EncoderFailed as failure:
+                        if not codecs:
+                            raise
+                        writer = self._fall_back(writer, file, codecs.pop(0), failure)
             if self.progress.frames == 0:
                 raise RecordingFailed("no avatar frame was recorded")
-            writer.flush()
+            while True:
+                try:
+                    writer.flush()
+                    break
+                except EncoderFailed as failure:
+                    if not codecs:
+                        raise
+                    writer = self._fall_back(writer, file, codecs.pop(0), failure)
+        finally:
+            writer.container.close()
 
-    def _add_video_stream(self, container) -> av.VideoStream:
-        codec = video_codec(self.prefer_nvenc)
+    def _open(self, file, codec: str) -> _Timeline:
+        container = av.open(file, "w", format="mp4")
+        video = self._add_video_stream(container, codec)
+        audio = container.add_stream("aac", rate=AUDIO_RATE, layout=AUDIO_LAYOUT) if self.with_audio else None
+        resampler = av.AudioResampler(format="fltp", layout=AUDIO_LAYOUT, rate=AUDIO_RATE, frame_size=AAC_FRAME_SAMPLES)
+        return _Timeline(self, container, video, audio, resampler, file)
+
+    def _fall_back(self, writer: _Timeline, file, codec: str, failure: EncoderFailed) -> _Timeline:
+        """Go on with `codec`: finish the file as the failed encoder left it (its packets, without
+        flushing it), re-encode that with `codec` from the start of `file`, and return the new writer."""
+        failed = writer.video.codec_context.name
+        reason = f"{failed} failed ({failure}); recorded with {codec} instead"
+        logger.warning("recording %s: %s", self.path.name, reason)
+        self.progress.codec_fallback = reason
+        try:
+            writer.container.close()
+        except (av.FFmpegError, ValueError):
+            pass  # nothing was muxed (the encoder failed at its first frame): nothing to keep
+        file.seek(0)
+        written = file.read()
+        file.seek(0)
+        file.truncate()
+        new = self._open(file, codec)
+        new.continue_from(writer)
+        if written:
+            new.reencode(written)
+        return new
+
+    def _add_video_stream(self, container, codec: str) -> av.VideoStream:
         options = {"preset": "p4"} if codec == "h264_nvenc" else {"preset": "veryfast", "crf": "20"}
-        stream = container.add_stream(codec, rate=self.fps, options=options)
+        stream = container.add_stream(codec, rate=self.fps, options=options if codec in ("h264_nvenc", "libx264")
+                                      else {})
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         stream.codec_context.time_base = 1 / self.fps
         if codec == "libx264":
@@ -254,12 +306,43 @@ class _Timeline:
         self.last = frame
         recorder.progress.span_seconds = float(seconds) + 1 / recorder.fps
 
+    def continue_from(self, other: _Timeline) -> None:
+        """Take over where `other` (a failed encoder's writer) stopped."""
+        self.first_pts, self.first_arrival, self.last = other.first_pts, other.first_arrival, other.last
+        self.slot, self.audio_pts = other.slot, other.audio_pts
+
+    def reencode(self, mp4: bytes) -> None:
+        """Encode again every frame of `mp4` (what a failed encoder wrote), video and audio, in place in time."""
+        with av.open(io.BytesIO(mp4), "r") as source:
+            for packet in source.demux():
+                for frame in packet.decode():
+                    if isinstance(frame, av.VideoFrame):
+                        slot = round(frame.time * self.recorder.fps)
+                        frame.pts, frame.time_base = slot, self.video.codec_context.time_base
+                        self._mux_video(frame)
+                    elif self.audio is not None:
+                        frame.pts = round(frame.time * AUDIO_RATE)
+                        frame.time_base = Fraction(1, AUDIO_RATE)
+                        self.container.mux(self.audio.encode(frame))
+
+    def _mux_video(self, frame: av.VideoFrame | None) -> None:
+        try:
+            packets = self.video.encode(frame)
+        except av.FFmpegError as exc:
+            raise EncoderFailed(str(exc)) from exc
+        self.container.mux(packets)
+
     def _encode(self, frame: av.VideoFrame, slot: int) -> None:
         recorder = self.recorder
         if recorder._full:
             return
+        timing = frame.pts, frame.time_base
         frame.pts, frame.time_base = slot, self.video.codec_context.time_base
-        self.container.mux(self.video.encode(frame))
+        try:
+            self._mux_video(frame)
+        except EncoderFailed:
+            frame.pts, frame.time_base = timing  # the next encoder places it again
+            raise
         self.slot = slot
         recorder.progress.frames = slot + 1
         recorder.progress.bytes = self.file.tell()
@@ -288,7 +371,7 @@ class _Timeline:
         self.container.mux(self.audio.encode(frame))
 
     def flush(self) -> None:
-        self.container.mux(self.video.encode(None))
+        self._mux_video(None)
         if self.audio is not None:
             if self.audio_pts is not None:
                 for out in self.resampler.resample(None):

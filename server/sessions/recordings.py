@@ -72,6 +72,8 @@ class Recording:
             "bytes": progress.bytes if progress else 0,
             "audio": recorder is not None and recorder.with_audio,
             "codec": progress.codec if progress else None,
+            # Why the recording left NVENC for libx264, when it did.
+            "codec_fallback": progress.codec_fallback if progress else None,
             "dropped": {"video": progress.frames_dropped, "audio": progress.audio_frames_dropped} if progress else {},
             "repeated": progress.frames_repeated if progress else 0,
             "stop_reason": recorder.stop_reason if recorder and self.state != "recording" else None,

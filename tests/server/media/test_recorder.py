@@ -114,3 +114,30 @@ async def test_a_failed_recording_leaves_no_file(tmp_path) -> None:
     with pytest.raises(RecordingFailed, match="no avatar frame"):
         await rec.run()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_failing_encoder_falls_back_to_libx264_and_says_so(tmp_path) -> None:
+    """As NVENC may: an encoder that opens at a probe's settings fails at the recording's. FFmpeg's
+    MJPEG encoder refuses the recording's limited-range yuv420p when it opens (at the first frame): the
+    recording goes on with libx264 and is complete, and its progress names the failed encoder."""
+    out = tmp_path / "fallback.mp4"
+    rec = Recorder(ColourTrack(), out, fps=15, width=SIZE, height=SIZE, audio=SineTrack(), max_seconds=60.0,
+                   max_bytes=10**9, codecs=("mjpeg", "libx264"))
+    task = asyncio.ensure_future(rec.run())
+    await asyncio.sleep(1.5)
+    rec.stop("done")
+    await task
+    info = probe(out)
+    assert info["codec"] == "h264" and rec.progress.codec == "libx264"
+    assert info["frames"] == rec.progress.frames > 0 and info["audio"] == "aac"
+    assert rec.progress.codec_fallback.startswith("mjpeg failed") and "libx264" in rec.progress.codec_fallback
+
+
+async def test_the_last_encoder_failing_fails_the_recording_and_leaves_no_file(tmp_path) -> None:
+    out = tmp_path / "broken.mp4"
+    rec = Recorder(ColourTrack(), out, fps=15, width=SIZE, height=SIZE, max_seconds=60.0, max_bytes=10**9,
+                   codecs=("mjpeg",))
+    task = asyncio.ensure_future(rec.run())
+    with pytest.raises(RecordingFailed):
+        await asyncio.wait_for(task, 30)
+    assert not out.exists() and not list(tmp_path.iterdir())
