@@ -12,14 +12,13 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from rain_core.choices import DTYPE_NAMES, PROFILE_NAMES
+from typing import TYPE_CHECKING, Literal, get_args, get_origin
 
 if TYPE_CHECKING:
     import torch
 
     from rain_core.config import RainConfig
+    from rain_core.options import ModelOptions
     from rain_core.stream.components import RainComponents
     from rain_core.stream.fast_paths import FastPaths
 
@@ -57,36 +56,46 @@ def between(kind: type[int] | type[float], low: float, high: float) -> Callable[
     return parse
 
 
+def _flags(parser, names: list[str], *, default_profile: str | None = None) -> None:
+    """One flag per `ModelOptions` field: its name (or the field's own flag), type, choices and help."""
+    from rain_core.options import ModelOptions, Switch
+
+    for name in names:
+        field = ModelOptions.model_fields[name]
+        extra = field.json_schema_extra or {}
+        kinds = [kind for kind in get_args(field.annotation) or (field.annotation,) if kind is not type(None)]
+        kwargs: dict = dict(dest=name, default=None, help=field.description)
+        if field.annotation is Switch:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif kinds == [bool]:
+            kwargs.update(action="store_true", default=False)
+        elif get_origin(kinds[0]) is Literal:
+            kwargs["choices"] = list(get_args(kinds[0]))
+        elif kinds[0] is int:
+            kwargs["type"] = positive_int if any(getattr(m, "ge", None) == 1 for m in field.metadata) else int
+        elif kinds[0] is Path:
+            kwargs["type"] = Path
+        if "choices" in extra:
+            kwargs["choices"] = extra["choices"]
+        if name == "profile" and default_profile is not None:
+            kwargs.update(default=default_profile, help="model profile")
+        parser.add_argument(extra.get("flag", "--" + name.replace("_", "-")), **kwargs)
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, default_profile: str | None = None) -> None:
-    parser.add_argument("--profile", default=default_profile, choices=sorted(PROFILE_NAMES),
-                        help="model profile (default: official when --weights holds it complete, "
-                             "else the bundled demo model)" if default_profile is None else "model profile")
-    parser.add_argument("--weights", type=Path, default=None, help="weights directory of the profile")
-    parser.add_argument("--random-weights", action="store_true", help="random weights (speed measurements only)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPE_NAMES),
-                        help="default: float16 on CUDA, float32 on the CPU")
-    parser.add_argument("--groups", type=positive_int, default=None, help="G: noise groups (= LCM steps)")
-    parser.add_argument("--per-group", type=positive_int, default=None, help="P: frames per group")
-    parser.add_argument("--seed", type=int, default=None, help="noise seed of the stream")
+    """Which model, where, in what precision: the model fields of `rain_core.options.ModelOptions`."""
+    from rain_core.options import MODEL, ModelOptions
+
+    _flags(parser, ModelOptions.fields_of(MODEL), default_profile=default_profile)
 
 
 def add_fast_path_options(parser: argparse.ArgumentParser) -> None:
-    """The fast paths of `rain_core.stream.fast_paths`; each one left out takes the device's default."""
-    paths = parser.add_argument_group("fast paths (default: those measured faster on the device)")
-    paths.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.compile the UNet, pose guider and decoder (cached on disk)")
-    paths.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-                       help="replay each call as a CUDA graph (CUDA devices only)")
-    paths.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                       help="run the codec in channels-last (NHWC) memory")
-    paths.add_argument("--decode-thread", action=argparse.BooleanOptionalAction, default=None,
-                       help="decode frames on a thread of their own while the next call runs (CPU)")
-    paths.add_argument("--bfloat16-decoder", action=argparse.BooleanOptionalAction, default=None,
-                       help="run the codec's decoder in bfloat16 (CPU; on by default with bfloat16 instructions)")
-    paths.add_argument("--attention", choices=["merged", "concat"], default=None,
-                       help="reference attention: one shared reference K/V merged by log-sum-exp, "
-                            "or the reference's tokens concatenated to every frame's")
+    """The fast paths of `rain_core.options.ModelOptions`; each one left out takes the device's default."""
+    from rain_core.options import FAST_PATHS, ModelOptions
+
+    group = parser.add_argument_group("fast paths (default: those measured or expected faster on the device, "
+                                      "checked against eager at warm-up)")
+    _flags(group, ModelOptions.fields_of(FAST_PATHS))
 
 
 def switch(flag: bool | None) -> str | None:
@@ -94,19 +103,41 @@ def switch(flag: bool | None) -> str | None:
     return None if flag is None else ("on" if flag else "off")
 
 
+def given_model_options(args: argparse.Namespace) -> dict:
+    """The `ModelOptions` fields the command line gave (flags left out are not there)."""
+    from rain_core.options import ModelOptions, Switch
+
+    given = {}
+    for name, field in ModelOptions.model_fields.items():
+        value = getattr(args, name, None)
+        if field.annotation is Switch:
+            value = switch(value)
+        if value is not None and value is not False:
+            given[name] = value
+    return given
+
+
+def model_options(args: argparse.Namespace) -> ModelOptions:
+    """The command line's `ModelOptions` (defaults where it names nothing); a bad one is a `ConfigError`."""
+    from pydantic import ValidationError
+
+    from rain_core.config import ConfigError
+    from rain_core.options import ModelOptions
+    from rain_core.validation import describe_validation_error
+
+    try:
+        return ModelOptions(**given_model_options(args))
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, show_input=False)) from None
+
+
 def fast_paths(args: argparse.Namespace, device: torch.device) -> FastPaths:
     """The fast paths the options ask for on `device`, the device's defaults where they ask nothing."""
     from rain_core.config import ConfigError
-    from rain_core.stream.fast_paths import choose_fast_paths
 
     if args.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"--cuda-graphs needs a CUDA device, not {device}")
-    return choose_fast_paths(
-        device, compile=switch(args.compile) or "auto", cuda_graphs=switch(args.cuda_graphs) or "auto",
-        channels_last=switch(args.channels_last) or "auto", decode_thread=switch(args.decode_thread) or "auto",
-        bfloat16_decoder=switch(args.bfloat16_decoder) or "auto",
-        merged_reference_attention=args.attention != "concat",
-    )
+    return model_options(args).fast_paths(device)
 
 
 def _runtime(args: argparse.Namespace) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cli.options import add_fast_path_options, add_model_options, positive_int, switch
+from cli.options import add_fast_path_options, add_model_options, given_model_options, positive_int
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
@@ -38,20 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "HOST": args.host,
         "PORT": args.port,
         "MAX_SESSIONS": args.max_sessions,
-        "PROFILE": args.profile,
-        "WEIGHTS": args.weights,
-        "RANDOM_WEIGHTS": args.random_weights or None,
-        "DEVICE": args.device,
-        "DTYPE": args.dtype,
-        "GROUPS": args.groups,
-        "PER_GROUP": args.per_group,
-        "SEED": args.seed,
-        "COMPILE": switch(args.compile),
-        "CUDA_GRAPHS": switch(args.cuda_graphs),
-        "CHANNELS_LAST": switch(args.channels_last),
-        "DECODE_THREAD": switch(args.decode_thread),
-        "BFLOAT16_DECODER": switch(args.bfloat16_decoder),
-        "REFERENCE_ATTENTION": args.attention,
+        # Only what the command line gives: the rest of MODEL comes from the RAIN_* variables.
+        "MODEL": given_model_options(args) or None,
         "LOG_LEVEL": "DEBUG" if args.verbose else None,
         "RAY": True if args.ray is not None else None,
         "RAY_ADDRESS": args.ray or None,
@@ -60,10 +48,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings(**{key: value for key, value in options.items() if value is not None})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, show_input=False)) from None
-    if not settings.RANDOM_WEIGHTS:
+    if not settings.MODEL.random_weights:
         # Which profile, with every missing part named, before uvicorn starts.
-        profile, weights = resolve_profile(settings.PROFILE, settings.WEIGHTS)
-        settings = settings.model_copy(update={"PROFILE": profile, "WEIGHTS": weights})
+        profile, weights = resolve_profile(settings.MODEL.profile, settings.MODEL.weights)
+        model = settings.MODEL.model_copy(update={"profile": profile, "weights": weights})
+        settings = settings.model_copy(update={"MODEL": model})
     logging.getLogger("server").setLevel(settings.LOG_LEVEL)
     if settings.RAY:
         try:  # only this path needs Ray

@@ -37,7 +37,7 @@ from rain_core.stream.compiled import CACHE_ENV
 from rain_core.stream.components import RainComponents
 from rain_core.stream.decode_thread import PendingFrames
 from rain_core.stream.engine import QueueModel, StreamEngine
-from rain_core.stream.fast_paths import choose_fast_paths, default_torch_threads
+from rain_core.stream.fast_paths import default_torch_threads
 from rain_core.stream.preparation import prepare_model
 from rain_core.stream.transfer import HostFrames, frames_to_host, frames_to_uint8
 from rain_core.weights.profiles import load_model
@@ -48,10 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_components(settings: Settings) -> RainComponents:
-    return load_model(
-        settings.PROFILE, settings.WEIGHTS, random_weights=settings.RANDOM_WEIGHTS, device=settings.DEVICE,
-        dtype=settings.DTYPE, groups=settings.GROUPS, per_group=settings.PER_GROUP, seed=settings.SEED,
-    )
+    model = settings.MODEL
+    return load_model(model.profile, model.weights, random_weights=model.random_weights, **model.runtime())
 
 
 def prepare_served_model(components: RainComponents, settings: Settings) -> QueueModel:
@@ -66,13 +64,10 @@ def prepare_served_model(components: RainComponents, settings: Settings) -> Queu
     would cost minutes of compilation on the cores that serve; batched calls run eager.
     """
     device = components.config.torch_device
-    if settings.COMPILE_CACHE_DIR is not None:
+    if settings.MODEL.compile_cache_dir is not None:
         # Before the first compile: inductor reads it when it opens its cache (and sets triton's beside it).
-        os.environ[CACHE_ENV] = str(settings.COMPILE_CACHE_DIR)
-    paths = choose_fast_paths(device, compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
-                              channels_last=settings.CHANNELS_LAST, decode_thread=settings.DECODE_THREAD,
-                              bfloat16_decoder=settings.BFLOAT16_DECODER,
-                              merged_reference_attention=settings.REFERENCE_ATTENTION == "merged", serving=True)
+        os.environ[CACHE_ENV] = str(settings.MODEL.compile_cache_dir)
+    paths = settings.MODEL.fast_paths(device, serving=True)
     batch_sizes = range(1, settings.MAX_BATCH + 1) if device.type == "cuda" else (1,)
     return prepare_model(components, paths, batch_sizes=batch_sizes, progress=True, background=True)
 
@@ -199,7 +194,7 @@ class ModelWorker:
     def _run(self, ready: concurrent.futures.Future) -> None:
         try:
             started = time.perf_counter()
-            device = self.settings.DEVICE or default_device()
+            device = self.settings.MODEL.device or default_device()
             threads = self.settings.TORCH_THREADS
             if threads is None:
                 threads = default_torch_threads(torch.device(device))

@@ -19,6 +19,7 @@ import torch
 
 from rain_core.bench.engine import fast_paths_ran, peak_memory_mb
 from rain_core.bench.gpu_check import CheckContext, Section, StreamInputs, reset_peak_memory
+from rain_core.options import ModelOptions
 from rain_core.stream.engine import StreamEngine
 from server.core.config import Settings
 from server.metrics import Metrics
@@ -46,8 +47,9 @@ def _run(ctx: CheckContext) -> list[dict[str, Any]]:
 async def _measure(ctx: CheckContext) -> list[dict[str, Any]]:
     options, config = ctx.options, ctx.config
     settings = Settings(
-        _env_file=None, PROFILE=options.profile, RANDOM_WEIGHTS=True, DEVICE=options.device, DTYPE=options.dtype,
-        GROUPS=config.noise_groups, PER_GROUP=config.frames_per_group, SEED=options.seed,
+        _env_file=None, MODEL=ModelOptions(profile=options.profile, random_weights=True, device=options.device,
+                                           dtype=options.dtype, groups=config.noise_groups,
+                                           per_group=config.frames_per_group, seed=options.seed),
         # The check's own thread count: the worker would otherwise set the process's to cores - 1.
         TORCH_THREADS=torch.get_num_threads(),
         MAX_BATCH=max(options.worker_streams, Settings.model_fields["MAX_BATCH"].default),
@@ -59,6 +61,11 @@ async def _measure(ctx: CheckContext) -> list[dict[str, Any]]:
     model = await worker.start()
     load_s = time.perf_counter() - started
     try:
+        # The server answers once loaded and compiles behind; the figures are those of the prepared model.
+        preparation = model.preparation
+        if preparation is not None:
+            await asyncio.to_thread(preparation.wait, max(1.0, ctx.budget.left()))
+        prepared_s = time.perf_counter() - started
         inputs = StreamInputs.random(config, options.seed)
         engines = [await worker.open_engine(seed=options.seed + i) for i in range(options.worker_streams)]
         for engine in engines:
@@ -87,7 +94,9 @@ async def _measure(ctx: CheckContext) -> list[dict[str, Any]]:
             worker_steps=int(steps[0]),
             peak_mem_mb=peak_memory_mb(ctx.device),
             load_s=load_s,
+            prepared_s=prepared_s,
             fast_paths_ran=fast_paths_ran(model),
+            preparation=None if model.preparation is None else model.preparation.status(),
         )]
     finally:
         await worker.stop()

@@ -257,3 +257,13 @@ def test_every_server_setting_in_the_compose_files_is_documented():
     readme = (DOCKER_DIR / "README.md").read_text()
     for name in sorted(set(re.findall(r"\b(RAIN_[A-Z_]+|RAY_[A-Z_]+|TURN_[A-Z_]+|HF_TOKEN)\b", text))):
         assert name in readme, f"{name} is used in docker/ but not explained in docker/README.md"
+
+
+def test_compiled_kernels_are_kept_on_a_volume():
+    """A restart compiles nothing: the server's compiler cache directory is a named volume."""
+    compose = _compose("compose.yaml")
+    server = compose["services"]["server"]
+    settings = dict(item.split("=", 1) for item in server["environment"] if "=" in item)
+    directory = settings["RAIN_COMPILE_CACHE_DIR"]
+    mounts = {mount.split(":")[1]: mount.split(":")[0] for mount in server["volumes"]}
+    assert mounts.get(directory) in compose["volumes"], f"{directory} is not on a named volume"

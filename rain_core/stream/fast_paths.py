@@ -10,6 +10,7 @@ Precision is not a path here: it is the config's `dtype` (see `default_dtype`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -75,6 +76,17 @@ def has_bfloat16_instructions() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+# How a setting or option asks for a path: the device's default, or forced on or off.
+Switch = Literal["auto", "on", "off"]
+SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
+# The switchable paths, in the order `prepare_model` applies and checks them.
+SWITCHED_PATHS = ("channels_last", "bfloat16_decoder", "decode_thread", "compile", "cuda_graphs")
+PATH_NAMES = ("merged_reference_attention", *SWITCHED_PATHS)
+# Paths whose numbers or speed can differ from eager, so that an "auto" one is checked at warm-up. The
+# decode thread runs the same operations on another thread, in the same order per stream.
+CHECKED_PATHS = frozenset({"channels_last", "bfloat16_decoder", "compile", "cuda_graphs"})
+
+
 def default_fast_paths(device: torch.device, *, serving: bool = False) -> FastPaths:
     """The paths measured faster on this kind of device, or expected to be and checked at warm-up.
 
@@ -93,20 +105,13 @@ def default_fast_paths(device: torch.device, *, serving: bool = False) -> FastPa
     is not measured there, so it stays off.
     """
     if device.type == "cuda":
-        return FastPaths(compile=True, cuda_graphs=True)
-    return FastPaths(channels_last=True, decode_thread=2 * torch.get_num_threads() <= available_cores(),
-                     bfloat16_decoder=has_bfloat16_instructions(), compile=serving)
-
-
-# How a setting or option asks for a path: the device's default, or forced on or off.
-Switch = Literal["auto", "on", "off"]
-SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
-# The switchable paths, in the order `prepare_model` applies and checks them.
-SWITCHED_PATHS = ("channels_last", "bfloat16_decoder", "decode_thread", "compile", "cuda_graphs")
-PATH_NAMES = ("merged_reference_attention", *SWITCHED_PATHS)
-# Paths whose numbers or speed can differ from eager, so that an "auto" one is checked at warm-up. The
-# decode thread runs the same operations on another thread, in the same order per stream.
-CHECKED_PATHS = frozenset({"channels_last", "bfloat16_decoder", "compile", "cuda_graphs"})
+        paths = FastPaths(compile=True, cuda_graphs=True)
+    else:
+        paths = FastPaths(channels_last=True, decode_thread=2 * torch.get_num_threads() <= available_cores(),
+                          bfloat16_decoder=has_bfloat16_instructions(), compile=serving)
+    # Defaults are what nobody asked for: each that can differ from eager is checked at warm-up.
+    return dataclasses.replace(paths, checked=tuple(name for name in SWITCHED_PATHS
+                                                    if name in CHECKED_PATHS and getattr(paths, name)))
 
 
 def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_graphs: Switch = "auto",
@@ -127,8 +132,7 @@ def choose_fast_paths(device: torch.device, *, compile: Switch = "auto", cuda_gr
     switches = dict(compile=compile, cuda_graphs=cuda_graphs, channels_last=channels_last,
                     decode_thread=decode_thread, bfloat16_decoder=bfloat16_decoder)
     chosen = {name: getattr(default, name) if switch == "auto" else switch == "on" for name, switch in switches.items()}
-    checked = tuple(name for name in SWITCHED_PATHS
-                    if name in CHECKED_PATHS and switches[name] == "auto" and chosen[name])
+    checked = tuple(name for name in default.checked if switches[name] == "auto")
     return FastPaths(merged_reference_attention=merged_reference_attention, checked=checked, **chosen)
 
 

@@ -246,6 +246,10 @@ class Preparation:
         """Prepare `batch_sizes` (default: every pending one); raises `PathFailure` for a path asked for."""
         started = time.perf_counter()
         sizes = self.pending if batch_sizes is None else [b for b in batch_sizes if b in self.pending]
+        if sizes:
+            # The compile of the first call (minutes on a CPU when the cache is cold) shows no bar of its own.
+            logger.info("%s for batch sizes %s (every call runs eager until its batch size is ready)",
+                        self.what, sizes)
         try:
             self._prepare(sizes)
         except Exception as exc:

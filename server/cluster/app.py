@@ -40,7 +40,7 @@ GRACEFUL_SHUTDOWN_S = 30.0
 def _gpus_per_replica(settings: Settings) -> float:
     if settings.RAY_GPUS_PER_REPLICA is not None:
         return settings.RAY_GPUS_PER_REPLICA
-    device = settings.DEVICE or str(default_device())
+    device = settings.MODEL.device or str(default_device())
     return 1.0 if device.startswith("cuda") else 0.0
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from rain_core.options import ModelOptions
 from rain_core.stream.reference_encoder import MAX_REFERENCE_PIXELS
 from rain_core.weights.profiles import check_model_source
 
@@ -79,31 +80,15 @@ class Settings(BaseSettings):
     PORT: int = Field(8000, ge=1, le=65535)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # The model: a profile (default: official when WEIGHTS holds it complete, else the bundled
-    # demo), and its weights or random weights (tiny + random is what tests use).
-    PROFILE: str | None = None
-    WEIGHTS: Path | None = None
-    RANDOM_WEIGHTS: bool = False
-    DEVICE: str | None = None  # default: cuda if available, else cpu
-    DTYPE: Literal["float32", "float16", "bfloat16"] | None = None  # default: float16 on CUDA, float32 on CPU
-    # Fast paths (auto: those measured or expected faster on the device, see rain_core.stream.fast_paths;
-    # an auto path is checked against eager at warm-up and switched off, with the reason in
-    # /api/health, if it fails, differs or is slower). Compiling and CUDA graphs are prepared in the
-    # background while the server serves eager (minutes on a CPU the first time, cached on disk
-    # after); "on" prepares batch size 1 before the server answers, so that a failure stops the start.
-    COMPILE: Literal["auto", "on", "off"] = "auto"
-    CUDA_GRAPHS: Literal["auto", "on", "off"] = "auto"
-    CHANNELS_LAST: Literal["auto", "on", "off"] = "auto"
-    DECODE_THREAD: Literal["auto", "on", "off"] = "auto"
-    BFLOAT16_DECODER: Literal["auto", "on", "off"] = "auto"
-    # Reference attention: one shared reference K/V merged by log-sum-exp, or per-frame copies.
-    REFERENCE_ATTENTION: Literal["merged", "concat"] = "merged"
-    # Where compiled kernels are kept across restarts (inductor's caches, and triton's on CUDA under
-    # triton/); default ~/.cache/rain-avatar/inductor. Keep it on a volume in a container.
-    COMPILE_CACHE_DIR: Path | None = None
-    GROUPS: int | None = Field(None, ge=1)
-    PER_GROUP: int | None = Field(None, ge=1)
-    SEED: int | None = None
+    # The model and its fast paths (rain_core.options.ModelOptions, declared there once): a profile
+    # (default: official when the weights hold it complete, else the bundled demo), its weights or
+    # random weights (tiny + random is what tests use), the device, dtype, G, P, seed, and each fast
+    # path auto/on/off. Each is read from its own variable, RAIN_PROFILE, RAIN_COMPILE, ... (see
+    # `_FlatModelSource`). An auto fast path is checked against eager at warm-up and switched off,
+    # with the reason in /api/health, if it fails, differs or is slower; compiling and CUDA graphs are
+    # prepared in the background while the server serves eager, an "on" one for batch size 1 before
+    # the server answers, so that its failure stops the start.
+    MODEL: ModelOptions = ModelOptions()
     # torch's CPU threads; default on a CPU device: one core fewer than the machine has, so that
     # the media path (codecs, driving extraction) keeps a core and the OpenMP workers never spin
     # against it (on 2 cores, 2 torch threads made a step ~5x slower under WebRTC load); the
@@ -162,9 +147,16 @@ class Settings(BaseSettings):
     CORS_ORIGINS: list[str] = []  # JSON list; empty: no CORS headers at all
     WEB_DIR: Path = Field(default_factory=_default_web_dir)
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        flat = _FlatModelSource(settings_cls, env_settings, dotenv_settings)
+        return init_settings, flat, env_settings, dotenv_settings, file_secret_settings
+
     @model_validator(mode="after")
     def _check_model_source(self) -> Settings:
-        check_model_source(self.PROFILE, self.WEIGHTS, random_weights=self.RANDOM_WEIGHTS)
+        model = self.MODEL
+        check_model_source(model.profile, model.weights, random_weights=model.random_weights)
         if self.FPS > self.MAX_FPS:
             raise ValueError(f"FPS={self.FPS} exceeds MAX_FPS={self.MAX_FPS}")
         if self.RAY_ADDRESS is not None:
@@ -176,6 +168,30 @@ class Settings(BaseSettings):
                 f"RAY_MIN_REPLICAS={self.RAY_MIN_REPLICAS} exceeds RAY_MAX_REPLICAS={self.RAY_MAX_REPLICAS}"
             )
         return self
+
+
+class _FlatModelSource(PydanticBaseSettingsSource):
+    """`MODEL`'s fields from their own variables, `RAIN_<FIELD>` (RAIN_PROFILE, RAIN_COMPILE, ...), in the
+    environment or the .env file (the environment first): the names they had before `MODEL` nested
+    them, which deployments and the docs use."""
+
+    def __init__(self, settings_cls, env_settings, dotenv_settings):
+        super().__init__(settings_cls)
+        self.sources = [env_settings, dotenv_settings]
+
+    def get_field_value(self, field, field_name):  # every value comes from __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict:
+        prefix = self.config.get("env_prefix", "")
+        model = {}
+        for source in reversed(self.sources):  # the environment last: it wins
+            variables = getattr(source, "env_vars", {}) or {}
+            for name in ModelOptions.model_fields:
+                value = variables.get(f"{prefix}{name}".lower())
+                if value is not None:
+                    model[name] = value
+        return {"MODEL": model} if model else {}
 
 
 @lru_cache

@@ -14,6 +14,7 @@ import uvicorn
 
 import server.media.driving
 from rain_core.driving import DrivingPipeline
+from rain_core.options import ModelOptions
 from server.core.config import Settings
 from server.main import create_app
 from tests.avatar_client import WebcamClient, eventually
@@ -37,7 +38,8 @@ class FailingWhenMirrored(DrivingPipeline):
 def threaded_server(monkeypatch) -> Iterator[str]:
     monkeypatch.setattr(server.media.driving, "DrivingPipeline", FailingWhenMirrored)
     settings = Settings(
-        _env_file=None, PROFILE="tiny", RANDOM_WEIGHTS=True, DEVICE="cpu", TORCH_THREADS=1, ICE_LOOPBACK=True,
+        _env_file=None, MODEL=ModelOptions(profile="tiny", random_weights=True, device="cpu", compile="off"),
+        TORCH_THREADS=1, ICE_LOOPBACK=True,
         ICE_SERVERS=[], SILENCE_TIMEOUT=30,
     )
     sock = socket.socket()

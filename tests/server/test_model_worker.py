@@ -107,7 +107,7 @@ async def test_worker_hands_over_the_frames_of_the_stream_and_keeps_them(worker:
 async def test_worker_gives_a_stream_stepped_back_to_back_its_frames(decode_thread: str) -> None:
     """Steps queued at once, as a session's pump queues them: with the decode thread the worker runs
     each next call while the last one's frames decode; every step still resolves to its own frames."""
-    worker = ModelWorker(tiny_settings(DECODE_THREAD=decode_thread), Metrics())
+    worker = ModelWorker(tiny_settings({"decode_thread": decode_thread}), Metrics())
     await worker.start()
     try:
         assert worker.model.fast_paths.decode_thread == (decode_thread == "on")
@@ -128,7 +128,7 @@ async def test_worker_gives_a_stream_stepped_back_to_back_its_frames(decode_thre
 
 
 async def test_worker_reports_a_load_failure(tmp_path) -> None:
-    worker = ModelWorker(tiny_settings(RANDOM_WEIGHTS=False, WEIGHTS=tmp_path / "missing"), Metrics())
+    worker = ModelWorker(tiny_settings({"random_weights": False, "weights": tmp_path / "missing"}), Metrics())
     try:
         with pytest.raises(WeightsError, match="does not exist"):
             await worker.start()

@@ -53,7 +53,7 @@ def test_bench_reports_the_fast_paths_it_was_asked_for(capsys):
                  "--bfloat16-decoder", "--attention", "concat", "--threads", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
     asked = {"merged_reference_attention": False, "compile": False, "cuda_graphs": False, "channels_last": False,
-             "decode_thread": True, "bfloat16_decoder": True, "notes": []}
+             "decode_thread": True, "bfloat16_decoder": True, "checked": [], "dropped": [], "notes": []}
     assert result["torch_threads"] == 2
     assert result["fast_paths_requested"] == asked
     assert set(result["fast_paths_requested"]) == set(FastPaths.__dataclass_fields__)

@@ -96,7 +96,7 @@ def test_compiled_stream_equals_eager(reference_images, tmp_path, monkeypatch, b
     # (the server's worker steps with `submit`, which decodes there), and its decoder in float32 or,
     # as on a CPU with bfloat16 instructions, in bfloat16.
     paths = dataclasses.replace(default_fast_paths(torch.device("cpu")), compile=True, decode_thread=True,
-                                bfloat16_decoder=bfloat16_decoder)
+                                bfloat16_decoder=bfloat16_decoder, checked=())
     model = prepare_model(RainComponents.random(config, seed=3), paths, progress=False)
     assert model.fast_paths.compile and model.fast_paths.channels_last and model.fast_paths.decode_thread
     assert model.fast_paths.bfloat16_decoder == bfloat16_decoder

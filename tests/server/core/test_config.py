@@ -18,13 +18,13 @@ from tests.server.settings import tiny_settings
 
 
 def test_settings_check_the_model_source() -> None:
-    assert Settings(_env_file=None).PROFILE is None  # resolve_profile decides when the model loads
+    assert Settings(_env_file=None).MODEL.profile is None  # resolve_profile decides when the model loads
     with pytest.raises(ValidationError, match="random weights need a profile"):
-        Settings(_env_file=None, RANDOM_WEIGHTS=True)
+        Settings(_env_file=None, MODEL={"random_weights": True})
     with pytest.raises(ValidationError, match="not both"):
-        Settings(_env_file=None, PROFILE="tiny", RANDOM_WEIGHTS=True, WEIGHTS="/tmp")
+        Settings(_env_file=None, MODEL={"profile": "tiny", "random_weights": True, "weights": "/tmp"})
     with pytest.raises(ValidationError, match="not a profile"):
-        Settings(_env_file=None, PROFILE="huge", RANDOM_WEIGHTS=True)
+        Settings(_env_file=None, MODEL={"profile": "huge", "random_weights": True})
     with pytest.raises(ValidationError, match="exceeds MAX_FPS"):
         tiny_settings(FPS=40, MAX_FPS=30)
     with pytest.raises(ValidationError, match="FPS"):
@@ -57,7 +57,7 @@ def test_settings_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("RAIN_PUBLIC_IP", "203.0.113.7")
     monkeypatch.setenv("RAIN_MAX_SESSIONS", "2")
     settings = Settings(_env_file=None)
-    assert settings.PROFILE == "tiny" and settings.RANDOM_WEIGHTS and settings.MAX_SESSIONS == 2
+    assert settings.MODEL.profile == "tiny" and settings.MODEL.random_weights and settings.MAX_SESSIONS == 2
     assert settings.ICE_SERVERS[0].username == "u" and settings.ICE_SERVERS[1].urls == ["stun:stun.example:3478"]
     assert settings.PUBLIC_IP == ipaddress.ip_address("203.0.113.7")
     monkeypatch.setenv("RAIN_PUBLIC_IP", "not-an-ip")
@@ -74,15 +74,14 @@ def test_reference_pixel_limit_is_the_encoders() -> None:
 
 def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
     monkeypatch.setenv("RAIN_COMPILE", "fast")
-    with pytest.raises(ValidationError, match="COMPILE") as error:
-        tiny_settings()
+    with pytest.raises(ValidationError, match="compile") as error:
+        Settings(_env_file=None)
     assert "'auto', 'on' or 'off'" in str(error.value)
     monkeypatch.setenv("RAIN_COMPILE", "on")
     monkeypatch.setenv("RAIN_CHANNELS_LAST", "off")
     monkeypatch.setenv("RAIN_DECODE_THREAD", "on")
-    settings = tiny_settings(CUDA_GRAPHS="off")
-    paths = choose_fast_paths(torch.device("cpu"), compile=settings.COMPILE, cuda_graphs=settings.CUDA_GRAPHS,
-                              channels_last=settings.CHANNELS_LAST, decode_thread=settings.DECODE_THREAD)
+    settings = Settings(_env_file=None, MODEL={"cuda_graphs": "off"})
+    paths = settings.MODEL.fast_paths(torch.device("cpu"))
     assert paths.compile and not paths.cuda_graphs and not paths.channels_last and paths.decode_thread
     assert choose_fast_paths(torch.device("cpu")).channels_last
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
@@ -92,11 +91,11 @@ def test_fast_path_settings_take_auto_on_off(monkeypatch) -> None:
     with pytest.raises(ConfigError, match="bfloat16 decoder is a CPU path"):
         choose_fast_paths(torch.device("cuda"), bfloat16_decoder="on")
     monkeypatch.setenv("RAIN_BFLOAT16_DECODER", "off")
-    switch = tiny_settings().BFLOAT16_DECODER
+    switch = Settings(_env_file=None).MODEL.bfloat16_decoder
     assert switch == "off" and not choose_fast_paths(torch.device("cpu"), bfloat16_decoder=switch).bfloat16_decoder
     monkeypatch.setenv("RAIN_DECODE_THREAD", "sometimes")
-    with pytest.raises(ValidationError, match="DECODE_THREAD"):
-        tiny_settings()
+    with pytest.raises(ValidationError, match="decode_thread"):
+        Settings(_env_file=None)
 
 
 def test_the_decode_thread_runs_by_default_where_a_core_is_left_for_it() -> None:
