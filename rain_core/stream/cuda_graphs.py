@@ -14,6 +14,7 @@ filling queue, another batch size) run as the model itself does.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -104,11 +105,13 @@ class GraphedCall:
     replayed after. Installed in `QueueModel.fast_calls` by `prepare_model`."""
 
     def __init__(self, run: Callable[[QueueCall], QueueCallResult], device: torch.device,
-                 pool: tuple[int, int] | None = None):
+                 pool: tuple[int, int] | None = None, lock: threading.RLock | None = None):
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
         self.run = run
         self.pool = pool
+        # The model's `calls_lock`: a capture runs alone on the device (the served calls wait for it).
+        self.lock = lock or threading.RLock()
         self._graphs: dict[tuple, _CapturedCall] = {}
 
     @property
@@ -121,5 +124,6 @@ class GraphedCall:
         key = _signature(call)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[key] = _CapturedCall(self.run, call, self.pool)
+            with self.lock:
+                graph = self._graphs[key] = _CapturedCall(self.run, call, self.pool)
         return graph(call)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -157,6 +158,9 @@ class QueueModel:
         # Batch size -> the steady call of that many streams on a fast path; filled by `prepare_model`,
         # possibly from another thread while this model serves (a dict's item assignment is atomic).
         self.fast_calls: dict[int, Callable[[QueueCall], QueueCallResult]] = {}
+        # Held by each call, and by a CUDA-graph capture on the preparing thread: nothing else runs on
+        # the device while a graph is captured (reentrant: a capture may happen inside a call).
+        self.calls_lock = threading.RLock()
         self.reference_encoder: ReferenceEncoder | None = None
         # Where deferred decodes run (see `rain_core.stream.decode_thread`); set by `prepare_model`.
         self.decode_thread: DecodeThread | None = None
@@ -200,7 +204,8 @@ class QueueModel:
     def run(self, call: QueueCall) -> QueueCallResult:
         """One queue call, on the fast path prepared for its batch size when it is steady and there is one."""
         fast = self.fast_calls.get(call.latents.shape[0]) if self.is_steady_call(call) else None
-        return fast(call) if fast is not None else self.compute(call)
+        with self.calls_lock:
+            return fast(call) if fast is not None else self.compute(call)
 
     @torch.inference_mode()
     def compute(self, call: QueueCall, networks: Networks | None = None) -> QueueCallResult:

@@ -266,7 +266,8 @@ class Preparation:
         model = self.model
         run = functools.partial(model.compute, networks=networks)
         if model.fast_paths.cuda_graphs:
-            return GraphedCall(run, model.device, torch.cuda.graph_pool_handle())  # one pool, every batch size
+            # One pool for every batch size's graph; captured while the model's calls wait.
+            return GraphedCall(run, model.device, torch.cuda.graph_pool_handle(), lock=model.calls_lock)
         return run
 
     def _prepare(self, sizes: Sequence[int]) -> None:
