@@ -203,6 +203,9 @@ class ModelWorker:
             model = prepare_served_model(load_components(self.settings), self.settings)
             self.model = model
             self.metrics.watch_fast_paths(functools.partial(fast_path_status, model))
+            if model.preparation is not None and model.preparation.pending:
+                logger.info("%s for batch sizes %s in the background; each runs eager until it is ready",
+                            model.preparation.what, model.preparation.pending)
             logger.info("model %s loaded on %s (%s, %d CPU threads, %s) in %.1f s", model.config.name, model.device,
                         model.dtype, torch.get_num_threads(), model.fast_paths, time.perf_counter() - started)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting lifespan

@@ -158,36 +158,42 @@ class SteadyCall:
         return dataclasses.replace(result, frames=result.frames.float().clone(), latents=result.latents.clone())
 
 
-def _timed(run: Callable[[], object], device: torch.device) -> float:
-    start = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+@dataclass
+class Measured:
+    """One call's result on the probe's inputs, and its fastest time of `TIMED_RUNS`."""
+
+    result: QueueCallResult
+    seconds: float
 
 
-def check_path(name: str, probe: SteadyCall, without: Callable[[QueueCall], QueueCallResult],
-               with_path: Callable[[QueueCall], QueueCallResult], *, dtype: torch.dtype,
-               decoder_dtypes: tuple[torch.dtype, torch.dtype], device: torch.device) -> str | None:
-    """Why path `name` (the call `with_path`) must not run, against the call `without` it; None when it may.
+def measure(probe: SteadyCall, run: Callable[[QueueCall], QueueCallResult], decoder_dtype: torch.dtype,
+            device: torch.device) -> Measured:
+    """`run` on the probe: once for its result (a path's first call also compiles or captures), then timed."""
+    result = probe.run(run, decoder_dtype)
+    times = []
+    for _ in range(TIMED_RUNS):
+        start = time.perf_counter()
+        probe.run(run, decoder_dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return Measured(result, min(times))
 
-    Runs each on the same inputs: once to compare (the path's first call also compiles or captures),
-    then `TIMED_RUNS` times each, interleaved, to compare their fastest."""
+
+def check_path(name: str, without: Measured, with_path: Callable[[], Measured],
+               dtype: torch.dtype) -> tuple[str | None, Measured | None]:
+    """Why path `name` must not run, against the same call measured `without` it (None when it may), and
+    the call measured with it. `with_path` measures that (after `without` was measured: a path applied
+    in place leaves no way back to the call without it but undoing it)."""
     try:
-        expected = probe.run(without, decoder_dtypes[0])
-        result = probe.run(with_path, decoder_dtypes[1])
-        reason = PATH_CHECKS[name].mismatch(result, expected, dtype)
-        if reason is not None:
-            return reason
-        plain, fast = [], []
-        for _ in range(TIMED_RUNS):
-            plain.append(_timed(lambda: probe.run(without, decoder_dtypes[0]), device))
-            fast.append(_timed(lambda: probe.run(with_path, decoder_dtypes[1]), device))
+        measured = with_path()
     except Exception as exc:  # noqa: BLE001 - whatever a path raises drops it
-        return _raised(exc)
-    if min(fast) > SLOWER_MARGIN * min(plain):
-        return f"it was slower ({min(fast) * 1e3:.1f} ms a call against {min(plain) * 1e3:.1f} ms without it)"
-    return None
+        return _raised(exc), None
+    reason = PATH_CHECKS[name].mismatch(measured.result, without.result, dtype)
+    if reason is None and measured.seconds > SLOWER_MARGIN * without.seconds:
+        reason = (f"it was slower ({measured.seconds * 1e3:.1f} ms a call against {without.seconds * 1e3:.1f} ms "
+                  "without it)")
+    return reason, measured
 
 
 class Preparation:
@@ -316,18 +322,21 @@ class Preparation:
         checked = [name for name in ("compile", "cuda_graphs") if name in paths.checked and getattr(paths, name)]
         if checked:
             probe = SteadyCall(model)
-            check = functools.partial(check_path, probe=probe, dtype=model.dtype,
-                                      decoder_dtypes=(model.decoder_dtype, model.decoder_dtype), device=model.device)
+            dtype, device = model.decoder_dtype, model.device
+            baseline = measure(probe, model.compute, dtype, device)
             if "compile" in checked:
                 compiled = functools.partial(model.compute, networks=networks)
-                reason = check("compile", without=model.compute, with_path=compiled)
-                if reason is not None:
+                reason, measured = check_path("compile", baseline,
+                                              functools.partial(measure, probe, compiled, dtype, device), model.dtype)
+                if reason is None:
+                    baseline = measured
+                else:
                     model.fast_paths = paths = _drop(paths, "compile", reason)  # type: ignore[attr-defined]
                     networks = None
             if "cuda_graphs" in checked:
                 graphed = self._make_runner(networks)
-                reason = check("cuda_graphs", without=functools.partial(model.compute, networks=networks),
-                               with_path=graphed)
+                reason, _ = check_path("cuda_graphs", baseline,
+                                       functools.partial(measure, probe, graphed, dtype, device), model.dtype)
                 if reason is None:
                     return graphed  # captured at batch size 1 already
                 model.fast_paths = paths = _drop(paths, "cuda_graphs", reason)  # type: ignore[attr-defined]
@@ -428,16 +437,21 @@ def prepare_model(
     cheap = [("channels_last", _apply_channels_last, ran.channels_last),
              ("bfloat16_decoder", _apply_bfloat16_decoder, bfloat16_decoder and decoder_dtype == torch.float32)]
     probe = SteadyCall(model) if any(on and name in ran.checked for name, _, on in cheap) else None
+    baseline = None
     for name, apply, wanted in cheap:
         if not wanted:
             continue
-        before = model
+        if probe is not None and name in ran.checked and baseline is None:
+            baseline = measure(probe, model.compute, model.decoder_dtype, device)
         undo = apply(components)
         model = QueueModel(components)
         if probe is not None and name in ran.checked:
-            reason = check_path(name, probe, before.compute, model.compute, dtype=model.dtype,
-                                decoder_dtypes=(before.decoder_dtype, model.decoder_dtype), device=device)
-            if reason is not None:
+            reason, measured = check_path(
+                name, baseline, functools.partial(measure, probe, model.compute, model.decoder_dtype, device),
+                model.dtype)
+            if reason is None:
+                baseline = measured
+            else:
                 undo()
                 model = QueueModel(components)
                 ran = _drop(ran, name, reason)

@@ -49,7 +49,8 @@ async def test_the_server_answers_and_streams_while_it_compiles(default_server):
     assert 'rain_fast_path{path="compile"}' in metrics and "rain_fast_path_ready_batch_sizes" in metrics
     # A session streams whether or not its batch size is compiled yet (eager meanwhile).
     await _streams(default_server.url)
-    assert "compiling for batch sizes [1]" in default_server.log()  # what the server is preparing, in its log
+    # What the server is preparing, in its log.
+    assert "compiling for batch sizes [1] in the background" in default_server.log()
 
 
 async def test_a_compile_path_that_fails_at_warm_up_is_dropped_and_the_server_serves(tmp_path):

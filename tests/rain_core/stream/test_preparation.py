@@ -120,6 +120,9 @@ def test_cheap_paths_checked_at_once_leave_a_model_that_serves(reference_images)
     ran = model.fast_paths
     for name in ("channels_last", "bfloat16_decoder"):
         assert getattr(ran, name) != (name in ran.dropped)
+    # Either path computes what eager does, within its tolerance: only this CPU's speed may drop it.
+    for note in ran.notes:
+        assert "slower" in note, note
     assert (model.decoder_dtype == torch.bfloat16) == ran.bfloat16_decoder
     assert next(model.components.decoder.decoder.parameters()).is_contiguous(
         memory_format=torch.channels_last) == ran.channels_last
