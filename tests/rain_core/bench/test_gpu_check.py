@@ -193,6 +193,7 @@ def test_sections_that_do_not_fit_the_budget_are_skipped_with_the_reason(tmp_pat
     (["--batch-sizes", "2,2"], "names a value twice"),
     (["--seconds", "-1"], "must be between 0"),
     (["--budget", "5"], "must be between 10"),
+    (["--limit-scale", "0"], "must be between 0.1"),
 ])
 def test_bad_options_are_refused_by_name(option, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
