@@ -157,7 +157,7 @@ def add_gpu_check(commands: argparse._SubParsersAction) -> None:
                        help="calls of the steady-memory loop, cut short by its time limit (default: 2000)")
     check.add_argument("--budget", type=between(float, 10, 3600), default=None,
                        help="seconds for the whole check; a section with less than half its limit left is "
-                            "skipped (default: none beyond the sections' limits, 375 s for all)")
+                            "skipped (default: the sections' limits and 30 s, 390 s for all)")
     check.add_argument("--limit-scale", type=between(float, 0.1, 20), default=None,
                        help="multiply every section's time limit (default: 1, set for an H100-class GPU; "
                             "e.g. 2 on a slower one)")

@@ -9,7 +9,7 @@
 # first, then the served paths, compiled / CUDA graphs, batched streams 1-8, G x P variants, the
 # model worker, and steady memory. It prints the markdown report and writes gpu_check.json +
 # gpu_check.md into --out (default gpu_check/) and into $OUT when that is set, after every
-# section. Each section has its own time limit (375 s in all, one cold compile): a section cut at
+# section. Each section has its own time limit (360 s in all, one cold compile): a section cut at
 # its limit keeps its figures, one hung 15 s past it is interrupted, 15 s more end the check with
 # the report written (exit status 3); a failing section is recorded and the next one runs.
 # `rain-avatar gpu-check --help` lists every option.

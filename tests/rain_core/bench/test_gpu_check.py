@@ -90,9 +90,10 @@ def test_the_section_limits_fit_the_device_machine_by_construction():
 
     options = GpuCheckOptions()
     assert set(SECTION_LIMITS_S) == set(GPU_CHECK_SECTIONS)
-    # Eight minutes on the machine, less a minute for the process's start and the wheels' install;
-    # at most one section can overrun, by its grace twice (interrupted, then the process ended).
-    worst = sum(options.limit_s(name) for name in GPU_CHECK_SECTIONS) + 2 * options.hang_grace_s
+    # Eight minutes on the machine, less a minute for the process's start and the wheels' install.
+    # The budget holds the limits and two graces; the section running at its end can outlive it
+    # by two graces more (interrupted, then the process ended).
+    worst = sum(options.limit_s(name) for name in GPU_CHECK_SECTIONS) + 4 * options.hang_grace_s
     assert worst <= 8 * 60 - 60
 
 
