@@ -289,3 +289,23 @@ def test_a_section_that_outlives_its_interruption_ends_the_check_with_the_report
     assert stuck["status"] == "timeout" and "the check stopped here" in stuck["reason"]
     later = report["sections"]["steady_memory"]
     assert later["status"] == "skipped" and "stopped at model_worker" in later["reason"]
+
+
+def test_steady_memory_measures_the_served_model_without_building_it_again(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from rain_core.bench.gpu_check import GpuCheckOptions, run_gpu_check
+    from rain_core.stream.fast_paths import default_fast_paths
+
+    served = dataclasses.replace(default_fast_paths(torch.device("cpu")), channels_last=False)
+    options = dataclasses.replace(GpuCheckOptions.dry_run_defaults(), sections=("profile_defaults", "steady_memory"),
+                                  stream_paths=served, progress=False)
+    report = run_gpu_check(options, out_dirs=[tmp_path])
+    sections = {section.name: section for section in report.sections}
+    assert sections["profile_defaults"].status == "ok"
+    steady = sections["steady_memory"]
+    assert steady.status == "ok", steady.reason
+    assert steady.rows[0]["model_from_served_section"] is True
+    assert steady.rows[0]["paths"] == sections["profile_defaults"].rows[0]["paths"]
