@@ -124,8 +124,9 @@ def _variant(text: str) -> tuple[int, int]:
 def add_gpu_check(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser(
         "gpu-check", help="every GPU figure in one run (official profile, fast paths, batching, memory)",
-        description="Measure every GPU figure the project needs within a time budget; writes gpu_check.json and "
-                    "gpu_check.md into --out (and into $OUT when set). --dry-run checks the check on the CPU.",
+        description="Measure every GPU figure the project needs, each section within its own time limit; writes "
+                    "gpu_check.json and gpu_check.md into --out (and into $OUT when set). --dry-run checks the check "
+                    "on the CPU.",
     )
     check.add_argument("--dry-run", action="store_true",
                        help="the tiny profile on the CPU, one call per measurement: seconds, no GPU")
@@ -141,7 +142,7 @@ def add_gpu_check(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--per-group", type=between(int, 1, MAX_GROUPS), default=None,
                        help="P of the main measurements")
     check.add_argument("--seconds", type=between(float, 0, 600), default=None,
-                       help="seconds per fps measurement (default: 5; dry run: 0, i.e. --min-calls only)")
+                       help="seconds per fps measurement (default: 3; dry run: 0, i.e. --min-calls only)")
     check.add_argument("--min-calls", type=between(int, 1, 10_000), default=None,
                        help="fewest timed calls per measurement")
     check.add_argument("--warmup-calls", type=between(int, 0, 1000), default=None,
@@ -153,9 +154,13 @@ def add_gpu_check(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--worker-streams", type=between(int, 1, MAX_STREAMS), default=None,
                        help="streams the model worker steps (default: 4)")
     check.add_argument("--steady-calls", type=between(int, 1, 1_000_000), default=None,
-                       help="calls of the steady-memory loop, cut short by the budget (default: 2000)")
+                       help="calls of the steady-memory loop, cut short by its time limit (default: 2000)")
     check.add_argument("--budget", type=between(float, 10, 3600), default=None,
-                       help="seconds for the whole check; sections that no longer fit are skipped (default: 400)")
+                       help="seconds for the whole check; a section with less than half its limit left is "
+                            "skipped (default: the sections' limits and 30 s, 390 s for all)")
+    check.add_argument("--limit-scale", type=between(float, 0.1, 20), default=None,
+                       help="multiply every section's time limit (default: 1, set for an H100-class GPU; "
+                            "e.g. 2 on a slower one)")
     check.add_argument("--sections", type=_comma_list(_section, "sections"), default=None,
                        help=f"sections to run, of: {','.join(GPU_CHECK_SECTIONS)} (default: all)")
     add_fast_path_options(check)
@@ -177,7 +182,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
         profile=args.profile, device=args.device, dtype=args.dtype, groups=args.groups, per_group=args.per_group,
         seconds=args.seconds, min_calls=args.min_calls, warmup_calls=args.warmup_calls, batch_sizes=args.batch_sizes,
         variants=args.variants, worker_streams=args.worker_streams, steady_calls=args.steady_calls,
-        budget_s=args.budget, sections=args.sections,
+        budget_s=args.budget, limit_scale=args.limit_scale, sections=args.sections,
     )
     options = dataclasses.replace(base, **{key: value for key, value in given.items() if value is not None})
     options = dataclasses.replace(

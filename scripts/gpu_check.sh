@@ -5,13 +5,14 @@
 #   scripts/gpu_check.sh --dry-run          # the same sections on the CPU, tiny profile, seconds
 #
 # It runs `rain-avatar gpu-check` from this checkout on the machine's own PyTorch (it never
-# installs or replaces torch): the official profile with random weights at 512x512, G=P=4,
-# eager / compiled / CUDA graphs, batched streams 1-8, G x P variants, the model worker, and
-# steady memory. It prints the markdown report and writes gpu_check.json + gpu_check.md into
-# --out (default gpu_check/) and into $OUT when that is set. Sections that no longer fit the
-# time budget (--budget, default 400 s) are skipped with that reason, a section still running
-# 45 s past it ends the check with the report written (exit status 3); a failing section is
-# recorded and the next one runs. `rain-avatar gpu-check --help` lists every option.
+# installs or replaces torch): the official profile with random weights at 512x512, G=P=4, eager
+# first, then the served paths, compiled / CUDA graphs, batched streams 1-8, G x P variants, the
+# model worker, and steady memory. It prints the markdown report and writes gpu_check.json +
+# gpu_check.md into --out (default gpu_check/) and into $OUT when that is set, after every
+# section. Each section has its own time limit (360 s in all, one cold compile): a section cut at
+# its limit keeps its figures, one hung 15 s past it is interrupted, 15 s more end the check with
+# the report written (exit status 3); a failing section is recorded and the next one runs.
+# `rain-avatar gpu-check --help` lists every option.
 #
 # On a machine that reaches no package index (the lent GPU machines), the few pure-Python
 # packages the check needs and the GPU image lacks travel as wheels. Build them here, once:

@@ -15,7 +15,8 @@ from typing import Any, Literal
 JSON_NAME = "gpu_check.json"
 MARKDOWN_NAME = "gpu_check.md"
 
-Status = Literal["ok", "error", "skipped"]
+# "timeout": the section reached its time limit; its rows are those measured before.
+Status = Literal["ok", "error", "skipped", "timeout"]
 
 
 @dataclass
@@ -29,9 +30,14 @@ class SectionReport:
     # One dict per measured configuration (a variant, a batch size); a row may carry its own
     # "error" when that configuration failed and the section went on with the next.
     rows: list[dict[str, Any]] = field(default_factory=list)
-    # The error text (status "error") or why the section did not run (status "skipped").
+    # The error text (status "error"), why the section did not run (status "skipped") or where its
+    # time ran out (status "timeout").
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The section's time limit (seconds), and the graphs torch.compile compiled while it ran
+    # (None: not counted).
+    limit_s: float | None = None
+    compiled_graphs: int | None = None
 
 
 @dataclass
@@ -54,6 +60,12 @@ class CheckReport:
         lines.append("")
         lines += ["| environment | |", "| --- | --- |"]
         lines += [f"| {key} | {_cell(value)} |" for key, value in self.environment.items()]
+        lines.append("")
+        lines += _table([dict(section=s.name, status=s.status, seconds=s.seconds, limit_s=s.limit_s,
+                              compiled_graphs=s.compiled_graphs) for s in self.sections])
+        counted = [s.compiled_graphs for s in self.sections if s.compiled_graphs is not None]
+        if counted:
+            lines += ["", f"{sum(counted)} graphs compiled in all."]
         lines.append("")
         for section in self.sections:
             lines.append(f"## {section.title}")

@@ -1,23 +1,32 @@
-"""`rain-avatar gpu-check`: every GPU figure the project needs, from one command, within a time budget.
+"""`rain-avatar gpu-check`: every GPU figure the project needs, from one command, in a fixed time.
 
-A lent GPU machine is rare and short-lived (minutes), so one run measures everything:
+A lent GPU machine is rare and short-lived (minutes), so one run measures everything, the most
+valuable figure first:
 
+- the official profile (random weights, 512x512, G=P=4) eager: fps, ms per call, UNet TFLOP/s and
+  its fraction of the peak, peak memory, first-frame latency;
 - the matmul peak in float16 and bfloat16: the device's practical ceiling, measured in the same run;
-- the official profile (random weights, 512x512, G=P=4) eager, compiled, with CUDA graphs, and
-  compiled with CUDA graphs: fps, ms per call, UNet TFLOP/s and its fraction of the peak, peak
-  memory, first-frame latency, and the fast paths the model says it ran;
+- the same profile with the paths the server would serve (the device's defaults), then compiled,
+  with CUDA graphs, and both, each measured once (a path set measured already is not measured again);
 - several streams batched into one call (aggregate and per-stream fps);
 - G x P variants of the queue;
 - sections a caller adds (the CLI adds the server's model worker; `rain_core` knows no server);
-- steady memory over many calls, last, since it takes whatever time is left.
+- steady memory over many calls, last, on the served-paths model kept from its section.
+
+Every section has its own time limit (`SECTION_LIMITS_S`), so the whole check fits its total by
+construction. A section's loops stop when its limit is reached and keep what they measured
+(status "timeout"); one still running `hang_grace_s` later (a compile cannot be told to stop) is
+interrupted, and one that outlives even that ends the process with the report written. Only the
+served-paths and compiled sections compile, each at batch size 1; batched streams, variants and
+the model worker run uncompiled, so a GPU run makes one cold compile (the compiled sections after
+it compile the same graphs, which inductor's cache serves). The report (`check_report`) is
+written after every section, with the graphs each section compiled, counted.
 
 Each section catches its own failure (its error text goes into the report and the next section
-runs) and a section starts only when the budget still has the time it needs, else it is recorded as
-skipped with that reason. The report (`check_report`) is written after every section.
-
-Speed does not depend on the weights' values, so every model here has random weights
+runs). Speed does not depend on the weights' values, so every model here has random weights
 (`RainComponents.random`): nothing is downloaded. Every measured model is built afresh, so that what
-one fast path does to the networks never leaks into another's figures.
+one fast path does to the networks never leaks into another's figures; steady memory alone reuses
+the served-paths model, so that it measures what a server runs without compiling it again.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import dataclasses
 import gc
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -56,8 +66,28 @@ from rain_core.stream.engine import QueueModel, StreamEngine, frames_to_uint8
 from rain_core.stream.fast_paths import FastPaths, default_fast_paths
 from rain_core.stream.preparation import prepare_model
 
-# Left of the budget when the steady-memory loop stops: time to write the report and exit.
-_FINISHING_S = 5.0
+# Seconds each section may take on the device machine (official profile, float16, one GPU). The
+# whole check's budget is their sum (360 s) and two hang graces (30 s): sections that overran eat
+# into it, and the last one can outlive it by two graces more (interrupted, then the process
+# ended), 420 s at worst; with the process's start (imports, CUDA context, the wheels' install:
+# under 20 s) the command fits 8 minutes. docs/benchmarks.md ("GPU check") gives the table.
+SECTION_LIMITS_S: dict[str, float] = {
+    "profile_eager": 30.0,
+    "matmul_peak": 10.0,
+    # The one cold compile (batch size 1) and CUDA-graph capture of the served paths.
+    "profile_defaults": 110.0,
+    # The same graphs as profile_defaults' compile, from inductor's cache, where that section compiled.
+    "profile_compiled": 40.0,
+    "profile_cuda_graphs": 20.0,
+    "profile_compiled_cuda_graphs": 40.0,
+    "batched_streams": 30.0,
+    "group_variants": 25.0,
+    "model_worker": 30.0,
+    "steady_memory": 20.0,
+}
+
+# Left of the steady-memory section's limit when its loop stops: time to measure memory and write.
+_FINISHING_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,8 +100,9 @@ class GpuCheckOptions:
     # G and P of the main measurements; None: the profile's.
     groups: int | None = None
     per_group: int | None = None
-    # Seconds of each steady-state fps measurement, and its fewest calls whatever the time.
-    seconds: float = 5.0
+    # Seconds of each steady-state fps measurement, and its fewest calls whatever the time (a
+    # section's time limit still ends it).
+    seconds: float = 3.0
     min_calls: int = 5
     # Calls after the queue has filled and before timing (cuDNN autotuning, lazy compilation, capture).
     warmup_calls: int = 3
@@ -79,16 +110,23 @@ class GpuCheckOptions:
     # (G, P) of the queue variants.
     variants: tuple[tuple[int, int], ...] = ((4, 1), (4, 2), (3, 4))
     worker_streams: int = 4
-    # Calls of the steady-memory loop (the goal is 10,000; the budget cuts it short, and says so).
+    # Calls of the steady-memory loop (the goal is 10,000; its time limit cuts it short, and says so).
     steady_calls: int = 2000
-    # Seconds for the whole check; sections that no longer fit are skipped with that reason.
-    budget_s: float = 400.0
-    # Seconds past the budget after which a section still running (a hung compile) ends the process,
-    # with the report written; None: never (the dry run, which runs inside the test process).
-    hard_stop_after_s: float | None = 45.0
+    # Every section's limit (`SECTION_LIMITS_S`) times this: 1 on the GPU the limits were set for.
+    limit_scale: float = 1.0
+    # (section, seconds): limits that replace the scaled table's.
+    limits_s: tuple[tuple[str, float], ...] = ()
+    # Seconds for the whole check; None: the chosen sections' limits and two hang graces. A section
+    # is skipped, with that reason, when less than half its limit is left; it gets at most what is left.
+    budget_s: float | None = None
+    # Seconds past its limit after which a running section is interrupted (a section inside a
+    # compile does not see its limit), and as many again after which the check ends the process
+    # with the report written (exit status 3). None: neither (the dry run inside the test process).
+    hang_grace_s: float | None = 15.0
     matmul_size: int = 8192
     sections: tuple[str, ...] = GPU_CHECK_SECTIONS
-    # The fast paths of the streaming sections (batched, variants, steady memory); None: the device's.
+    # The fast paths the server would serve (the served-paths and steady-memory sections; batched
+    # streams, variants and the model worker take them uncompiled); None: the device's.
     stream_paths: FastPaths | None = None
     seed: int = 0
     progress: bool = True
@@ -99,12 +137,19 @@ class GpuCheckOptions:
 
     @classmethod
     def dry_run_defaults(cls) -> GpuCheckOptions:
-        """The same sections on the CPU at the tiny profile, one or two calls each: seconds, for CI."""
+        """The same sections on the CPU at the tiny profile, one or two calls each: seconds, for CI.
+
+        Its limits are scaled far beyond what it needs: a loaded CI machine must not cut a section.
+        """
         return cls(
             profile="tiny", device="cpu", dtype="float32", groups=2, per_group=2, seconds=0.0, min_calls=1,
             warmup_calls=1, batch_sizes=(1, 2), variants=((2, 1), (3, 2)), worker_streams=2, steady_calls=3,
-            budget_s=300.0, hard_stop_after_s=None, matmul_size=256, dry_run=True, compile_backend="eager",
+            limit_scale=10.0, hang_grace_s=None, matmul_size=256, dry_run=True, compile_backend="eager",
         )
+
+    def limit_s(self, section: str) -> float:
+        given = dict(self.limits_s)
+        return given[section] if section in given else SECTION_LIMITS_S[section] * self.limit_scale
 
 
 class Budget:
@@ -125,15 +170,35 @@ class SectionSkipped(Exception):
     """A section that cannot run here (e.g. CUDA graphs on a CPU); the message says why."""
 
 
+class SectionTimeout(BaseException):
+    """Raised in the check's thread when a section outlives its limit and grace.
+
+    A BaseException, so that the sections' per-row `except Exception` cannot swallow it.
+    """
+
+
 @dataclass
 class CheckContext:
-    """What every section reads: the options, the budget, the main config, the measured peaks."""
+    """What every section reads: the options, the budget, the main config, the measured peaks;
+    and what a section writes: its rows, as it measures them."""
 
     options: GpuCheckOptions
     budget: Budget
     config: RainConfig
     # Matmul TFLOP/s per dtype name, once the peak section has run.
     matmul_peaks: dict[str, float] = field(default_factory=dict)
+    # The running section's rows, added as they are measured, so that a section cut at its limit
+    # keeps them; and when its limit ends (perf_counter seconds).
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    deadline: float = float("inf")
+    # Set when a loop stopped early at the section's limit.
+    cut: bool = False
+    section_name: str = ""
+    # Fast paths measured by a profile section so far (their `_paths_key`) -> that section's name.
+    measured_paths: dict[tuple, str] = field(default_factory=dict)
+    # The served-paths model, kept from its section for steady memory (None when not kept).
+    kept_model: QueueModel | None = None
+    kept_mb: float = 0.0
     _flops: dict[tuple[int, int], int] = field(default_factory=dict)
 
     @property
@@ -144,6 +209,26 @@ class CheckContext:
     def stream_paths(self) -> FastPaths:
         paths = self.options.stream_paths
         return default_fast_paths(self.device) if paths is None else paths
+
+    @property
+    def uncompiled_paths(self) -> FastPaths:
+        """The served paths without compilation: each batch size or G x P shape would be a cold compile."""
+        return dataclasses.replace(self.stream_paths, compile=False)
+
+    def add_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Add a row now (and fill it in after), so a section cut short keeps what it measured."""
+        self.rows.append(row)
+        return row
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def time_up(self) -> bool:
+        """Whether the section's limit is reached; marks the section as cut when it is."""
+        if self.seconds_left() > 0:
+            return False
+        self.cut = True
+        return True
 
     def variant_config(self, groups: int, per_group: int) -> RainConfig:
         return self.config.with_overrides(noise_groups=groups, num_inference_steps=groups, frames_per_group=per_group)
@@ -159,8 +244,14 @@ class CheckContext:
         peak = self.matmul_peaks.get(self.config.dtype)
         return tflops / peak if peak else None
 
+    def release_kept_model(self) -> None:
+        if self.kept_model is not None:
+            release(self.kept_model)
+        self.kept_model, self.kept_mb = None, 0.0
 
-SectionRun = Callable[[CheckContext], list[dict[str, Any]]]
+
+# A section adds its rows with `ctx.add_row` as it measures them.
+SectionRun = Callable[[CheckContext], None]
 
 
 @dataclass(frozen=True)
@@ -168,8 +259,6 @@ class Section:
     name: str
     title: str
     run: SectionRun
-    # Skipped, with the reason, when less of the budget is left than this.
-    min_seconds: float
     notes: tuple[str, ...] = ()
 
 
@@ -236,12 +325,15 @@ def fill_and_warm(ctx: CheckContext, engines: Sequence[StreamEngine], inputs: St
 
 
 def time_calls(ctx: CheckContext, engines: Sequence[StreamEngine], inputs: StreamInputs, desc: str) -> Timing:
-    """Steady-state calls of full queues for `options.seconds` (at least `min_calls`), synchronised at both ends."""
+    """Steady-state calls of full queues for `options.seconds` (at least `min_calls`, at least one
+    whatever the section's limit says), synchronised at both ends."""
     options = ctx.options
     synchronize(ctx.device)
     calls, start = 0, time.perf_counter()
     with tqdm(desc=desc, unit="call", disable=not options.progress, file=sys.stderr, leave=False) as bar:
-        while calls < options.min_calls or (time.perf_counter() - start < options.seconds and ctx.budget.left() > 0):
+        while calls == 0 or (
+            (calls < options.min_calls or time.perf_counter() - start < options.seconds) and not ctx.time_up()
+        ):
             step_all(engines, inputs, calls)
             calls += 1
             bar.update()
@@ -273,6 +365,23 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def release(model: QueueModel) -> None:
+    """End what a prepared model runs beside it (its decode thread), before it is dropped."""
+    decode_thread = getattr(model, "decode_thread", None)
+    if decode_thread is not None:
+        decode_thread.close()
+
+
+def graphs_compiled() -> int | None:
+    """Graphs torch.compile has compiled in this process so far (dynamo's own count); None where
+    this torch does not keep it. A section's difference of two readings is the compiles it made."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return None
+    return int(counters["stats"]["unique_graphs"])
+
+
 def stream_figures(ctx: CheckContext, config: RainConfig, timing: Timing, streams: int) -> dict[str, Any]:
     """fps, ms per call and the UNet's achieved rate of `streams` streams stepped in one call.
 
@@ -297,83 +406,123 @@ def error_text(exc: BaseException) -> str:
 # Sections -------------------------------------------------------------------------------
 
 
-def _matmul_peak(ctx: CheckContext) -> list[dict[str, Any]]:
+def _matmul_peak(ctx: CheckContext) -> None:
     # Both half precisions on a GPU (the issue compares against either), and always the check's own dtype.
     dtypes = ("float16", "bfloat16", ctx.config.dtype) if ctx.device.type == "cuda" else (ctx.config.dtype,)
-    dtypes = tuple(dict.fromkeys(dtypes))
-    rows = []
-    for name in dtypes:
+    for name in dict.fromkeys(dtypes):
         tflops = measure_matmul_peak(ctx.device, getattr(torch, name), size=ctx.options.matmul_size)
         ctx.matmul_peaks[name] = tflops
-        rows.append(dict(dtype=name, size=ctx.options.matmul_size, tflops=tflops))
-    return rows
+        ctx.add_row(dict(dtype=name, size=ctx.options.matmul_size, tflops=tflops))
 
 
-def _profile(paths_of: Callable[[FastPaths], FastPaths]) -> SectionRun:
-    """A section measuring the main profile with the fast paths `paths_of` makes of the device's defaults."""
+def _paths_key(paths: FastPaths) -> tuple:
+    """What a set of fast paths runs, without its notes: equal keys measure the same thing."""
+    return tuple(value for name, value in dataclasses.asdict(paths).items() if name != "notes")
 
-    def run(ctx: CheckContext) -> list[dict[str, Any]]:
-        paths = paths_of(default_fast_paths(ctx.device))
+
+def _profile(paths_of: Callable[[CheckContext], FastPaths], *, keep: bool = False) -> SectionRun:
+    """A section measuring the main profile with the fast paths `paths_of` chooses. A set of paths
+    an earlier section measured is not measured again. `keep`: the model stays for steady memory."""
+
+    def run(ctx: CheckContext) -> None:
+        paths = paths_of(ctx)
         if paths.cuda_graphs and ctx.device.type != "cuda":
             raise SectionSkipped(f"CUDA graphs need a CUDA device, not {ctx.device}")
+        key = _paths_key(paths)
+        if key in ctx.measured_paths:
+            raise SectionSkipped(f"the same fast paths as {ctx.measured_paths[key]} ({_paths_label(paths)}), "
+                                 "measured there")
         config = ctx.config
         reset_peak_memory(ctx.device)
         model, prepare_s = prepared_model(ctx, config, paths)
-        inputs = StreamInputs.random(config, ctx.options.seed)
-        engines = open_streams(model, 1, inputs, ctx.options.seed)
-        warmup_s = fill_and_warm(ctx, engines, inputs)
-        latency_ms = first_frame_ms(ctx, model, inputs)
-        timing = time_calls(ctx, engines, inputs, f"{config.name} {_paths_label(paths)}")
-        return [dict(
-            paths=_paths_label(paths),
-            **stream_figures(ctx, config, timing, 1),
-            peak_mem_mb=peak_memory_mb(ctx.device),
-            first_frame_compute_ms=latency_ms,
-            first_frame_after_frames=config.queue_length,
-            prepare_s=prepare_s,
-            warmup_s=warmup_s,
-            fast_paths_requested=dataclasses.asdict(paths),
-            fast_paths_ran=fast_paths_ran(model),
-        )]
+        try:
+            row = ctx.add_row(dict(paths=_paths_label(paths), prepare_s=prepare_s))
+            inputs = StreamInputs.random(config, ctx.options.seed)
+            engines = open_streams(model, 1, inputs, ctx.options.seed)
+            row["warmup_s"] = fill_and_warm(ctx, engines, inputs)
+            latency_ms = first_frame_ms(ctx, model, inputs)
+            timing = time_calls(ctx, engines, inputs, f"{config.name} {_paths_label(paths)}")
+            row.update(
+                **stream_figures(ctx, config, timing, 1),
+                peak_mem_mb=peak_memory_mb(ctx.device),
+                first_frame_compute_ms=latency_ms,
+                first_frame_after_frames=config.queue_length,
+                fast_paths_requested=dataclasses.asdict(paths),
+                fast_paths_ran=fast_paths_ran(model),
+            )
+            ctx.measured_paths[key] = ctx.section_name
+            if keep and "steady_memory" in ctx.options.sections:
+                engines = []
+                gc.collect()
+                ctx.kept_model = model
+                ctx.kept_mb = torch.cuda.memory_allocated(ctx.device) / 2**20 if ctx.device.type == "cuda" else 0.0
+        finally:
+            if ctx.kept_model is not model:
+                release(model)
 
     return run
 
 
-def _batched_streams(ctx: CheckContext) -> list[dict[str, Any]]:
-    config, paths = ctx.config, ctx.stream_paths
+def _eager(ctx: CheckContext) -> FastPaths:
+    return dataclasses.replace(default_fast_paths(ctx.device), compile=False, cuda_graphs=False)
+
+
+def _compiled(ctx: CheckContext) -> FastPaths:
+    return dataclasses.replace(default_fast_paths(ctx.device), compile=True, cuda_graphs=False)
+
+
+def _cuda_graphs(ctx: CheckContext) -> FastPaths:
+    return dataclasses.replace(default_fast_paths(ctx.device), compile=False, cuda_graphs=True)
+
+
+def _compiled_cuda_graphs(ctx: CheckContext) -> FastPaths:
+    return dataclasses.replace(default_fast_paths(ctx.device), compile=True, cuda_graphs=True)
+
+
+def _served(ctx: CheckContext) -> FastPaths:
+    return ctx.stream_paths
+
+
+def _batched_streams(ctx: CheckContext) -> None:
+    config, paths = ctx.config, ctx.uncompiled_paths
     sizes = ctx.options.batch_sizes
     model, prepare_s = prepared_model(ctx, config, paths, sizes)
-    inputs = StreamInputs.random(config, ctx.options.seed)
-    rows: list[dict[str, Any]] = []
-    for streams in sizes:
-        row: dict[str, Any] = dict(streams=streams)
-        try:
-            reset_peak_memory(ctx.device)
-            engines = open_streams(model, streams, inputs, ctx.options.seed)
-            fill_and_warm(ctx, engines, inputs)
-            figures = stream_figures(ctx, config, time_calls(ctx, engines, inputs, f"{streams} streams"), streams)
-            fps = figures.pop("fps")
-            row.update(aggregate_fps=fps, per_stream_fps=fps / streams, **figures)
-            row["peak_mem_mb"] = peak_memory_mb(ctx.device)
-        except Exception as exc:  # noqa: BLE001 - recorded; the other batch sizes still run
-            row["error"] = error_text(exc)
-        # Dropped before the next size, whose peak memory is then its own.
-        engines = []
-        free_memory(ctx.device)
-        rows.append(row)
-    rows[0]["prepare_s"] = prepare_s
-    rows[0]["fast_paths_ran"] = fast_paths_ran(model)
-    return rows
+    try:
+        inputs = StreamInputs.random(config, ctx.options.seed)
+        for streams in sizes:
+            if ctx.time_up():
+                break
+            row = ctx.add_row(dict(streams=streams))
+            try:
+                reset_peak_memory(ctx.device)
+                engines = open_streams(model, streams, inputs, ctx.options.seed)
+                fill_and_warm(ctx, engines, inputs)
+                timing = time_calls(ctx, engines, inputs, f"{streams} streams")
+                figures = stream_figures(ctx, config, timing, streams)
+                fps = figures.pop("fps")
+                row.update(aggregate_fps=fps, per_stream_fps=fps / streams, **figures)
+                row["peak_mem_mb"] = peak_memory_mb(ctx.device)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other batch sizes still run
+                row["error"] = error_text(exc)
+            # Dropped before the next size, whose peak memory is then its own.
+            engines = []
+            free_memory(ctx.device)
+        if ctx.rows:
+            ctx.rows[0].update(prepare_s=prepare_s, fast_paths_ran=fast_paths_ran(model))
+    finally:
+        release(model)
 
 
-def _group_variants(ctx: CheckContext) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _group_variants(ctx: CheckContext) -> None:
     for groups, per_group in ctx.options.variants:
-        row: dict[str, Any] = dict(variant=f"{groups}x{per_group}", groups=groups, per_group=per_group)
+        if ctx.time_up():
+            break
+        row = ctx.add_row(dict(variant=f"{groups}x{per_group}", groups=groups, per_group=per_group))
+        model = engines = None
         try:
             config = ctx.variant_config(groups, per_group)
             reset_peak_memory(ctx.device)
-            model, prepare_s = prepared_model(ctx, config, ctx.stream_paths)
+            model, prepare_s = prepared_model(ctx, config, ctx.uncompiled_paths)
             inputs = StreamInputs.random(config, ctx.options.seed)
             engines = open_streams(model, 1, inputs, ctx.options.seed)
             fill_and_warm(ctx, engines, inputs)
@@ -388,39 +537,53 @@ def _group_variants(ctx: CheckContext) -> list[dict[str, Any]]:
             )
         except Exception as exc:  # noqa: BLE001 - recorded; the other variants still run
             row["error"] = error_text(exc)
+        finally:
+            if model is not None:
+                release(model)
         # Dropped before the next variant is built, whose peak memory is then its own.
         model = engines = None
         free_memory(ctx.device)
-        rows.append(row)
-    return rows
 
 
-def _steady_memory(ctx: CheckContext) -> list[dict[str, Any]]:
+def _steady_memory(ctx: CheckContext) -> None:
     config, device = ctx.config, ctx.device
-    model, _ = prepared_model(ctx, config, ctx.stream_paths)
-    inputs = StreamInputs.random(config, ctx.options.seed)
-    engines = open_streams(model, 1, inputs, ctx.options.seed)
-    fill_and_warm(ctx, engines, inputs)
-    gc.collect()
-    before = _memory_now(device)
-    reset_peak_memory(device)
-    wanted, calls = ctx.options.steady_calls, 0
-    with tqdm(total=wanted, desc="steady memory", unit="call", disable=not ctx.options.progress, file=sys.stderr,
-              leave=False) as bar:
-        while calls < wanted and (calls == 0 or ctx.budget.left() > _FINISHING_S):
-            # Frames go to the host as the server sends them: a leak on either side shows.
-            frames_to_uint8(step_all(engines, inputs, calls)[0])
-            calls += 1
-            bar.update()
-    synchronize(device)
-    gc.collect()
-    after = _memory_now(device)
-    row: dict[str, Any] = dict(calls=calls, calls_asked=wanted, cut_short_by_budget=calls < wanted)
-    for key in before:
-        row[f"{key}_before"] = before[key]
-        row[f"{key}_growth"] = None if before[key] is None else after[key] - before[key]
-    row["peak_allocated_mb_during"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return [row]
+    model, reused = ctx.kept_model, ctx.kept_model is not None
+    # Without the served model (its section did not finish, or did not run), an uncompiled one:
+    # a compile here would be a cold one, more than this section's limit.
+    paths = ctx.stream_paths if reused else ctx.uncompiled_paths
+    if model is None:
+        model, _ = prepared_model(ctx, config, paths)
+    try:
+        inputs = StreamInputs.random(config, ctx.options.seed)
+        engines = open_streams(model, 1, inputs, ctx.options.seed)
+        fill_and_warm(ctx, engines, inputs)
+        gc.collect()
+        before = _memory_now(device)
+        reset_peak_memory(device)
+        wanted, calls = ctx.options.steady_calls, 0
+        with tqdm(total=wanted, desc="steady memory", unit="call", disable=not ctx.options.progress,
+                  file=sys.stderr, leave=False) as bar:
+            # Running until the limit is this section's plan, not a cut: the row says how far it got.
+            while calls < wanted and (calls == 0 or ctx.seconds_left() > _FINISHING_S):
+                # Frames go to the host as the server sends them: a leak on either side shows.
+                frames_to_uint8(step_all(engines, inputs, calls)[0])
+                calls += 1
+                bar.update()
+        synchronize(device)
+        gc.collect()
+        after = _memory_now(device)
+        row = ctx.add_row(dict(paths=_paths_label(paths), model_from_served_section=reused, calls=calls,
+                               calls_asked=wanted, cut_short_by_limit=calls < wanted))
+        for key in before:
+            row[f"{key}_before"] = before[key]
+            row[f"{key}_growth"] = None if before[key] is None else after[key] - before[key]
+        row["peak_allocated_mb_during"] = (torch.cuda.max_memory_allocated(device) / 2**20
+                                           if device.type == "cuda" else None)
+    finally:
+        if reused:
+            ctx.release_kept_model()
+        else:
+            release(model)
 
 
 def _memory_now(device: torch.device) -> dict[str, float | None]:
@@ -442,42 +605,46 @@ def _host_rss_mb() -> float | None:
 
 
 def _paths_label(paths: FastPaths) -> str:
-    on = [name for name, value in dataclasses.asdict(paths).items() if value]
+    on = [name for name, value in dataclasses.asdict(paths).items() if value and name != "notes"]
     return "+".join(on) if on else "plain"
 
 
 _PROFILE_NOTES = (
     "Random weights; one stream; frames stay on the device (the model worker section copies them out).",
     "unet_tflops: the UNet's counted FLOPs per call over the whole call's time, so a lower bound for the "
-    "UNet alone; fraction_of_peak divides it by the matmul peak of the same dtype measured above.",
+    "UNet alone; fraction_of_peak divides it by the matmul peak of the same dtype measured in this run.",
     "first_frame_compute_ms: compute from a new stream's first driving images to its first frame on a warm "
     "model (G calls); live latency adds the time the camera takes to deliver G*P frames.",
     "peak_mem_mb: the device's peak allocated memory since the section began (on a CPU: the process's peak RSS).",
 )
 
+_UNCOMPILED = ("Uncompiled (the served paths less compilation): compiling every batch size or G x P shape "
+               "would be a cold compile each, more than the check's time allows; profile_defaults against "
+               "profile_eager gives compilation's gain.")
+
 MEASUREMENTS: tuple[Section, ...] = (
-    Section("matmul_peak", "Matrix-product peak", _matmul_peak, min_seconds=5,
+    Section("profile_eager", "Main profile, eager", _profile(_eager), notes=_PROFILE_NOTES),
+    Section("matmul_peak", "Matrix-product peak", _matmul_peak,
             notes=("A square matmul of random operands, timed after three warm-up products.",)),
-    Section("profile_eager", "Main profile, eager",
-            _profile(lambda d: dataclasses.replace(d, compile=False, cuda_graphs=False)), min_seconds=20,
-            notes=_PROFILE_NOTES),
-    Section("profile_compiled", "Main profile, compiled",
-            _profile(lambda d: dataclasses.replace(d, compile=True, cuda_graphs=False)), min_seconds=45),
-    Section("profile_cuda_graphs", "Main profile, CUDA graphs",
-            _profile(lambda d: dataclasses.replace(d, compile=False, cuda_graphs=True)), min_seconds=20),
+    Section("profile_defaults", "Main profile, the served fast paths (the device's defaults)",
+            _profile(_served, keep=True),
+            notes=("The paths `serve` would run here (with the command's fast-path switches); the model is "
+                   "kept for the steady-memory section.",)),
+    Section("profile_compiled", "Main profile, compiled", _profile(_compiled)),
+    Section("profile_cuda_graphs", "Main profile, CUDA graphs", _profile(_cuda_graphs)),
     Section("profile_compiled_cuda_graphs", "Main profile, compiled and CUDA graphs",
-            _profile(lambda d: dataclasses.replace(d, compile=True, cuda_graphs=True)), min_seconds=45),
-    Section("batched_streams", "Streams batched into one call", _batched_streams, min_seconds=30,
+            _profile(_compiled_cuda_graphs)),
+    Section("batched_streams", "Streams batched into one call", _batched_streams,
             notes=("All streams at the same fill level, stepped with `step_streams` as the model worker does; "
-                   "the model is prepared for every batch size at once.",)),
-    Section("group_variants", "G x P variants", _group_variants, min_seconds=30,
-            notes=("A new model per variant; the per-frame UNet cost depends on G, not on P.",)),
+                   "the model is prepared for every batch size at once.", _UNCOMPILED)),
+    Section("group_variants", "G x P variants", _group_variants,
+            notes=("A new model per variant; the per-frame UNet cost depends on G, not on P.", _UNCOMPILED)),
 )
 
 STEADY_MEMORY = Section(
-    "steady_memory", "Steady memory", _steady_memory, min_seconds=15,
+    "steady_memory", "Steady memory", _steady_memory,
     notes=("Growth from after the warm-up to after the last call; the goal is none over 10,000 calls. The "
-           "loop stops early when the time budget runs out, and says so.",),
+           "loop stops at the section's time limit, and says so.",),
 )
 
 
@@ -532,53 +699,157 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
+def _fill_fractions(report: CheckReport, ctx: CheckContext) -> None:
+    """The fraction of the peak for rows measured before the peak was (the eager profile runs first)."""
+    for section in report.sections:
+        for row in section.rows:
+            if row.get("fraction_of_peak") is None and isinstance(row.get("unet_tflops"), float):
+                row["fraction_of_peak"] = ctx.fraction_of_peak(row["unet_tflops"])
+
+
+class _Watchdog:
+    """Watches the running section from a thread of its own: past its limit and the grace, it
+    interrupts the check's thread (`SectionTimeout`, raised by a signal handler, so it lands even in
+    a compile's Python code); as long again after that, it calls `hard_stop`, which ends the process.
+
+    Interrupting needs the check to run on the main thread (only it runs signal handlers); elsewhere
+    the first stage is the hard stop.
+    """
+
+    def __init__(self, grace_s: float, hard_stop: Callable[[], None]):
+        self.grace_s = grace_s
+        self.hard_stop = hard_stop
+        self.lock = threading.Lock()
+        self.section: str | None = None
+        self.deadline = 0.0
+        self.interrupted = False
+        self._stop = threading.Event()
+        self._old_handler: Any = None
+        self.can_interrupt = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_kill")
+        if self.can_interrupt:
+            self._old_handler = signal.signal(signal.SIGUSR1, self._on_signal)
+        self._thread = threading.Thread(target=self._watch, name="gpu-check-watchdog", daemon=True)
+        self._thread.start()
+
+    def enter(self, section: str, deadline: float) -> None:
+        with self.lock:
+            self.section, self.deadline, self.interrupted = section, deadline, False
+
+    def leave(self) -> None:
+        with self.lock:
+            self.section = None
+
+    def close(self) -> None:
+        self.leave()
+        self._stop.set()
+        self._thread.join()
+        if self.can_interrupt:
+            signal.signal(signal.SIGUSR1, self._old_handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # A signal sent just as its section ended finds none running, and is dropped.
+        with self.lock:
+            section = self.section if self.interrupted else None
+        if section is not None:
+            raise SectionTimeout(f"{section} was still running {self.grace_s:.0f} s after its time limit, "
+                                 "and was interrupted")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            with self.lock:
+                if self.section is None:
+                    continue
+                late = time.perf_counter() - self.deadline
+                interrupt = self.can_interrupt and not self.interrupted and late > self.grace_s
+                if interrupt:
+                    self.interrupted = True
+                stop = late > (2 if self.can_interrupt else 1) * self.grace_s
+            if interrupt:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+            elif stop:
+                self.hard_stop()
+
+
 def run_section(section: Section, ctx: CheckContext) -> SectionReport:
-    """Run one section, whatever happens in it: its figures, its error, or why it was skipped."""
+    """Run one section within its time limit, whatever happens in it: its figures, its error, its
+    timeout, or why it was skipped."""
+    options = ctx.options
+    limit = options.limit_s(section.name)
     left = ctx.budget.left()
     notes = list(section.notes)
-    if left < section.min_seconds:
-        reason = f"time budget: {left:.0f} s left, the section needs about {section.min_seconds:.0f} s"
-        return SectionReport(section.name, section.title, "skipped", 0.0, notes=notes, reason=reason)
+    if left < limit / 2:
+        reason = f"time budget: {left:.0f} s left, the section's limit is {limit:.0f} s"
+        return SectionReport(section.name, section.title, "skipped", 0.0, notes=notes, reason=reason, limit_s=limit)
+    limit = min(limit, left)
+    if ctx.kept_model is not None and ctx.device.type == "cuda":
+        notes.append(f"peak_mem_mb includes the {ctx.kept_mb:.0f} MB allocated while the served-paths model "
+                     "is kept for the steady-memory section.")
+    ctx.rows, ctx.cut, ctx.section_name = [], False, section.name
+    compiled_before = graphs_compiled()
     start = time.perf_counter()
+    ctx.deadline = start + limit
+
+    def report(status: str, reason: str | None = None) -> SectionReport:
+        compiled_after = graphs_compiled()
+        compiled = None if compiled_before is None or compiled_after is None else compiled_after - compiled_before
+        return SectionReport(section.name, section.title, status, time.perf_counter() - start,  # type: ignore[arg-type]
+                             rows=list(ctx.rows), notes=notes, reason=reason, limit_s=limit,
+                             compiled_graphs=compiled)
+
     try:
-        rows = section.run(ctx)
+        section.run(ctx)
     except SectionSkipped as skip:
-        return SectionReport(section.name, section.title, "skipped", time.perf_counter() - start, notes=notes,
-                             reason=str(skip))
+        return report("skipped", str(skip))
+    except SectionTimeout as timeout:
+        return report("timeout", f"{timeout}; the figures are those measured before")
     except Exception as exc:  # noqa: BLE001 - one broken path must not lose the other figures
         notes.append("traceback: " + traceback.format_exc(limit=-8))
-        return SectionReport(section.name, section.title, "error", time.perf_counter() - start, notes=notes,
-                             reason=error_text(exc))
-    return SectionReport(section.name, section.title, "ok", time.perf_counter() - start, rows=rows, notes=notes)
+        return report("error", error_text(exc))
+    if ctx.cut:
+        return report("timeout", f"its time limit ({limit:.0f} s) ran out; the figures are those measured before")
+    return report("ok")
 
 
 def run_gpu_check(options: GpuCheckOptions, *, extra_sections: Sequence[Section] = (),
                   out_dirs: Sequence[Path] = (), on_hard_stop: Callable[[CheckReport], None] | None = None
                   ) -> CheckReport:
-    """Run the chosen sections in order (`extra_sections` before steady memory), writing the report
-    into `out_dirs` after each one; returns the finished report.
+    """Run the chosen sections in order (`extra_sections` before steady memory), each within its
+    time limit, writing the report into `out_dirs` after each one; returns the finished report.
 
-    A section still running `options.hard_stop_after_s` after the budget ran out is recorded as
-    such, the report written and handed to `on_hard_stop`, and the process ends (exit status 3):
-    torch cannot interrupt a compilation, and the machine's time limit would lose the whole report.
+    A section still running `options.hang_grace_s` past its limit is interrupted; one that
+    outlives twice that (stuck where no Python runs) is recorded as such, the report written and
+    handed to `on_hard_stop`, and the process ends (exit status 3): torch cannot be made to drop a
+    compilation, and the machine's time limit would lose the whole report.
     """
     config = check_config(options)
-    budget = Budget(options.budget_s)
+    chosen = [section for section in [*MEASUREMENTS, *extra_sections, STEADY_MEMORY]
+              if section.name in options.sections]
+    total = sum(options.limit_s(section.name) for section in chosen)
+    # Room for two sections' overruns (each at most one grace, then interrupted) before the budget
+    # starts skipping what follows.
+    budget = Budget(total + 2 * (options.hang_grace_s or 0.0) if options.budget_s is None else options.budget_s)
     ctx = CheckContext(options=options, budget=budget, config=config)
     report = CheckReport(environment=describe_environment(config.torch_device), options=_options_json(options))
     report.environment["stream_paths"] = dataclasses.asdict(ctx.stream_paths)
+    report.environment["limits_total_s"] = total
     directories = list(out_dirs)
-    # The report is written by this thread after each section, and by the hard stop's timer thread.
+    # The report is written by this thread after each section, and by the watchdog's hard stop.
     lock = threading.Lock()
     running: list[tuple[Section, float]] = []
 
     def hard_stop() -> None:
         with lock:
+            names = [section.name for section in chosen]
             for section, started in running:
                 report.sections.append(SectionReport(
-                    section.name, section.title, "error", time.perf_counter() - started, notes=list(section.notes),
-                    reason=f"still running {options.hard_stop_after_s:.0f} s after the time budget ran out: "
-                           "the check stopped here"))
+                    section.name, section.title, "timeout", time.perf_counter() - started, rows=list(ctx.rows),
+                    notes=list(section.notes), limit_s=options.limit_s(section.name),
+                    reason=f"still running {2 * (options.hang_grace_s or 0):.0f} s after its time limit, even "
+                           "when interrupted: the check stopped here"))
+                for later in chosen[names.index(section.name) + 1:]:
+                    report.sections.append(SectionReport(
+                        later.name, later.title, "skipped", 0.0, limit_s=options.limit_s(later.name),
+                        reason=f"the check stopped at {section.name}"))
             report.elapsed_s = budget.elapsed()
             report.write(directories)
             if on_hard_stop is not None:
@@ -587,24 +858,20 @@ def run_gpu_check(options: GpuCheckOptions, *, extra_sections: Sequence[Section]
             sys.stderr.flush()
             os._exit(3)
 
-    timer = None
-    if options.hard_stop_after_s is not None:
-        timer = threading.Timer(max(options.budget_s, 0.0) + options.hard_stop_after_s, hard_stop)
-        timer.daemon = True
-        timer.start()
+    watchdog = None if options.hang_grace_s is None else _Watchdog(options.hang_grace_s, hard_stop)
     try:
-        for section in [*MEASUREMENTS, *extra_sections, STEADY_MEMORY]:
-            if section.name not in options.sections:
-                continue
+        for section in chosen:
             if options.progress:
-                sys.stderr.write(f"gpu-check: {section.title} ({budget.left():.0f} s of the budget left)\n")
+                sys.stderr.write(f"gpu-check: {section.title} (limit {options.limit_s(section.name):.0f} s, "
+                                 f"{budget.left():.0f} s of the budget left)\n")
             with lock:
                 running.append((section, time.perf_counter()))
-            result = run_section(section, ctx)
+            result = _run_watched(section, ctx, watchdog)
             free_memory(ctx.device)
             with lock:
                 running.clear()
                 report.sections.append(result)
+                _fill_fractions(report, ctx)
                 report.elapsed_s = budget.elapsed()
                 report.write(directories)
             if options.progress:
@@ -615,9 +882,28 @@ def run_gpu_check(options: GpuCheckOptions, *, extra_sections: Sequence[Section]
             report.elapsed_s = budget.elapsed()
             report.write(directories)
     finally:
-        if timer is not None:
-            timer.cancel()
+        if watchdog is not None:
+            watchdog.close()
+        ctx.release_kept_model()
     return report
+
+
+def _run_watched(section: Section, ctx: CheckContext, watchdog: _Watchdog | None) -> SectionReport:
+    if watchdog is None:
+        return run_section(section, ctx)
+    result = None
+    try:
+        watchdog.enter(section.name, time.perf_counter() + min(ctx.options.limit_s(section.name),
+                                                                max(ctx.budget.left(), 0.0)))
+        result = run_section(section, ctx)
+        watchdog.leave()
+    except SectionTimeout as timeout:
+        # Raised after the section had returned, before the watchdog heard so: its result stands.
+        watchdog.leave()
+        if result is None:
+            result = SectionReport(section.name, section.title, "timeout", 0.0, rows=list(ctx.rows),
+                                   notes=list(section.notes), reason=str(timeout))
+    return result
 
 
 def _options_json(options: GpuCheckOptions) -> dict[str, Any]:
