@@ -416,8 +416,9 @@ def _matmul_peak(ctx: CheckContext) -> None:
 
 
 def _paths_key(paths: FastPaths) -> tuple:
-    """What a set of fast paths runs, without its notes: equal keys measure the same thing."""
-    return tuple(value for name, value in dataclasses.asdict(paths).items() if name != "notes")
+    """What a set of fast paths runs (which paths, not whether they are checked or why any did not run):
+    equal keys measure the same thing."""
+    return tuple(paths.running().items())
 
 
 def _profile(paths_of: Callable[[CheckContext], FastPaths], *, keep: bool = False) -> SectionRun:
@@ -463,20 +464,27 @@ def _profile(paths_of: Callable[[CheckContext], FastPaths], *, keep: bool = Fals
     return run
 
 
+def _named(ctx: CheckContext, *, compile: bool, cuda_graphs: bool) -> FastPaths:
+    """The device's defaults with compiling and CUDA graphs as named, unchecked: these sections measure
+    exactly what they name (a failure is the section's error), where the defaults section measures what
+    `serve` runs, checks included."""
+    return dataclasses.replace(default_fast_paths(ctx.device), compile=compile, cuda_graphs=cuda_graphs, checked=())
+
+
 def _eager(ctx: CheckContext) -> FastPaths:
-    return dataclasses.replace(default_fast_paths(ctx.device), compile=False, cuda_graphs=False)
+    return _named(ctx, compile=False, cuda_graphs=False)
 
 
 def _compiled(ctx: CheckContext) -> FastPaths:
-    return dataclasses.replace(default_fast_paths(ctx.device), compile=True, cuda_graphs=False)
+    return _named(ctx, compile=True, cuda_graphs=False)
 
 
 def _cuda_graphs(ctx: CheckContext) -> FastPaths:
-    return dataclasses.replace(default_fast_paths(ctx.device), compile=False, cuda_graphs=True)
+    return _named(ctx, compile=False, cuda_graphs=True)
 
 
 def _compiled_cuda_graphs(ctx: CheckContext) -> FastPaths:
-    return dataclasses.replace(default_fast_paths(ctx.device), compile=True, cuda_graphs=True)
+    return _named(ctx, compile=True, cuda_graphs=True)
 
 
 def _served(ctx: CheckContext) -> FastPaths:
