@@ -44,6 +44,8 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
+from server.core.config import Settings
+
 logger = logging.getLogger(__name__)
 
 _PRIVATE = "_RTCRtpReceiver__"
@@ -311,7 +313,8 @@ class RepairingReceiver(RTCRtpReceiver):
         if self.repair is None or not self.repair.ready:
             return
         # aiortc hands the decoder the one frame `add` returned; these completed with it.
-        queue, mapper, codecs = self._private("decoder_queue"), self._private("timestamp_mapper"), self._private("codecs")
+        queue, mapper = self._private("decoder_queue"), self._private("timestamp_mapper")
+        codecs = self._private("codecs")
         while self.repair.ready:
             payload_type, frame = self.repair.ready.popleft()
             if self._private("decoder_thread") and payload_type in codecs:
@@ -357,13 +360,24 @@ def aiortc_supports_repair() -> bool:
     return all(hasattr(probe, _PRIVATE + name) for name in AIORTC_ATTRIBUTES)
 
 
+def loss_repair_policy(settings: Settings) -> RepairPolicy | None:
+    """The settings' repair policy; None when `LOSS_REPAIR` is off."""
+    if not settings.LOSS_REPAIR:
+        return None
+    return RepairPolicy(
+        nack_interval=settings.NACK_INTERVAL, nack_tries=settings.NACK_TRIES, keyframe_after=settings.KEYFRAME_AFTER
+    )
+
+
 def use_loss_repair(policy: RepairPolicy | None) -> None:
     """Make every receiver from now on a `RepairingReceiver` with `policy`; None: aiortc's own again."""
     if policy is None:
         aiortc.rtcpeerconnection.RTCRtpReceiver = RTCRtpReceiver
         return
     if not aiortc_supports_repair():
-        raise RuntimeError("this aiortc's RTCRtpReceiver lacks what the loss repair relies on; set RAIN_LOSS_REPAIR=false")
+        raise RuntimeError(
+            "this aiortc's RTCRtpReceiver lacks what the loss repair relies on; set RAIN_LOSS_REPAIR=false"
+        )
     RepairingReceiver.policy = policy
     aiortc.rtcpeerconnection.RTCRtpReceiver = RepairingReceiver
     logger.info("video receivers repair loss: %s", policy)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import struct
 
+import aiortc.rtcpeerconnection
 import pytest
 from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.codecs.vpx import VpxPayloadDescriptor
@@ -19,7 +20,6 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket, is_rtcp
 
-import aiortc.rtcpeerconnection
 from server.rtc.ice import include_loopback
 from server.rtc.receiver import (
     NewestFrameBuffer,
