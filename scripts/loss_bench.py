@@ -116,8 +116,12 @@ def emit(message: dict) -> None:
 
 def analyse(samples: list[list[float]], distinct: float, seconds: float) -> dict:
     times = [t / 1000 for t, diff in samples if diff > distinct]
+    diffs = sorted(diff for _, diff in samples[1:]) or [0.0]
+    spread = {"diff_p10": round(diffs[len(diffs) // 10], 2), "diff_p50": round(diffs[len(diffs) // 2], 2),
+              "diff_p90": round(diffs[9 * len(diffs) // 10], 2)}
     if len(times) < 2:
-        return {"distinct_fps": 0.0, "longest_freeze_s": seconds, "presented": len(samples), "distinct": len(times)}
+        return {"distinct_fps": 0.0, "longest_freeze_s": seconds, "presented": len(samples), "distinct": len(times),
+                **spread}
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return {
         "distinct_fps": round((len(times) - 1) / (times[-1] - times[0]), 2),
@@ -125,6 +129,7 @@ def analyse(samples: list[list[float]], distinct: float, seconds: float) -> dict
         "freezes_over_0_5_s": sum(gap > 0.5 for gap in gaps),
         "presented": len(samples),
         "distinct": len(times),
+        **spread,
     }
 
 
@@ -185,7 +190,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=25.0, help="measured seconds per loss level")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds under loss before measuring")
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--distinct", type=float, default=1.0, help="mean abs difference of a new frame (0-255)")
+    parser.add_argument("--distinct", type=float, default=0.2, help="mean abs difference of a new frame (0-255)")
     parser.add_argument("--no-repair", dest="repair", action="store_false")
     parser.add_argument("--server-arg", action="append", default=[], help="passed to `rain-avatar serve`")
     parser.add_argument("--json", type=Path)

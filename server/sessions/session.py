@@ -197,12 +197,15 @@ class Session:
 
     def _latency(self) -> float | None:
         """How long after its webcam frame reached the server an avatar frame leaves it (what the
-        voice is delayed by). The avatar's latency counts from when aiortc handed the webcam
-        frame over, and aiortc's video receiver hands a frame over only once the next frame's
-        first packet has come (its jitter buffer knows a frame is complete only then): one
-        webcam frame interval after the frame itself came."""
+        voice is delayed by). The avatar's latency counts from when the receiver handed the webcam
+        frame over. aiortc's own video receiver (loss repair off) hands a frame over only once the
+        next frame's first packet has come (its jitter buffer knows a frame is complete only then):
+        one webcam frame interval after the frame itself came. The repairing receiver hands it
+        over at its last packet."""
         latency = self.avatar.latency() if self.avatar is not None else None
-        interval = self.driving.frame_interval() if self.driving is not None else None
+        interval = None
+        if self.driving is not None and self.camera_receiver is None:
+            interval = self.driving.frame_interval()
         return None if latency is None else latency + (interval or 0.0)
 
     async def _drive(self, pump: EnginePump, driving: DrivingTrack) -> None:
