@@ -69,6 +69,7 @@ class RepairPolicy:
 class RepairCounts:
     """What the repair did, for the session's stats and the loss benchmark."""
 
+    missing: int = 0  # packets found missing (a gap in the sequence numbers), each NACKed at once
     renacks: int = 0  # NACKs of packets NACKed before
     keyframe_requests: int = 0  # PLIs sent because a gap held frames back
     skips: int = 0  # jumps to a keyframe past a gap
@@ -243,8 +244,9 @@ class TimedNacks(NackGenerator):
     which ones to NACK again on the timer.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, counts: RepairCounts, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        self._counts = counts
         self._clock = clock
         self.sent: dict[int, tuple[float, int]] = {}  # seq -> (last NACK, NACKs sent)
         self.media_ssrc: int | None = None
@@ -258,6 +260,7 @@ class TimedNacks(NackGenerator):
             for seq in self.missing:
                 _, count = self.sent.get(seq, (now, 0))
                 self.sent[seq] = (now, count + 1)
+                self._counts.missing += count == 0
         for seq in [s for s in self.sent if s not in self.missing]:
             del self.sent[seq]
         return missed
@@ -289,7 +292,7 @@ class RepairingReceiver(RTCRtpReceiver):
         if kind == "video":
             codecs = self._private("codecs")
             self.repair = NewestFrameBuffer(self.policy, lambda pt: _mime_type(codecs, pt))
-            self.nacks = TimedNacks()
+            self.nacks = TimedNacks(self.repair.counts)
             setattr(self, _PRIVATE + "jitter_buffer", self.repair)
             setattr(self, _PRIVATE + "nack_generator", self.nacks)
 
