@@ -5,8 +5,8 @@ Usage (root, Linux with `ip netns` and nftables, Debian's /usr/bin/chromium):
         [--no-repair] [--server-arg ARG ...] [--json OUT]
 
 The server runs in one network namespace, headless Chromium in another, joined by a veth pair;
-nftables in each namespace drops the given share of outgoing UDP (so both directions lose it,
-and HTTP over TCP does not). For each loss level a new session starts on the webcam page with the
+nftables in each namespace drops the given share of arriving UDP (so both directions lose it,
+silently, and HTTP over TCP does not). For each loss level a new session starts on the webcam page with the
 astronaut clip as its fake camera, warms up losslessly, then the loss is switched on and the page
 samples every avatar frame it presents (`requestVideoFrameCallback`, 48x48 on a canvas): a frame
 that differs from the one before by more than `--distinct` (mean absolute difference, 0-255) is a
@@ -84,14 +84,16 @@ def set_up_network() -> None:
         netns(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
         netns(ns, "ip", "link", "set", dev, "up")
         netns(ns, "nft", "add table inet rainloss")
-        netns(ns, "nft", "add chain inet rainloss out { type filter hook output priority 0 ; }")
+        # On input, not output: a packet dropped on output fails its sendto() with EPERM, which the
+        # sender sees (and may act on); the network's loss is silent, as a drop on arrival is.
+        netns(ns, "nft", "add chain inet rainloss in { type filter hook input priority 0 ; }")
 
 
 def set_loss(percent: int) -> None:
     for ns in (SERVER_NS, CLIENT_NS):
-        netns(ns, "nft", "flush chain inet rainloss out")
+        netns(ns, "nft", "flush chain inet rainloss in")
         if percent > 0:
-            netns(ns, "nft", f"add rule inet rainloss out meta l4proto udp numgen random mod 100 < {percent} drop")
+            netns(ns, "nft", f"add rule inet rainloss in meta l4proto udp numgen random mod 100 < {percent} drop")
 
 
 def tear_down_network() -> None:
@@ -162,6 +164,7 @@ async def run_client(args: argparse.Namespace) -> list[dict]:
                 await asyncio.sleep(args.settle)
                 await page.evaluate(SAMPLER_JS)
                 before = await page.evaluate(stats_js)
+                camera_before = before["frames"]["camera"]
                 gap_max, started = 0.0, time.monotonic()
                 while time.monotonic() - started < args.seconds:
                     await asyncio.sleep(2.0)
@@ -171,6 +174,7 @@ async def run_client(args: argparse.Namespace) -> list[dict]:
                 samples = await page.evaluate("() => window.lossSamples")
                 result = {"loss_percent": loss, **analyse(samples, args.distinct, args.seconds),
                           "driving_gap_max_s": round(gap_max / 1000, 3),
+                          "camera_fps": round((after["frames"]["camera"] - camera_before) / args.seconds, 1),
                           "server_sent": after["frames"]["sent"] - before["frames"]["sent"],
                           "server_repeated": after["frames"]["repeated"] - before["frames"]["repeated"],
                           "repair": after["camera"]["repair"], "latency_ms": after["latency_ms"],
