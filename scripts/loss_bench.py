@@ -12,7 +12,9 @@ samples every avatar frame it presents (`requestVideoFrameCallback`, 48x48 on a 
 that differs from the one before by more than `--distinct` (mean absolute difference, 0-255) is a
 new frame, anything else a repeat. Reported per run: distinct frames per second, the longest
 freeze (the longest time between two distinct frames) and the longest gap between driving frames
-at the server (its stats' `camera.gap_max_ms`), plus the server's repair counts.
+at the server (its stats' `camera.gap_max_ms`), plus the server's repair counts (among them
+`longest_block_ms`, the longest a gap held webcam frames back: the loss's own stall, apart from
+what a busy CPU adds).
 
 `--no-repair` runs the server with `RAIN_LOSS_REPAIR=false` (aiortc's receiver as it is).
 """

@@ -74,6 +74,7 @@ class RepairCounts:
     keyframe_requests: int = 0  # PLIs sent because a gap held frames back
     skips: int = 0  # jumps to a keyframe past a gap
     frames_dropped: int = 0  # complete frames dropped by those jumps (and overflows)
+    longest_block_ms: float = 0.0  # the longest a gap held frames back (loss's own stall, whatever the CPU does)
 
 
 def _unwrap(seq: int, near: int) -> int:
@@ -171,7 +172,9 @@ class NewestFrameBuffer:
         if self._has_gap():
             if self.blocked_since is None:
                 self.blocked_since = self._clock()
-        else:
+        elif self.blocked_since is not None:
+            block = 1000 * (self._clock() - self.blocked_since)
+            self.counts.longest_block_ms = round(max(self.counts.longest_block_ms, block), 1)
             self.blocked_since = None
         return keyframe_needed, self._pop_ready()
 

@@ -87,6 +87,7 @@ def test_a_gap_holds_frames_back_until_it_is_filled_then_all_come_in_order() -> 
     assert buf.blocked_for(now[0]) == 0.5
     assert released(buf, [lost]) == [6000, 9000]
     assert buf.blocked_since is None and not buf.needed(lost.sequence_number)
+    assert buf.counts.longest_block_ms == pytest.approx(500)
 
 
 def test_a_complete_keyframe_past_a_gap_is_taken_at_once_and_what_is_before_it_dropped() -> None:
