@@ -219,6 +219,8 @@ class NewestFrameBuffer:
                 continue
             self._need_keyframe = False
             data = b"".join(getattr(p, "_data", b"") for p in packets)
+            if not data:
+                continue  # padding only: nothing to decode (a decoder would fail on it and ask for a keyframe)
             self.ready.append((packets[0].payload_type, JitterFrame(data=data, timestamp=packets[0].timestamp)))
 
     def _skip_to_keyframe(self) -> None:
