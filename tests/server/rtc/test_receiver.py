@@ -15,6 +15,7 @@ import struct
 import aiortc.rtcpeerconnection
 import pytest
 from aiortc import RTCPeerConnection, VideoStreamTrack
+from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -127,7 +128,8 @@ class LossyLink:
     """Drops one media packet of the sender's video and the first `retransmissions_lost` of its
     retransmissions; counts the retransmissions and the keyframes sent after it."""
 
-    def __init__(self, transport, *, retransmissions_lost: int):
+    def __init__(self, transport, *, codec: str, retransmissions_lost: int):
+        self.codec = codec
         self.retransmissions_lost = retransmissions_lost
         self.media_ssrc: int | None = None
         self.first_seq: int | None = None
@@ -146,13 +148,19 @@ class LossyLink:
                 if self.lost_seq is None and (packet.sequence_number - self.first_seq) & 0xFFFF >= LOST_AFTER:
                     self.lost_seq = packet.sequence_number
                     return
-                if self.lost_seq is not None and is_keyframe_start("video/VP8", packet):
+                if self.lost_seq is not None and self.keyframe_start(packet):
                     self.keyframes_after_loss += 1
             elif len(packet.payload) >= 2 and struct.unpack("!H", packet.payload[:2])[0] == self.lost_seq:
                 self.retransmissions += 1  # RTX: the original sequence number leads the payload
                 if self.retransmissions <= self.retransmissions_lost:
                     return
         await self._send(data)
+
+
+    def keyframe_start(self, packet: RtpPacket) -> bool:
+        if self.codec == "video/H264":
+            packet._data = h264_depayload(packet.payload)  # what the receiver looks at
+        return is_keyframe_start(self.codec, packet)
 
 
 class Frames:
@@ -179,20 +187,25 @@ def repair():
     include_loopback(False)
 
 
-async def connect(retransmissions_lost: int) -> tuple[RTCPeerConnection, RTCPeerConnection, LossyLink, Frames]:
+async def connect(
+    codec: str, retransmissions_lost: int
+) -> tuple[RTCPeerConnection, RTCPeerConnection, LossyLink, Frames]:
     sender, receiver = RTCPeerConnection(), RTCPeerConnection()
     sender.addTrack(VideoStreamTrack())
     frames = Frames()
-    receiver.addTransceiver("video", direction="recvonly")
+    transceiver = receiver.addTransceiver("video", direction="recvonly")
+    # The offer names only this codec (and its retransmissions), so that the answer must take it.
+    transceiver.setCodecPreferences([c for c in RTCRtpReceiver.getCapabilities("video").codecs
+                                     if c.mimeType in (codec, "video/rtx")])
     receiver.on("track", frames.read)
     await receiver.setLocalDescription(await receiver.createOffer())
     await sender.setRemoteDescription(receiver.localDescription)
-    for transceiver in sender.getTransceivers():
-        transceiver.setCodecPreferences([c for c in transceiver.receiver.getCapabilities("video").codecs
-                                         if c.mimeType in ("video/VP8", "video/rtx")])
     await sender.setLocalDescription(await sender.createAnswer())
     await receiver.setRemoteDescription(sender.localDescription)
-    link = LossyLink(sender.getSenders()[0].transport, retransmissions_lost=retransmissions_lost)
+    others = {"video/VP8", "video/H264"} - {codec}
+    assert codec.split("/")[1] in sender.localDescription.sdp
+    assert not any(other.split("/")[1] in sender.localDescription.sdp for other in others)
+    link = LossyLink(sender.getSenders()[0].transport, codec=codec, retransmissions_lost=retransmissions_lost)
     return sender, receiver, link, frames
 
 
@@ -209,10 +222,14 @@ async def frames_after_loss(link: LossyLink, frames: Frames) -> None:
                      what=f"{FRAMES_AFTER} frames after the loss")
 
 
-async def test_a_lost_retransmission_is_asked_for_again_on_a_timer(repair) -> None:
+CODECS = pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
+
+
+@CODECS
+async def test_a_lost_retransmission_is_asked_for_again_on_a_timer(repair, codec: str) -> None:
     """The packet and its first retransmission are lost, and nothing else is: with NACKs sent only
     on new loss (aiortc's own receiver), nothing would ask again and every later frame would wait."""
-    sender, receiver, link, frames = await connect(retransmissions_lost=1)
+    sender, receiver, link, frames = await connect(codec, retransmissions_lost=1)
     try:
         await frames_after_loss(link, frames)
         assert link.retransmissions >= 2  # asked again after the first was lost
@@ -224,10 +241,11 @@ async def test_a_lost_retransmission_is_asked_for_again_on_a_timer(repair) -> No
         await receiver.close()
 
 
-async def test_a_frame_that_cannot_be_completed_brings_a_keyframe_request_and_a_jump_to_it(repair) -> None:
+@CODECS
+async def test_a_frame_that_cannot_be_completed_brings_a_keyframe_request_and_a_jump_to_it(repair, codec: str) -> None:
     """Every retransmission of the packet is lost: the receiver asks for a keyframe (the sender
     makes one only when asked) and goes on from it."""
-    sender, receiver, link, frames = await connect(retransmissions_lost=1_000)
+    sender, receiver, link, frames = await connect(codec, retransmissions_lost=1_000)
     try:
         await frames_after_loss(link, frames)
         repair_counts = video_receiver(receiver).repair.counts
