@@ -24,8 +24,10 @@ from aiortc.rtp import RtpPacket, is_rtcp
 from server.rtc.ice import include_loopback
 from server.rtc.receiver import (
     NewestFrameBuffer,
+    RepairCounts,
     RepairingReceiver,
     RepairPolicy,
+    TimedNacks,
     aiortc_supports_repair,
     is_keyframe_start,
     use_loss_repair,
@@ -104,6 +106,26 @@ def test_a_complete_keyframe_past_a_gap_is_taken_at_once_and_what_is_before_it_d
     assert released(buf, key[2:] + after) == [4000, 5000]
     assert buf.counts.skips == 1 and buf.counts.frames_dropped == 2
     assert released(buf, [vp8_packet(13, 2000, start=False)]) == []  # the late retransmission is no use now
+
+
+def test_missing_packets_are_asked_for_again_until_they_come_are_given_up_or_are_no_longer_needed() -> None:
+    now = [0.0]
+    counts = RepairCounts()
+    nacks = TimedNacks(counts, clock=lambda: now[0])
+    policy = RepairPolicy(nack_interval=0.04, nack_tries=3, keyframe_after=0.12)
+    for seq in (100, 103):  # 101 and 102 go missing: aiortc NACKs them at once
+        assert nacks.add(RtpPacket(sequence_number=seq, ssrc=7)) == (seq == 103)
+    assert counts.missing == 2 and nacks.media_ssrc == 7
+    needed = {101, 102}
+    assert nacks.due(0.01, policy, needed.__contains__) == []  # too soon after the first NACK
+    assert nacks.due(0.05, policy, needed.__contains__) == [101, 102]
+    nacks.add(RtpPacket(sequence_number=101, ssrc=7))  # a retransmission came
+    assert nacks.due(0.10, policy, needed.__contains__) == [102]
+    assert nacks.due(0.15, policy, needed.__contains__) == []  # 3 NACKs sent: given up (a keyframe will do)
+    assert nacks.missing == set()
+    nacks.add(RtpPacket(sequence_number=106, ssrc=7))
+    needed.clear()  # the receiver skipped past them
+    assert nacks.due(1.0, policy, needed.__contains__) == [] and nacks.missing == set()
 
 
 def test_keyframes_are_told_from_delta_frames() -> None:
