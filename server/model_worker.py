@@ -94,10 +94,21 @@ class _Call:
 
 
 @dataclass
+class StepTiming:
+    """When one step went through the worker (time.monotonic(); filled in by the model thread)."""
+
+    submitted: float  # handed to the worker
+    started: float | None = None  # its batched call began
+    called: float | None = None  # the call returned (frames computed; decoded too without a decode thread)
+    ready: float | None = None  # its frames decoded and on the host
+
+
+@dataclass
 class _Step:
     engine: StreamEngine
     driving: np.ndarray  # [P, H, W, 3] uint8
     future: concurrent.futures.Future
+    timing: StepTiming | None = None
 
 
 _STOP = object()
@@ -169,9 +180,10 @@ class ModelWorker:
         """Run `fn(*args)` on the model thread, in order with every other job."""
         return await asyncio.wrap_future(self._submit(_Call(fn, args, concurrent.futures.Future())))
 
-    def step(self, engine: StreamEngine, driving: np.ndarray) -> asyncio.Future:
-        """Queue P driving images for `engine`; resolves to P frames [P, H, W, 3] uint8 or None."""
-        return asyncio.wrap_future(self._submit(_Step(engine, driving, concurrent.futures.Future())))
+    def step(self, engine: StreamEngine, driving: np.ndarray, timing: StepTiming | None = None) -> asyncio.Future:
+        """Queue P driving images for `engine`; resolves to P frames [P, H, W, 3] uint8 or None.
+        `timing`, when given, is filled in as the step goes through (for the latency's parts)."""
+        return asyncio.wrap_future(self._submit(_Step(engine, driving, concurrent.futures.Future(), timing)))
 
     async def open_engine(self, seed: int | None = None) -> StreamEngine:
         engine = await self.run(self._new_engine, seed)
@@ -272,6 +284,7 @@ class ModelWorker:
         if not batch:
             return
         started = time.perf_counter()
+        _stamp(batch, "started")
         try:
             outputs = step_streams([job.engine for job in batch], [job.driving for job in batch], defer_decode=True)
         except Exception as exc:
@@ -290,6 +303,7 @@ class ModelWorker:
             return
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
+        _stamp(batch, "called")
         earlier = self._take_landing()
         self._decoding = [pending for pending in self._decoding if not pending.done()]
         for job, out in zip(batch, outputs, strict=True):
@@ -319,7 +333,9 @@ class ModelWorker:
         """Resolve steps with their frames [P, H, W, 3] uint8 (or None), waiting for the copies."""
         for job, frames in landing:
             try:
-                job.future.set_result(None if frames is None else frames.numpy())
+                result = None if frames is None else frames.numpy()
+                _stamp([job], "ready")
+                job.future.set_result(result)
             except Exception as exc:  # noqa: BLE001 - a failed copy ends that step, not the worker
                 job.future.set_exception(exc)
 
@@ -327,6 +343,15 @@ class ModelWorker:
 def _hand_over_decoded(job: _Step, frames: PendingFrames) -> None:
     """Resolve a step with its frames [P, H, W, 3] uint8 once decoded (runs on the decode thread)."""
     try:
-        job.future.set_result(frames_to_uint8(frames.result()))
+        result = frames_to_uint8(frames.result())
+        _stamp([job], "ready")
+        job.future.set_result(result)
     except Exception as exc:  # noqa: BLE001 - a failed decode ends that step, not the worker
         job.future.set_exception(exc)
+
+
+def _stamp(jobs: list[_Step], moment: str) -> None:
+    now = time.monotonic()
+    for job in jobs:
+        if job.timing is not None:
+            setattr(job.timing, moment, now)

@@ -26,6 +26,7 @@ from server.metrics import Metrics
 from server.model_worker import ModelWorker, fast_path_status
 from server.references import Reference, ReferenceStore, decode_upload, grey_card, load_reference_file
 from server.rtc.ice import include_loopback, use_port_range
+from server.rtc.receiver import loss_repair_policy, use_loss_repair
 from server.rtc.sdp import parse_offer
 from server.sessions.control import check_params
 from server.sessions.errors import UnknownSession
@@ -65,6 +66,7 @@ class Runtime:
         image = load_reference_file(settings.REFERENCE_IMAGE) if settings.REFERENCE_IMAGE else None
         include_loopback(settings.ICE_LOOPBACK)
         use_port_range(settings.ICE_PORT_RANGE)
+        use_loss_repair(loss_repair_policy(settings))
         try:
             await self.worker.start()
             if image is None:
@@ -74,6 +76,7 @@ class Runtime:
             await self.worker.stop()
             include_loopback(False)
             use_port_range(None)
+            use_loss_repair(None)
             raise
         self._default_reference = Reference(id="default", image=image)
         self._sessions = SessionRegistry(settings, self.worker, self.metrics)
@@ -93,6 +96,7 @@ class Runtime:
         await self.worker.stop()
         include_loopback(False)
         use_port_range(None)
+        use_loss_repair(None)
 
     @property
     def _registry(self) -> SessionRegistry:

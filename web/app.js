@@ -443,7 +443,9 @@ function pollStats() {
         `${stats.fps.output.toFixed(1)} / ${stats.fps.target} fps  latency ${latency}\n` +
         `queue ${stats.queue.engine_pending} steps, ${stats.queue.output_backlog} frames  ` +
         `dropped ${stats.frames.dropped}${warming}${stats.paused ? "  PAUSED" : ""}` +
-        (recording && stats.recording ? `  REC ${stats.recording.duration_s.toFixed(0)} s` : "");
+        (recording && stats.recording ? `  REC ${stats.recording.duration_s.toFixed(0)} s` : "") +
+        latencyPartsText(stats.latency_parts_ms);
+      updateBrowserParts();
       // A limit ends a recording on the server: show why, and its file.
       if (recording && stats.recording && stats.recording.state !== "recording") showRecording(stats.recording);
     })
@@ -452,6 +454,44 @@ function pollStats() {
       showError(error.status === 404 ? new Error("The stream ended on the server; press Start to begin again.") : error);
       stop();
     });
+}
+
+// Where the time goes. The server's parts (its stats), and this browser's (its own WebRTC stats):
+// the webcam's encoder, the network each way (half the round trip), the avatar's jitter buffer and
+// decoder. Camera capture and display are not counted: no browser reports them.
+let browserParts = null;
+
+function latencyPartsText(parts) {
+  if (!parts) return "";
+  const ms = (value) => (value === null || value === undefined ? "-" : Math.round(value));
+  let text = `\nlatency parts: camera ${ms(parts.camera)} · queue ${ms(parts.queue)} (${parts.queue_frames} frames) · ` +
+    `call ${ms(parts.call)} · decode ${ms(parts.decode)} · pacing ${ms(parts.pacing)} · encoder ${ms(parts.encoder)} ms`;
+  if (browserParts) {
+    const b = browserParts;
+    const total = b.encode + 2 * b.network + parts.server + (parts.encoder || 0) + b.buffer + b.decode;
+    text += `\nglass to glass ~${ms(total)} ms: webcam encode ${ms(b.encode)} · network 2 x ${ms(b.network)} · ` +
+      `server ${ms(parts.server + (parts.encoder || 0))} · jitter buffer ${ms(b.buffer)} · decode ${ms(b.decode)}`;
+  }
+  return text;
+}
+
+function updateBrowserParts() {
+  if (!pc) return;
+  const avatarMid = pc.getTransceivers()[0] && pc.getTransceivers()[0].mid;
+  pc.getStats().then((report) => {
+    const parts = { encode: 0, network: 0, buffer: 0, decode: 0 };
+    report.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video" && s.framesEncoded > 0) {
+        parts.encode = (1000 * s.totalEncodeTime) / s.framesEncoded;
+      } else if (s.type === "inbound-rtp" && s.kind === "video" && s.mid === avatarMid) {
+        if (s.jitterBufferEmittedCount > 0) parts.buffer = (1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount;
+        if (s.framesDecoded > 0) parts.decode = (1000 * s.totalDecodeTime) / s.framesDecoded;
+      } else if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
+        parts.network = (1000 * s.currentRoundTripTime) / 2;
+      }
+    });
+    browserParts = parts;
+  }).catch(() => { browserParts = null; });
 }
 
 // The link with the builder's transparency choice (the parameters obs.js reads).

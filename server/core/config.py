@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     # Every ICE host candidate (sessions and viewers) binds a UDP port in this range (a firewall
     # or a container publishes just these); none: the kernel picks. Exhausted: offers get 503.
     ICE_PORT_RANGE: Annotated[PortRange | None, NoDecode, BeforeValidator(_parse_port_range)] = None
+    # The webcam under packet loss (server/rtc/receiver.py): the camera side needs only the newest
+    # frame, so a gap is NACKed again every NACK_INTERVAL s (NACK_TRIES times at most) and, once it
+    # has held frames back KEYFRAME_AFTER s, a keyframe is asked for and jumped to. Off: aiortc's own.
+    LOSS_REPAIR: bool = True
+    NACK_INTERVAL: float = Field(0.04, ge=0.005, le=1.0)
+    NACK_TRIES: int = Field(5, ge=1, le=50)
+    KEYFRAME_AFTER: float = Field(0.12, ge=0.02, le=5.0)
 
     # Recordings of sessions (MP4). A recording stops, finished and playable, at the first limit.
     RECORDINGS_DIR: Path = Path("recordings")  # created when the first recording starts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -12,6 +13,27 @@ from PIL import Image, ImageDraw, ImageFont
 
 from server.media.pacing import FrameRate, PacedVideoTrack
 from server.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class FrameStages:
+    """When one avatar frame passed each stage on the server (time.monotonic())."""
+
+    arrived: float  # its webcam frame handed over by the receiver
+    driven: float  # its driving image ready (sampled, landmarks, drawn)
+    submitted: float  # the batch of the call that brought it out handed to the model worker
+    called: float  # that call returned
+    ready: float  # its pixels decoded and on the host
+
+
+# The parts of the server's latency, in the order a frame meets them: each from one stage to the next.
+LATENCY_PARTS = ("camera", "queue", "call", "decode", "pacing")
+
+
+def latency_parts(stages: FrameStages, sent: float) -> dict[str, float]:
+    """One frame's latency (sent - arrived) split into `LATENCY_PARTS` (seconds, adding up to it)."""
+    times = (stages.arrived, stages.driven, stages.submitted, stages.called, stages.ready, sent)
+    return {name: max(0.0, end - start) for name, start, end in zip(LATENCY_PARTS, times[:-1], times[1:], strict=True)}
 
 
 class AvatarTrack(PacedVideoTrack):
@@ -24,7 +46,7 @@ class AvatarTrack(PacedVideoTrack):
         self.width, self.height = width, height
         self.max_backlog = max_backlog
         self._metrics = metrics
-        self._queue: deque[tuple[np.ndarray, float]] = deque()
+        self._queue: deque[tuple[np.ndarray, float, FrameStages | None]] = deque()
         self._last: np.ndarray | None = None
         self._warmup = 0.0
         self.frames_sent = 0  # distinct engine frames sent
@@ -34,15 +56,18 @@ class AvatarTrack(PacedVideoTrack):
         self.sent_at: deque[float] = deque(maxlen=128)
         # (pts, webcam arrival) of the last distinct frames sent: which webcam frame each came from.
         self.origins: deque[tuple[int, float]] = deque(maxlen=64)
+        # The latency of the last distinct frames sent, split into `LATENCY_PARTS` (seconds).
+        self.parts: deque[dict[str, float]] = deque(maxlen=32)
 
     @property
     def backlog(self) -> int:
         return len(self._queue)
 
-    def push(self, frames: np.ndarray, arrivals: list[float]) -> None:
-        """Queue the engine's frames [P, H, W, 3] with the arrival times of their webcam frames."""
-        for image, arrived in zip(frames, arrivals, strict=True):
-            self._queue.append((image, arrived))
+    def push(self, frames: np.ndarray, arrivals: list[float], stages: list[FrameStages] | None = None) -> None:
+        """Queue the engine's frames [P, H, W, 3] with the arrival times of their webcam frames (and
+        when they passed each stage, for the latency's parts)."""
+        for image, arrived, stage in zip(frames, arrivals, stages or [None] * len(arrivals), strict=True):
+            self._queue.append((image, arrived, stage))
         while len(self._queue) > self.max_backlog:
             self._queue.popleft()
             self.frames_skipped += 1
@@ -67,12 +92,14 @@ class AvatarTrack(PacedVideoTrack):
 
     def next_image(self) -> np.ndarray:
         if self._queue:
-            image, arrived = self._queue.popleft()
+            image, arrived, stages = self._queue.popleft()
             self._last = image
             now = time.monotonic()
             self.frames_sent += 1
             self.sent_at.append(now)
             self.latencies.append(now - arrived)
+            if stages is not None:
+                self.parts.append(latency_parts(stages, now))
             if self.pts is not None:
                 self.origins.append((self.pts, arrived))
             self._metrics.latency_seconds.observe(now - arrived)

@@ -26,6 +26,7 @@ from server.metrics import Metrics
 class DrivingImage:
     image: np.ndarray  # [H, W, 3] uint8, the model's size
     arrived: float  # time.monotonic() when its webcam frame reached the server
+    driven: float = 0.0  # time.monotonic() when this driving image was ready (sampled, extracted)
 
 
 class FrameSampler:
@@ -110,7 +111,15 @@ class DrivingTrack:
             image = await self._extractor.extract(frame, arrived)
             self.frames_extracted += 1
             self._metrics.driving_frames.inc()
-            return DrivingImage(image=image, arrived=arrived)
+            return DrivingImage(image=image, arrived=arrived, driven=time.monotonic())
+
+    def longest_gap(self, now: float, window: float = 8.0) -> float | None:
+        """The longest time between two driving frames (webcam frames sampled) in the last `window`
+        seconds, the wait for the next one included; None before the first."""
+        times = [arrived for arrived, _ in self.sampled if arrived > now - window]
+        if not times:
+            return None
+        return max([b - a for a, b in zip(times, times[1:], strict=False)] + [now - times[-1]])
 
     def frame_interval(self, frames: int = 16) -> float | None:
         """The webcam's current frame interval (median over the last `frames`), None before two."""

@@ -10,10 +10,10 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
 from rain_core.stream.engine import StreamEngine
-from server.media.avatar import AvatarTrack, DrivingPreviewTrack
+from server.media.avatar import AvatarTrack, DrivingPreviewTrack, FrameStages
 from server.media.camera import DrivingTrack
 from server.metrics import Metrics
-from server.model_worker import ModelWorker
+from server.model_worker import ModelWorker, StepTiming
 
 # Batches handed to the model worker and not yet back, per session; past it new batches are dropped.
 MAX_PENDING_STEPS = 2
@@ -49,8 +49,11 @@ class EnginePump:
         self.frames_out = 0
         self.first_camera_at: float | None = None
         self.first_frame_seconds: float | None = None
-        self._results: asyncio.Queue[tuple[asyncio.Future, list[float], int]] = asyncio.Queue()
-        self._in_queue: list[list[float]] = []  # arrival times of the batches inside the engine's queue
+        self._results: asyncio.Queue[tuple[asyncio.Future, list[tuple[float, float]], StepTiming, int]] = (
+            asyncio.Queue()
+        )
+        # (webcam arrival, driving image ready) of the frames of each batch inside the engine's queue.
+        self._in_queue: list[list[tuple[float, float]]] = []
         self._generation = 0  # bumped by a reset: results stepped before it are dropped
 
     @property
@@ -62,7 +65,7 @@ class EnginePump:
         """Driving images -> batches of P -> the model worker; returns when the webcam track ends."""
         per_call = self.engine.frames_per_call
         images: list[np.ndarray] = []
-        arrivals: list[float] = []
+        arrivals: list[tuple[float, float]] = []
         while True:
             try:
                 image = await driving.recv()
@@ -75,7 +78,7 @@ class EnginePump:
                 images, arrivals = [], []
                 continue
             images.append(image.image)
-            arrivals.append(image.arrived)
+            arrivals.append((image.arrived, image.driven))
             if len(images) < per_call:
                 continue
             if self.pending >= MAX_PENDING_STEPS:
@@ -83,14 +86,15 @@ class EnginePump:
                 self._metrics.dropped_frames.inc(per_call)
             else:
                 self.pending += 1
-                future = self._worker.step(self.engine, np.stack(images))
-                self._results.put_nowait((future, arrivals, self._generation))
+                timing = StepTiming(submitted=time.monotonic())
+                future = self._worker.step(self.engine, np.stack(images), timing)
+                self._results.put_nowait((future, arrivals, timing, self._generation))
             images, arrivals = [], []
 
     async def deliver(self) -> None:
         """The worker's results, in order -> the avatar track."""
         while True:
-            future, arrivals, generation = await self._results.get()
+            future, arrivals, timing, generation = await self._results.get()
             try:
                 frames = await future
             finally:
@@ -108,7 +112,15 @@ class EnginePump:
                 self._log.info("first avatar frame %.2f s after the first webcam frame", self.first_frame_seconds)
             self.frames_out += len(frames)
             self._metrics.output_frames.inc(len(frames))
-            self._avatar.push(frames, out_arrivals)
+            pushed = time.monotonic()
+            ready = timing.ready or pushed
+            # A step split by the batch fallback has no call time: its decode counts as the call.
+            called = min(timing.called or ready, ready)
+            stages = [
+                FrameStages(arrived=arrived, driven=driven, submitted=timing.submitted, called=called, ready=ready)
+                for arrived, driven in out_arrivals
+            ]
+            self._avatar.push(frames, [arrived for arrived, _ in out_arrivals], stages)
 
     async def reset(self) -> None:
         """Empty the engine's queue: the avatar warms up again from the next frames."""

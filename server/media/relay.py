@@ -3,6 +3,9 @@ WHEP viewers (and a recording)."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame, VideoFrame
@@ -35,12 +38,21 @@ class SubscriberTrack(MediaStreamTrack):
         self.kind = kind
         self._source = source
         self._copy = _COPIES[kind]
+        self._handed_at: float | None = None
+        # How long the consumer took with each frame before asking for the next one: for the
+        # page's RTCRtpSender, which encodes, packetizes and sends a frame between two calls,
+        # the encoder's part of the latency.
+        self.handling: deque[float] = deque(maxlen=32)
 
     async def recv(self) -> VideoFrame | AudioFrame:
+        if self._handed_at is not None:
+            self.handling.append(time.monotonic() - self._handed_at)
+            self._handed_at = None
         shared = await self._source.recv()
         frame = self._copy(shared)
         frame.pts = shared.pts
         frame.time_base = shared.time_base
+        self._handed_at = time.monotonic()
         return frame
 
     def stop(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -25,7 +26,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from rain_core.driving import DrivingSettings
 from rain_core.stream.engine import StreamEngine
-from server.media.avatar import AvatarTrack, DrivingPreviewTrack
+from server.media.avatar import LATENCY_PARTS, AvatarTrack, DrivingPreviewTrack
 from server.media.camera import DrivingTrack
 from server.media.discard import DiscardedTracks
 from server.media.driving import DrivingExtractor
@@ -33,9 +34,10 @@ from server.media.matte import MatteSource
 from server.media.pacing import FrameRate
 from server.media.pump import EnginePump
 from server.media.recorder import Recorder, RecordingFailed
-from server.media.relay import TrackRelay
+from server.media.relay import SubscriberTrack, TrackRelay
 from server.media.voice import DelayedVoiceTrack, VoiceDelay
 from server.references import Reference
+from server.rtc.receiver import RepairingReceiver
 from server.rtc.sdp import answer_offer, create_answer
 from server.sessions.control import (
     ControlError,
@@ -89,6 +91,8 @@ class Session:
         self.voice_track: DelayedVoiceTrack | None = None
         self.voice_relay: TrackRelay | None = None
         self.recording: Recording | None = None  # the latest recording, under way or not
+        self.page_track: SubscriberTrack | None = None  # the avatar as the page's connection sends it
+        self.camera_receiver: RepairingReceiver | None = None  # the webcam's, when loss repair is on
         self._discarded = DiscardedTracks()
         self._tasks: set[asyncio.Task] = set()
         self._control: asyncio.Queue = asyncio.Queue()
@@ -111,6 +115,9 @@ class Session:
             if track.kind == "video" and self.driving is None:
                 self.log.info("webcam track received")
                 self._attach_camera(track)
+                receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None)
+                if isinstance(receiver, RepairingReceiver):
+                    self.camera_receiver = receiver
             elif track.kind == "audio" and self.voice is None:
                 self.log.info("microphone track received")
                 self._attach_microphone(track)
@@ -147,7 +154,8 @@ class Session:
         await answer_offer(pc, offer)
         # First video section: webcam in, avatar out. An optional second one gets the driving preview.
         videos = [t for t in pc.getTransceivers() if t.kind == "video"]
-        pc.addTrack(self.relay.subscribe())
+        self.page_track = self.relay.subscribe()
+        pc.addTrack(self.page_track)
         if len(videos) > 1:
             pc.addTrack(self.preview)
         if self.voice_relay is not None:
@@ -189,12 +197,15 @@ class Session:
 
     def _latency(self) -> float | None:
         """How long after its webcam frame reached the server an avatar frame leaves it (what the
-        voice is delayed by). The avatar's latency counts from when aiortc handed the webcam
-        frame over, and aiortc's video receiver hands a frame over only once the next frame's
-        first packet has come (its jitter buffer knows a frame is complete only then): one
-        webcam frame interval after the frame itself came."""
+        voice is delayed by). The avatar's latency counts from when the receiver handed the webcam
+        frame over. aiortc's own video receiver (loss repair off) hands a frame over only once the
+        next frame's first packet has come (its jitter buffer knows a frame is complete only then):
+        one webcam frame interval after the frame itself came. The repairing receiver hands it
+        over at its last packet."""
         latency = self.avatar.latency() if self.avatar is not None else None
-        interval = self.driving.frame_interval() if self.driving is not None else None
+        interval = None
+        if self.driving is not None and self.camera_receiver is None:
+            interval = self.driving.frame_interval()
         return None if latency is None else latency + (interval or 0.0)
 
     async def _drive(self, pump: EnginePump, driving: DrivingTrack) -> None:
@@ -357,6 +368,8 @@ class Session:
                 "target": self.rate.fps,
             },
             "latency_ms": round(1000 * latencies[len(latencies) // 2], 1) if latencies else None,
+            "latency_parts_ms": self._latency_parts(),
+            "camera": self._camera_stats(now),
             "first_frame_s": None if pump.first_frame_seconds is None else round(pump.first_frame_seconds, 3),
             "queue": {
                 "warmup": round(pump.warmup, 3),
@@ -368,6 +381,35 @@ class Session:
             "frame_origins": self._frame_origins(),
             "recording": self.recording.describe() if self.recording is not None else None,
             "matte_viewers": self.viewers.matte.users,  # while any, the matte is computed
+        }
+
+    def _latency_parts(self) -> dict | None:
+        """Where the time goes, in ms, averaged over the last distinct avatar frames (means, so
+        that they add up): from the webcam frame handed over by the receiver to the avatar frame
+        handed to the page's encoder (`server`, the sum of `camera` sampling and landmarks, the
+        engine's `queue` of G*P frames, the model `call` with its wait at the worker, `decode`,
+        `pacing` to the frame's slot), then the `encoder` (encode and send, after `server`)."""
+        avatar, config = self.avatar, self.registry.worker.config
+        if avatar is None or not avatar.parts:
+            return None
+        recent = list(avatar.parts)
+        parts = {name: 1000 * sum(p[name] for p in recent) / len(recent) for name in LATENCY_PARTS}
+        handling = list(self.page_track.handling) if self.page_track is not None else []
+        out = {name: round(value, 1) for name, value in parts.items()}
+        out["server"] = round(sum(parts.values()), 1)
+        out["encoder"] = round(1000 * sum(handling) / len(handling), 1) if handling else None
+        out["frames"] = len(recent)
+        out["queue_frames"] = config.frames_per_group * config.noise_groups
+        return out
+
+    def _camera_stats(self, now: float) -> dict:
+        """The webcam as received: the longest wait between driving frames lately, and what the
+        loss repair did (null when it is off)."""
+        gap = self.driving.longest_gap(now) if self.driving is not None else None
+        repair = self.camera_receiver.repair if self.camera_receiver is not None else None
+        return {
+            "gap_max_ms": None if gap is None else round(1000 * gap, 1),
+            "repair": None if repair is None else dataclasses.asdict(repair.counts),
         }
 
     def _voice_stats(self) -> dict | None:
@@ -432,6 +474,7 @@ class Session:
         # that most of it is freed at once rather than at the next full garbage collection.
         self.pc.remove_all_listeners()
         self.driving = self.avatar = self.preview = self.relay = self.viewers = self.pump = None
+        self.page_track = self.camera_receiver = None
         self.voice = self.voice_track = self.voice_relay = None
 
 

@@ -101,6 +101,13 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             assert await page.evaluate("() => document.getElementById('output').videoWidth") == 64
             await page.wait_for_function("() => document.getElementById('driving').videoWidth > 0")
             await page.wait_for_function("() => document.getElementById('overlay').textContent.includes('latency')")
+            # Where the time goes: the server's parts, then the browser's own beside them.
+            await page.wait_for_function(
+                "() => document.getElementById('overlay').textContent.includes('glass to glass')"
+            )
+            overlay = await page.text_content("#overlay")
+            for part in ("camera", "queue", "call", "decode", "pacing", "encoder", "network", "jitter buffer"):
+                assert part in overlay, overlay
             await page.screenshot(path=tmp_path / "webcam-page.png")
             assert (tmp_path / "webcam-page.png").stat().st_size > 0
             await eventually(lambda: _voice_received(http, stats_url), timeout=60, what="the microphone at the server")

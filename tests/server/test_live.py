@@ -42,6 +42,18 @@ def is_warming_card(frame: np.ndarray) -> bool:
     return bool(np.abs(frame.astype(np.int16) - card).mean() < 12)  # VP8 blurs it a little
 
 
+def check_latency_parts(stats: dict) -> None:
+    """The server's latency split into its parts: all there, none negative, adding up to the total."""
+    parts = stats["latency_parts_ms"]
+    assert parts is not None and parts["frames"] >= 1
+    names = ("camera", "queue", "call", "decode", "pacing")
+    assert all(parts[name] >= 0 for name in names) and parts["encoder"] is not None and parts["encoder"] >= 0
+    assert abs(sum(parts[name] for name in names) - parts["server"]) <= 0.3  # each rounded to 0.1 ms
+    assert parts["queue_frames"] >= 1
+    # The engine holds G*P frames: each frame waits for the frames after it to be driven.
+    assert parts["queue"] > 0
+
+
 async def test_session_end_to_end(live_server) -> None:
     async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
         astronaut = Image.open(ASTRONAUT).convert("RGB")
@@ -67,6 +79,10 @@ async def test_session_end_to_end(live_server) -> None:
             assert stats["state"] == "connected"
             assert stats["first_frame_s"] is not None and stats["latency_ms"] is not None
             assert stats["params"]["fps"] == FPS
+            check_latency_parts(stats)
+            camera = stats["camera"]
+            assert camera["gap_max_ms"] >= 0 and camera["repair"] is not None  # the repair is on by default
+            assert all(count >= 0 for count in camera["repair"].values())
 
             # 2. The control channel: each message answered with an ack or a clear error.
             reply = await client.control(

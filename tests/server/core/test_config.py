@@ -14,6 +14,7 @@ from rain_core.config import ConfigError
 from rain_core.stream import reference_encoder
 from rain_core.stream.fast_paths import available_cores, choose_fast_paths
 from server.core.config import MIN_FPS, Settings
+from server.rtc.receiver import loss_repair_policy
 from tests.server.settings import tiny_settings
 
 
@@ -136,3 +137,18 @@ def test_recording_limits_are_checked() -> None:
     for name, bad in [("MAX_RECORDING_SECONDS", 0), ("MAX_RECORDINGS_BYTES", 10), ("RECORDING_TTL", -1)]:
         with pytest.raises(ValidationError, match=name):
             tiny_settings(**{name: bad})
+
+
+@pytest.mark.parametrize(("name", "bad"), [("NACK_INTERVAL", "0"), ("NACK_INTERVAL", "5"), ("NACK_TRIES", "0"),
+                                           ("KEYFRAME_AFTER", "-1"), ("KEYFRAME_AFTER", "soon")])
+def test_loss_repair_settings_are_bounded(monkeypatch, name: str, bad: str) -> None:
+    """A NACK every 0 s would flood the sender, one every 5 s never helps: both are refused."""
+    monkeypatch.setenv(f"RAIN_{name}", bad)
+    with pytest.raises(ValidationError, match=name):
+        tiny_settings()
+
+
+def test_loss_repair_policy_follows_the_settings() -> None:
+    policy = loss_repair_policy(tiny_settings(NACK_INTERVAL=0.03, NACK_TRIES=3, KEYFRAME_AFTER=0.2))
+    assert (policy.nack_interval, policy.nack_tries, policy.keyframe_after) == (0.03, 3, 0.2)
+    assert loss_repair_policy(tiny_settings(LOSS_REPAIR=False)) is None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
+import pytest
 
-from server.media.avatar import AvatarTrack
+from server.media.avatar import LATENCY_PARTS, AvatarTrack, FrameStages
 from server.media.pacing import FrameRate
 from server.metrics import Metrics
 
@@ -28,3 +30,17 @@ async def test_avatar_track_paces_repeats_and_bounds_its_backlog() -> None:
     track.restart()
     assert track.backlog == 0
     track.stop()
+
+
+def test_a_frame_latency_splits_into_parts_that_add_up_to_it() -> None:
+    track = AvatarTrack(8, 8, FrameRate(16), max_backlog=4, metrics=Metrics())
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    base = time.monotonic()
+    stages = [FrameStages(arrived=base - 0.5 + i * 0.01, driven=base - 0.45, submitted=base - 0.2, called=base - 0.1,
+                          ready=base - 0.05) for i in range(2)]
+    track.push(frames, [s.arrived for s in stages], stages)
+    track.next_image()
+    (parts,) = track.parts
+    assert set(parts) == set(LATENCY_PARTS) and all(value >= 0 for value in parts.values())
+    assert sum(parts.values()) == pytest.approx(track.latencies[-1])
+    assert parts["queue"] == pytest.approx(0.25) and parts["call"] == pytest.approx(0.1)
