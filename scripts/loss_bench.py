@@ -105,7 +105,10 @@ def tear_down_network() -> None:
 
 def start_server(workdir: Path, repair: bool, extra: list[str]) -> subprocess.Popen:
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAIN_")}
-    env.update({"PYTHONPATH": str(ROOT), "RAIN_LOSS_REPAIR": "true" if repair else "false", "RAIN_ICE_SERVERS": "[]"})
+    # Eager: a server compiles in the background by default, which would share the CPU with the
+    # measurement (the figures in docs/benchmarks.md were taken eager).
+    env.update({"PYTHONPATH": str(ROOT), "RAIN_LOSS_REPAIR": "true" if repair else "false", "RAIN_ICE_SERVERS": "[]",
+                "RAIN_COMPILE": "off"})
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     command = ["ip", "netns", "exec", SERVER_NS, sys.executable, "-m", "cli", "serve", "--host", SERVER_IP,
                "--port", str(PORT), *extra]
