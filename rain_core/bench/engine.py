@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from rain_core.config import RainConfig
 from rain_core.stream.components import RainComponents
-from rain_core.stream.engine import Conditioning, QueueModel, StreamEngine
+from rain_core.stream.engine import Conditioning, Networks, QueueModel, StreamEngine
 from rain_core.stream.fast_paths import FastPaths, default_fast_paths
 from rain_core.stream.preparation import prepare_model
 
@@ -73,13 +73,14 @@ class TimedQueueModel(QueueModel):
         with self.timer(stage):
             return run(*args)
 
-    def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
-        return self._timed("pose_guider", super().pose_features, pose)
+    def pose_features(self, pose: torch.Tensor, networks: Networks | None = None) -> torch.Tensor:
+        return self._timed("pose_guider", super().pose_features, pose, networks)
 
     def unet(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor, conditioning: Conditioning
+        self, latents: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor, conditioning: Conditioning,
+        networks: Networks | None = None,
     ) -> torch.Tensor:
-        return self._timed("unet", super().unet, latents, timesteps, features, conditioning)
+        return self._timed("unet", super().unet, latents, timesteps, features, conditioning, networks)
 
     def scheduler_step(
         self, model_output: torch.Tensor, timesteps: torch.Tensor, latents: torch.Tensor, step_noise: torch.Tensor
@@ -91,8 +92,9 @@ class TimedQueueModel(QueueModel):
         latents: torch.Tensor,
         memory: Sequence[torch.Tensor],
         reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+        networks: Networks | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self._timed("decoder", super().decode, latents, memory, reference)
+        return self._timed("decoder", super().decode, latents, memory, reference, networks)
 
 
 @dataclass
@@ -253,6 +255,8 @@ def run_bench(
     # networks stage by stage, so the paths that work on a whole call (CUDA graphs) are not in it.
     timer = StageTimer(device)
     timed = TimedQueueModel(components)
+    if model.preparation is not None and model.preparation.networks is not None:
+        timed.networks = model.preparation.networks  # the compiled networks, stage by stage
     split = StreamEngine(timed, seed=seed)
     split.set_reference(reference)
     for i in range(config.noise_groups):

@@ -218,6 +218,8 @@ class Preparation:
         self.failed: str | None = None
         self.seconds = 0.0
         self._runner: Callable[[QueueCall], QueueCallResult] | None = None
+        # The compiled networks the prepared calls run (None: eager), once checked.
+        self.networks: Networks | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._cancelled = threading.Event()
@@ -298,6 +300,7 @@ class Preparation:
                         raise PathFailure(f"compile (asked for) failed: {exc}") from exc
                     model.fast_paths = _drop(model.fast_paths, "compile", _raised(exc))  # type: ignore[attr-defined]
             self._runner = self._check(networks)
+            self.networks = networks if model.fast_paths.compile else None
             if self._runner is None:
                 self.failed = "every checked path was dropped: " + "; ".join(model.fast_paths.notes)
                 return
