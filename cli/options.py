@@ -12,7 +12,8 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args, get_origin
+from types import UnionType
+from typing import TYPE_CHECKING, Literal, Union, get_args, get_origin
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +64,9 @@ def _flags(parser, names: list[str], *, default_profile: str | None = None) -> N
     for name in names:
         field = ModelOptions.model_fields[name]
         extra = field.json_schema_extra or {}
-        kinds = [kind for kind in get_args(field.annotation) or (field.annotation,) if kind is not type(None)]
+        # `X | None` -> [X]; a Literal's own arguments are its choices, not kinds.
+        union = get_origin(field.annotation) in (Union, UnionType)
+        kinds = [kind for kind in get_args(field.annotation) if kind is not type(None)] if union else [field.annotation]
         kwargs: dict = dict(dest=name, default=None, help=field.description)
         if field.annotation is Switch:
             kwargs["action"] = argparse.BooleanOptionalAction
