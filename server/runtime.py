@@ -28,6 +28,7 @@ from server.references import Reference, ReferenceStore, decode_upload, grey_car
 from server.rtc.ice import include_loopback, use_port_range
 from server.rtc.receiver import loss_repair_policy, use_loss_repair
 from server.rtc.sdp import parse_offer
+from server.rtc.turn import ice_servers
 from server.sessions.control import check_params
 from server.sessions.errors import UnknownSession
 from server.sessions.recordings import Recording, RecordingConflict, UnknownRecording
@@ -238,7 +239,7 @@ class Runtime:
         """What the pages need: ICE servers, the stream's size and rates, the parameters and their ranges."""
         config, settings = self.worker.config, self.settings
         return {
-            "ice_servers": [s.model_dump(exclude_none=True) for s in settings.ICE_SERVERS],
+            "ice_servers": [s.model_dump(exclude_none=True) for s in ice_servers(settings, "page")],
             "profile": config.name,
             "width": config.width,
             "height": config.height,

@@ -96,9 +96,10 @@ def _configuration() -> RTCConfiguration:
 class WebcamClient:
     """The webcam page's part, in Python: the clip out; the avatar and the driving image in; control channel."""
 
-    def __init__(self, http: httpx.AsyncClient):
+    def __init__(self, http: httpx.AsyncClient, configuration: RTCConfiguration | None = None):
+        """`configuration`: the ICE servers to use, as the page takes them from /api/config (default none)."""
         self.http = http
-        self.pc = RTCPeerConnection(_configuration())
+        self.pc = RTCPeerConnection(configuration or _configuration())
         self.avatar = FrameSink()
         self.preview = FrameSink()
         self.voice = AudioSink()  # the delayed microphone, when one is sent

@@ -85,10 +85,14 @@ def _free_port() -> int:
 RANDOM_TINY = ("--profile", "tiny", "--random-weights")
 
 
-def start_live_server(directory: Path, *, model_args: tuple[str, ...] = RANDOM_TINY, **env: str) -> LiveServer:
+def start_live_server(
+    directory: Path, *, model_args: tuple[str, ...] = RANDOM_TINY, netns: str | None = None, host: str | None = None,
+    **env: str,
+) -> LiveServer:
     """Start a server and wait (bounded) until it answers; `env` adds RAIN_* settings.
-    `model_args=()` runs what a bare `rain-avatar serve` runs."""
-    port = _free_port()
+    `model_args=()` runs what a bare `rain-avatar serve` runs. `netns`: in that network namespace
+    (root only), listening on `host` there (an address this namespace reaches)."""
+    port = _free_port() if netns is None else 8000
     # A developer's own RAIN_* settings must not leak into the tests; cwd has no .env file.
     clean = {key: value for key, value in os.environ.items() if not key.startswith("RAIN_")}
     clean.update({
@@ -105,10 +109,11 @@ def start_live_server(directory: Path, *, model_args: tuple[str, ...] = RANDOM_T
     log_path = directory / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", *model_args, "--port", str(port)],
+            [*(("ip", "netns", "exec", netns) if netns else ()), sys.executable, "-m", "cli", "serve", *model_args,
+             "--port", str(port), *(("--host", host) if host else ())],
             cwd=directory, env=clean, stdout=log, stderr=subprocess.STDOUT,
         )
-    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    server = LiveServer(url=f"http://{host or '127.0.0.1'}:{port}", process=process, log_path=log_path)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:

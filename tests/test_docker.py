@@ -197,7 +197,10 @@ def test_turn_and_https_are_off_by_default():
     assert services["https"]["profiles"] == ["https"]
     assert "profiles" not in services["server"] and "profiles" not in services["fetch-weights"]
     turn = services["turn"]["command"][0]
-    assert "--lt-cred-mech" in turn and '--user="$$TURN_USER:$$TURN_PASSWORD"' in turn
+    # Expiring credentials from the secret the server shares, no fixed user.
+    assert "--use-auth-secret" in turn and '--static-auth-secret="$$RAIN_TURN_SECRET"' in turn
+    assert "--user" not in turn and "--lt-cred-mech" not in turn
+    assert {"RAIN_TURN_URLS", "RAIN_TURN_SECRET"} <= set(services["server"]["environment"])
     assert "--min-port=49160 --max-port=49200" in turn
     (caddyfile,) = [v.split(":")[0] for v in services["https"]["volumes"] if "Caddyfile" in v]
     assert "reverse_proxy 127.0.0.1:8000" in (DOCKER_DIR / caddyfile).read_text()

@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rain_core.options import ModelOptions
@@ -21,6 +22,13 @@ from rain_core.weights.profiles import check_model_source
 # The lowest frame rate a session may run at: a frame a second still shows a moving avatar, and
 # no wait for a frame (the pacer's, the sampler's) is longer than a second.
 MIN_FPS = 1.0
+
+# A shared TURN secret shorter than this could be guessed from one credential offline.
+MIN_TURN_SECRET = 16
+MAX_TURN_URLS = 8
+# A TURN url as written in ICE_SERVERS: scheme, host, optional port and query; nothing that
+# would break out of the WHEP `Link` header's <...> (quotes, commas, angle brackets, spaces).
+_TURN_URL = re.compile(r"turns?:[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?")
 
 # The pages live beside the package in a checkout and in the Docker image (/app/web).
 _CHECKOUT_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -73,7 +81,8 @@ def _parse_port_range(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RAIN_", env_file=".env", extra="ignore")
+    # Inputs stay out of error messages: one of them may be TURN_SECRET.
+    model_config = SettingsConfigDict(env_prefix="RAIN_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     # Where uvicorn listens.
     HOST: str = "127.0.0.1"
@@ -121,6 +130,13 @@ class Settings(BaseSettings):
 
     # WebRTC.
     ICE_SERVERS: list[IceServer] = []  # JSON list; empty: host candidates only, no STUN
+    # A TURN server of our own (coturn with `use-auth-secret`, the compose `turn` profile): its
+    # urls (JSON list of turn:/turns: urls) and the secret shared with it. Set, the server mints a
+    # credential valid TURN_TTL seconds for each page load, WHEP viewer and its own connections
+    # (server/rtc/turn.py); the secret never leaves the server.
+    TURN_URLS: list[str] = Field([], max_length=MAX_TURN_URLS)
+    TURN_SECRET: SecretStr | None = None
+    TURN_TTL: int = Field(3600, ge=60, le=86400)
     ICE_LOOPBACK: bool = False  # add 127.0.0.1 host candidates (loopback-only hosts, tests)
     PUBLIC_IP: IPv4Address | IPv6Address | None = None  # advertised beside each host candidate
     # Every ICE host candidate (sessions and viewers) binds a UDP port in this range (a firewall
@@ -160,12 +176,35 @@ class Settings(BaseSettings):
         flat = _FlatModelSource(settings_cls, env_settings, dotenv_settings)
         return init_settings, flat, env_settings, dotenv_settings, file_secret_settings
 
+    @field_validator("TURN_URLS")
+    @classmethod
+    def _turn_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if len(url) > 256 or not _TURN_URL.fullmatch(url):
+                raise ValueError(
+                    "TURN_URLS are turn: or turns: urls, HOST[:PORT] with an optional ?transport=udp or tcp, "
+                    f"e.g. turn:203.0.113.7:3478?transport=udp (got {url[:64]!r})"
+                )
+        return urls
+
+    @field_validator("TURN_SECRET")
+    @classmethod
+    def _turn_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and not MIN_TURN_SECRET <= len(secret.get_secret_value()) <= 512:
+            raise ValueError(
+                f"TURN_SECRET must be {MIN_TURN_SECRET} to 512 characters (e.g. `openssl rand -hex 32`); "
+                f"it has {len(secret.get_secret_value())}"
+            )
+        return secret
+
     @model_validator(mode="after")
     def _check_model_source(self) -> Settings:
         model = self.MODEL
         check_model_source(model.profile, model.weights, random_weights=model.random_weights)
         if self.FPS > self.MAX_FPS:
             raise ValueError(f"FPS={self.FPS} exceeds MAX_FPS={self.MAX_FPS}")
+        if bool(self.TURN_URLS) != (self.TURN_SECRET is not None):
+            raise ValueError("TURN_URLS and TURN_SECRET go together: set both (a TURN server of our own) or neither")
         if self.RAY_ADDRESS is not None:
             self.RAY = True
         if (self.RAY_MIN_REPLICAS is None) != (self.RAY_MAX_REPLICAS is None):

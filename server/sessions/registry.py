@@ -13,13 +13,14 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from aiortc import RTCSessionDescription
+from aiortc import RTCConfiguration, RTCSessionDescription
 
 from server.core.config import Settings
 from server.metrics import Metrics
 from server.model_worker import ModelWorker
 from server.references import Reference
 from server.rtc.ice import rtc_configuration
+from server.rtc.turn import ice_servers
 from server.sessions.control import ParamsChange
 from server.sessions.errors import CapacityError, UnknownSession
 from server.sessions.memory import MemoryRelease
@@ -36,7 +37,6 @@ class SessionRegistry:
         self.settings = settings
         self.worker = worker
         self.metrics = metrics
-        self.rtc_config = rtc_configuration(settings.ICE_SERVERS)
         self.driving_pool = ThreadPoolExecutor(settings.DRIVING_THREADS, thread_name_prefix="rain-driving")
         self.matte_pool = ThreadPoolExecutor(settings.MATTE_THREADS, thread_name_prefix="rain-matte")
         self.sessions: dict[str, Session] = {}
@@ -66,6 +66,11 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self.sessions)
+
+    def rtc_config(self) -> RTCConfiguration:
+        """A new peer connection's configuration: minted TURN credentials expire, so each
+        connection gets its own, fresh ones."""
+        return rtc_configuration(ice_servers(self.settings, "server"))
 
     @property
     def viewer_count(self) -> int:

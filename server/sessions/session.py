@@ -78,7 +78,7 @@ class Session:
         self.closed = False
         self.close_reason: str | None = None
         self.answer: str | None = None
-        self.pc = RTCPeerConnection(configuration=registry.rtc_config)
+        self.pc = RTCPeerConnection(configuration=registry.rtc_config())
         self.extractor = DrivingExtractor(registry.driving_pool)
         self.engine: StreamEngine | None = None
         self.avatar: AvatarTrack | None = None

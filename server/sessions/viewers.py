@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
@@ -32,7 +33,7 @@ class Viewers:
         matte: MatteSource,
         *,
         limit: int,
-        rtc_config: RTCConfiguration,
+        rtc_config: Callable[[], RTCConfiguration],
         public_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
         metrics: Metrics,
     ):
@@ -59,7 +60,7 @@ class Viewers:
         if len(self._connections) >= self.limit:
             raise CapacityError(f"this session has its maximum of {self.limit} viewers")
         viewer_id = new_token()
-        pc = RTCPeerConnection(configuration=self._rtc_config)
+        pc = RTCPeerConnection(configuration=self._rtc_config())
         self._connections[viewer_id] = pc
         self._metrics.viewers.inc()
         self._opened += 1

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep, ViewTokenDep
+from server.rtc.turn import ice_servers
 
 router = APIRouter(prefix="/whep", tags=["whep"])
 
@@ -55,7 +56,7 @@ async def whep_offer(
     links = [
         f'<{url}>; rel="ice-server"'
         + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
-        for s in settings.ICE_SERVERS
+        for s in ice_servers(settings, "whep")
         for url in ([s.urls] if isinstance(s.urls, str) else s.urls)
     ]
     if links:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 
 import pytest
 import torch
@@ -152,3 +153,26 @@ def test_loss_repair_policy_follows_the_settings() -> None:
     policy = loss_repair_policy(tiny_settings(NACK_INTERVAL=0.03, NACK_TRIES=3, KEYFRAME_AFTER=0.2))
     assert (policy.nack_interval, policy.nack_tries, policy.keyframe_after) == (0.03, 3, 0.2)
     assert loss_repair_policy(tiny_settings(LOSS_REPAIR=False)) is None
+
+
+def test_turn_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = secrets.token_hex(16)
+    monkeypatch.setenv("RAIN_TURN_URLS", '["turn:203.0.113.7:3478?transport=udp", "turns:turn.example:5349"]')
+    monkeypatch.setenv("RAIN_TURN_SECRET", secret)
+    settings = tiny_settings()
+    assert settings.TURN_URLS[1] == "turns:turn.example:5349" and settings.TURN_TTL == 3600
+    assert settings.TURN_SECRET.get_secret_value() == secret and secret not in repr(settings)
+    good = {"TURN_URLS": ["turn:203.0.113.7:3478"], "TURN_SECRET": secret}
+    for change, message in [
+        ({"TURN_URLS": ["stun:203.0.113.7:3478"]}, "turn: or turns:"),
+        ({"TURN_URLS": ['turn:a.example>; rel="x"']}, "turn: or turns:"),
+        ({"TURN_URLS": [f"turn:h{i}.example" for i in range(9)]}, "at most 8"),
+        ({"TURN_SECRET": "short"}, "16 to 512 characters"),
+        ({"TURN_TTL": 10}, "greater than or equal to 60"),
+        ({"TURN_TTL": 864000}, "less than or equal to 86400"),
+        ({"TURN_URLS": []}, "go together"),
+        ({"TURN_SECRET": None}, "go together"),
+    ]:
+        with pytest.raises(ValidationError, match=message) as error:
+            tiny_settings(**{**good, **change})
+        assert secret not in str(error.value) and "input_value" not in str(error.value)  # no input echoed
