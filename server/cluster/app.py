@@ -35,6 +35,25 @@ APP_NAME = "rain-avatar"
 MAX_ONGOING_CALLS = 64
 # Seconds Serve waits for a stopping replica's destructor (it closes every session) before killing it.
 GRACEFUL_SHUTDOWN_S = 30.0
+# A sliver of the resource Ray gives the head node only: the ingress and the library run there.
+# A worker node lost takes its avatar replicas and nothing the API needs (the head itself holds
+# Ray's control store; losing it is losing the cluster, unless GCS fault tolerance is set up).
+ON_THE_HEAD = {"resources": {"node:__internal_head__": 0.001}}
+
+
+def avatar_placement(settings: Settings) -> dict[str, Any]:
+    """Where avatar replicas may run: Ray's reservation per replica, a custom resource if named,
+    and at most `RAY_MAX_REPLICAS_PER_NODE` on a node (Serve places the rest elsewhere, and
+    places a dead node's replica on a node with room, or waits for one)."""
+    actor_options: dict[str, Any] = {
+        "num_cpus": settings.RAY_CPUS_PER_REPLICA, "num_gpus": _gpus_per_replica(settings),
+    }
+    if settings.RAY_REPLICA_RESOURCE is not None:
+        actor_options["resources"] = {settings.RAY_REPLICA_RESOURCE: 1}
+    placement: dict[str, Any] = {"ray_actor_options": actor_options}
+    if settings.RAY_MAX_REPLICAS_PER_NODE is not None:
+        placement["max_replicas_per_node"] = settings.RAY_MAX_REPLICAS_PER_NODE
+    return placement
 
 
 def _gpus_per_replica(settings: Settings) -> float:
@@ -46,7 +65,7 @@ def _gpus_per_replica(settings: Settings) -> float:
 
 def build_application(settings: Settings) -> Application:
     """The ingress bound to the avatar replicas and the reference library."""
-    library = serve.deployment(name="references", num_replicas=1, ray_actor_options={"num_cpus": 0})(
+    library = serve.deployment(name="references", num_replicas=1, ray_actor_options={"num_cpus": 0, **ON_THE_HEAD})(
         ReferenceLibrary
     ).bind(settings)
     if settings.RAY_MIN_REPLICAS is not None:
@@ -63,14 +82,14 @@ def build_application(settings: Settings) -> Application:
         scaling = {"num_replicas": settings.RAY_REPLICAS}
     avatars = serve.deployment(
         name="avatar",
-        ray_actor_options={"num_cpus": settings.RAY_CPUS_PER_REPLICA, "num_gpus": _gpus_per_replica(settings)},
+        **avatar_placement(settings),
         max_ongoing_requests=MAX_ONGOING_CALLS,
         request_router_config=RequestRouterConfig(request_router_class=ReplicaAddressedRouter),
         graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
         **scaling,
     )(AvatarReplica).bind(settings, library)
     return serve.deployment(
-        name="ingress", num_replicas=settings.RAY_INGRESS_REPLICAS, ray_actor_options={"num_cpus": 0},
+        name="ingress", num_replicas=settings.RAY_INGRESS_REPLICAS, ray_actor_options={"num_cpus": 0, **ON_THE_HEAD},
         max_ongoing_requests=MAX_ONGOING_CALLS,
     )(Ingress).bind(settings, avatars, library)
 

@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 class SessionRegistry:
     """The box's sessions by id; what they share (the model worker, the driving thread pool)."""
 
-    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics):
+    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, *, id_prefix: str = ""):
         self.settings = settings
+        self.id_prefix = id_prefix  # before every session id (a cluster replica's name)
         self.worker = worker
         self.metrics = metrics
         self.rtc_config = rtc_configuration(settings.ICE_SERVERS)
