@@ -99,12 +99,13 @@ class Runtime:
     """
 
     def __init__(
-        self, settings: Settings, *, name: str | None = None, node: str | None = None,
+        self, settings: Settings, *, name: str | None = None, node: str | None = None, address: str | None = None,
         fetch_reference: ReferenceFetch | None = None,
     ):
         self.settings = settings
         self.name = name
-        self.node = node
+        self.node = node  # where a replica runs: Ray's node id and the node's address
+        self.address = address
         self._metrics = Metrics()
         self.worker = ModelWorker(settings, self._metrics)
         self.references = ReferenceStore(
@@ -279,7 +280,7 @@ class Runtime:
     # Health ----------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
         config = self.worker.config
-        named = {"replica": self.name, "node": self.node} if self.name is not None else {}
+        named = {"replica": self.name, "node": self.node, "address": self.address} if self.name is not None else {}
         return {
             **named,
             "status": "ok",

@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import AutoscalingConfig, AutoscalingPolicy, RequestRouterConfig
 
-from rain_core.config import default_device
+from rain_core.config import ConfigError, default_device
 from server.cluster.autoscaling import SessionsPolicy
 from server.cluster.avatar import AvatarReplica
 from server.cluster.ingress import Ingress
@@ -110,12 +110,44 @@ def _worker_environment() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
 
 
+class InsecureCluster(ConfigError):
+    """Joining a cluster without Ray's token authentication, not allowed by `RAY_INSECURE_CLUSTER`."""
+
+
+def _token_authentication() -> bool:
+    """Does this driver speak to the cluster with Ray's token authentication (RAY_AUTH_MODE=token,
+    or a token file Ray found and enabled it for)?"""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return is_token_auth_enabled()
+
+
 def connect(settings: Settings, **init_options: Any) -> None:
     """Join the cluster at `RAY_ADDRESS`, or start a local one running this code (without Ray's
     dashboard unless asked for). Nodes of a running cluster must have the package installed
-    (the Docker image)."""
+    (the Docker image).
+
+    A cluster is joined only with Ray's token authentication (whoever reaches an open cluster's
+    ports runs any code on it), unless `RAY_INSECURE_CLUSTER`; a cluster that asks for a token
+    this driver lacks is a `ConfigError` saying what to set."""
     if settings.RAY_ADDRESS is not None:
-        ray.init(address=settings.RAY_ADDRESS, **init_options)
+        try:
+            ray.init(address=settings.RAY_ADDRESS, **init_options)
+        except Exception as exc:
+            if "auth" not in str(exc).lower():
+                raise
+            raise ConfigError(
+                f"the Ray cluster at {settings.RAY_ADDRESS} refused this driver ({type(exc).__name__}): it uses "
+                "token authentication; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token "
+                "(`ray get-auth-token` on the head prints it)"
+            ) from None
+        if not settings.RAY_INSECURE_CLUSTER and not _token_authentication():
+            ray.shutdown()
+            raise InsecureCluster(
+                f"refusing to join the Ray cluster at {settings.RAY_ADDRESS} without token authentication "
+                "(anyone who reaches its ports could run code on it): start its nodes and this command with "
+                "RAY_AUTH_MODE=token and the same RAY_AUTH_TOKEN (docs/ray.md), or pass --insecure-cluster"
+            )
         return
     init_options.setdefault("include_dashboard", False)
     ray.init(runtime_env={"env_vars": _worker_environment()}, **init_options)

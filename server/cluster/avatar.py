@@ -40,7 +40,10 @@ class AvatarReplica:
         self.library = library
         logging.getLogger("server").setLevel(settings.LOG_LEVEL)
         node = ray.get_runtime_context().get_node_id()
-        self.runtime = Runtime(settings, name=self.replica, node=node, fetch_reference=self._fetch_reference)
+        self.runtime = Runtime(
+            settings, name=self.replica, node=node, address=ray.util.get_node_ip_address(),
+            fetch_reference=self._fetch_reference,
+        )
         await self.runtime.start()
         logger.info("avatar replica %s ready on node %s", self.replica, node)
 

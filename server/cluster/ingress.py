@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 OFFER_TIMEOUT = 60.0
 SLOW_OPERATIONS = frozenset({"add_viewer", "stop_recording", "close_session"})
 # What `/api/health` lists of each replica.
-REPLICA_HEALTH = ("replica", "node", "sessions", "max_sessions", "viewers", "device", "dtype", "profile", "engines",
-                  "process")
+REPLICA_HEALTH = ("replica", "node", "address", "sessions", "max_sessions", "viewers", "device", "dtype", "profile",
+                  "engines", "process")
 # A recording downloaded through the ingress comes from its replica in pieces of this size.
 RECORDING_CHUNK_BYTES = 1 << 20
 # How long to wait for the first avatar replica to be known (a cluster still starting).
