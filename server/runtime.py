@@ -133,7 +133,11 @@ class Runtime:
             raise
         self._default_reference = Reference(id="default", image=image)
         prefix = f"{self.name}{SESSION_ID_SEPARATOR}" if self.name is not None else ""
-        self._sessions = SessionRegistry(settings, self.worker, self._metrics, id_prefix=prefix)
+        # A replica writes its recordings in a folder of its own (replicas may share a disk).
+        folder = settings.RECORDINGS_DIR / f"replica-{self.name}" if self.name is not None else None
+        self._sessions = SessionRegistry(
+            settings, self.worker, self._metrics, id_prefix=prefix, recordings_dir=folder
+        )
         self._sessions.start()
         # Start-up objects (torch, diffusers, the models) live as long as the process: keep them out
         # of every later garbage collection, which then only scans what sessions create.

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.exceptions import AuthenticationError
 from ray.serve import Application
 from ray.serve.config import AutoscalingConfig, AutoscalingPolicy, RequestRouterConfig
 
@@ -122,6 +123,16 @@ def _token_authentication() -> bool:
     return is_token_auth_enabled()
 
 
+def _refused_for_authentication(error: BaseException | None) -> bool:
+    """Ray gives up connecting with a `ConnectionError`, caused by a `RuntimeError` whose message
+    holds the text of its `AuthenticationError` when the cluster refused the token (Ray 2.60)."""
+    while error is not None:
+        if isinstance(error, AuthenticationError) or "InvalidAuthToken" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def connect(settings: Settings, **init_options: Any) -> None:
     """Join the cluster at `RAY_ADDRESS`, or start a local one running this code (without Ray's
     dashboard unless asked for). Nodes of a running cluster must have the package installed
@@ -134,7 +145,7 @@ def connect(settings: Settings, **init_options: Any) -> None:
         try:
             ray.init(address=settings.RAY_ADDRESS, **init_options)
         except Exception as exc:
-            if "auth" not in str(exc).lower():
+            if not _refused_for_authentication(exc):
                 raise
             raise ConfigError(
                 f"the Ray cluster at {settings.RAY_ADDRESS} refused this driver ({type(exc).__name__}): it uses "

@@ -101,7 +101,10 @@ class ClusterRuntime:
         except ReplicaTimeout:
             if replica not in (self._running() or ()):
                 raise SessionGone(session_id) from None
-            raise
+            # Overloaded, or its machine lost and not yet declared dead by Ray (then a 404 follows).
+            raise ReplicaTimeout(
+                "the server running this session does not answer (busy, or its machine is lost); try again later"
+            ) from None
 
     # Placement -----------------------------------------------------------------------------
     async def open_session(

@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     RAY_REPLICA_RESOURCE: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")
     # Seconds the ingress waits for a replica's answer to a quick call (stats, health, ...) before
     # answering without it: a lost node must not hang the API.
-    RAY_CALL_TIMEOUT: float = Field(4.0, gt=0, le=60)
+    RAY_CALL_TIMEOUT: float = Field(3.0, gt=0, le=60)
     # Join a cluster that does not require Ray's token authentication (Ray's API runs any code
     # for whoever reaches it): refused unless this is set.
     RAY_INSECURE_CLUSTER: bool = False
