@@ -56,18 +56,18 @@ class AvatarReplica:
 
     async def call(self, operation: str, *args: Any, replica: str | None, **kwargs: Any) -> Any:
         """Run one of the runtime's operations here, if this is the replica the call is meant for
-        (`replica=None`: any replica will do)."""
+        (`replica=None`: any replica will do); a client's error comes back as `Refused`."""
         if operation not in OPERATIONS:
             raise ValueError(f"no operation {operation!r}")  # a bug of the ingress, not a client's
+        return await answer(operation, self._run(operation, replica, args, kwargs))
+
+    async def _run(self, operation: str, replica: str | None, args: tuple, kwargs: dict[str, Any]) -> Any:
         if replica is not None and replica != self.replica:
             # The router sends a call for a replica that is gone to any live one.
-            return await answer(operation, _raise(SessionGone(replica)))
-        return await answer(operation, getattr(self.runtime, operation)(*args, **kwargs))
+            raise SessionGone(replica)
+        return await getattr(self.runtime, operation)(*args, **kwargs)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's autoscaler scales on live sessions (`autoscaling.py`), not on requests."""
         return {"sessions": float(self.runtime.session_count)}
 
-
-async def _raise(error: Exception) -> Any:
-    raise error

@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 # Seconds an offer may take (it gathers ICE candidates and builds a session), and the calls that
 # may wait as long: a viewer's offer, and the end of a recording (its file finished).
 OFFER_TIMEOUT = 60.0
-SLOW_OPERATIONS = frozenset({"add_viewer", "stop_recording", "close_session"})
+SLOW_OPERATIONS = frozenset({"open_session", "add_viewer", "stop_recording", "close_session"})
+# Seconds an upload may take at the library (decoding an image of up to MAX_UPLOAD_BYTES).
+UPLOAD_TIMEOUT = 30.0
 # What `/api/health` lists of each replica.
 REPLICA_HEALTH = ("replica", "node", "address", "sessions", "max_sessions", "viewers", "device", "dtype", "profile",
                   "engines", "process")
@@ -61,7 +63,7 @@ class ClusterRuntime:
 
     async def _call(self, replica: str | None, operation: str, *args: Any, **kwargs: Any) -> Any:
         """One operation on one replica (`None`: any), its refusal raised, bounded in time."""
-        timeout = OFFER_TIMEOUT if operation in SLOW_OPERATIONS | {"open_session"} else self.call_timeout
+        timeout = OFFER_TIMEOUT if operation in SLOW_OPERATIONS else self.call_timeout
         return await result(self.avatars.call.remote(operation, *args, replica=replica, **kwargs), timeout=timeout)
 
     async def _replicas(self) -> tuple[str, ...]:
@@ -136,7 +138,7 @@ class ClusterRuntime:
         return RecordingFile(size=size, chunks=chunks)
 
     async def upload_reference(self, data: bytes) -> UploadedReference:
-        return await result(self.library.upload.remote(data), timeout=self.call_timeout)
+        return await result(self.library.upload.remote(data), timeout=UPLOAD_TIMEOUT)
 
     async def client_config(self) -> dict[str, Any]:
         return await self._call(None, "client_config")

@@ -10,11 +10,14 @@ Skipped, with the reason, where network namespaces cannot be made (not root, no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -68,10 +71,13 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.log_dir.glob("*.log"))
 
 
-def _environment(token: str) -> dict[str, str]:
+def _environment(token: str, ray_tmp: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RAIN_", "RAY_"))}
     env.update({
         "PYTHONPATH": str(ROOT),  # the nodes' workers import this checkout
+        # Ray's session files, and the "current cluster" address that a later `ray.init()` on this
+        # host would join, kept out of /tmp/ray (short: Ray's socket paths must fit 107 bytes).
+        "RAY_TMPDIR": str(ray_tmp),
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -112,8 +118,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("two-nodes")
     log_dir = tmp / "logs"
     log_dir.mkdir()
-    env = _environment(secrets.token_hex(32))
-    with netns.Network(["head", "worker"]) as network:
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rain-ray-", dir="/tmp"))
+    env = _environment(secrets.token_hex(32), ray_tmp)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, ray_tmp, ignore_errors=True)
+        network = cleanup.enter_context(netns.Network(["head", "worker"]))
         cluster = Cluster(network, f"http://{network.machines[0].address}:{HTTP_PORT}", env, log_dir)
         head_address = f"{cluster.head.address}:{GCS_PORT}"
         _start_node(cluster.head, env, log_dir, head=None)
@@ -264,3 +273,27 @@ def test_serve_refuses_to_join_without_the_token(cluster: Cluster, tmp_path: Pat
     log = (tmp_path / "serve.log").read_text()
     assert process.returncode == 2, log
     assert "RAY_AUTH_TOKEN" in log and "Traceback" not in log, log
+
+
+def test_serve_refuses_a_cluster_without_authentication(cluster: Cluster, tmp_path: Path) -> None:
+    """A cluster whose nodes run without Ray's token (anyone reaching it runs code there): the
+    command will not deploy onto it unless told `--insecure-cluster`. (The lost machine's
+    namespace, empty now, holds that cluster's head.)"""
+    machine = cluster.worker
+    open_env = {**cluster.env, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)}  # no token file either
+    del open_env["RAY_AUTH_TOKEN"]
+    _start_node(machine, open_env, tmp_path, head=None)
+    try:
+        command, settings = _serve_command(f"{machine.address}:{GCS_PORT}", tmp_path)
+        process = machine.spawn(command, env={**open_env, **settings}, log=tmp_path / "serve.log", cwd=tmp_path)
+        try:
+            process.wait(180)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError(f"serve --ray hung:\n{(tmp_path / 'serve.log').read_text()}") from None
+        log = (tmp_path / "serve.log").read_text()
+        assert process.returncode == 2, log
+        assert "without token authentication" in log and "--insecure-cluster" in log, log
+        assert "Application 'rain-avatar' is ready" not in log, log
+    finally:
+        machine.power_off()
