@@ -297,3 +297,28 @@ def test_serve_refuses_a_cluster_without_authentication(cluster: Cluster, tmp_pa
         assert "Application 'rain-avatar' is ready" not in log, log
     finally:
         machine.power_off()
+
+
+@on_the_module_loop
+async def test_a_machine_that_rejoins_gets_the_lost_replica_and_the_old_characters(
+    cluster: Cluster, streams: Streams
+) -> None:
+    """The lost replica, waiting unplaced since, starts on the machine when it comes back, and
+    serves a character uploaded before the loss (the issue's 404 after a rejoin)."""
+    _start_node(cluster.worker, cluster.env, cluster.log_dir, head=f"{cluster.head.address}:{GCS_PORT}")
+
+    async def replaced() -> bool:
+        replicas = (await streams.http.get("/api/health")).json()["replicas"]
+        return {r["address"] for r in replicas} == {cluster.head.address, cluster.worker.address}
+
+    await eventually(replaced, timeout=START_TIMEOUT, what="a replica on the machine that rejoined", interval=2)
+    client = WebcamClient(streams.http)
+    try:
+        # The new replica has the most room (the head's holds the survivor): the offer goes there.
+        response = await client.open(reference_id=streams.reference_id, params={"fps": 8})
+        assert response.status_code == 200, response.text
+        assert _candidate_addresses(client.pc.remoteDescription.sdp) == {cluster.worker.address}
+        assert (await client.stats())["reference_id"] == streams.reference_id
+        await eventually(lambda: client.engine_out_above(0), timeout=FIRST_FRAME_TIMEOUT, what="engine frames")
+    finally:
+        await client.close()
