@@ -2,8 +2,9 @@
 
 It holds the model worker, the sessions, the uploaded references and the metrics, and knows
 nothing of HTTP: the FastAPI app hosts one (`server.main`), and each avatar replica of a Ray
-cluster hosts one (`server.cluster.avatar`). Its errors are the domain's own (`UnknownSession`, `CapacityError`,
-`OfferError`, ...); the API turns them into statuses (`server.api.errors`).
+cluster hosts one (`server.cluster.avatar`). Its errors are the domain's own (`UnknownSession`,
+`CapacityError`, `OfferError`, ...: `DOMAIN_ERRORS`); the API turns them into statuses
+(`server.api.errors`).
 """
 
 from __future__ import annotations
