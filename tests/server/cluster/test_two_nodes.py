@@ -259,19 +259,30 @@ async def test_losing_the_worker_machine_leaves_the_rest_answering(cluster: Clus
     )
 
 
-def test_serve_refuses_to_join_without_the_token(cluster: Cluster, tmp_path: Path) -> None:
-    """Against a cluster that asks for Ray's token, a driver without it stops with what to set."""
-    command, settings = _serve_command(f"{cluster.head.address}:{GCS_PORT}", tmp_path)
-    env = {**cluster.env, **settings, "RAY_AUTH_MODE": "disabled"}
-    del env["RAY_AUTH_TOKEN"]
-    process = cluster.head.spawn(command, env={**env, "HOME": str(tmp_path)}, log=tmp_path / "serve.log", cwd=tmp_path)
+def _without_token(env: dict[str, str], home: Path) -> dict[str, str]:
+    """`env` with Ray's token authentication off and no token anywhere Ray looks."""
+    stripped = {key: value for key, value in env.items() if key != "RAY_AUTH_TOKEN"}
+    return {**stripped, "RAY_AUTH_MODE": "disabled", "HOME": str(home)}
+
+
+def _serve_until_it_exits(machine: netns.Machine, cluster_address: str, env: dict[str, str], tmp: Path) -> str:
+    """`rain-avatar serve --ray` run against a cluster it must refuse: its log, once it exited with 2."""
+    command, settings = _serve_command(cluster_address, tmp)
+    log = tmp / "serve.log"
+    process = machine.spawn(command, env={**env, **settings}, log=log, cwd=tmp)
     try:
-        process.wait(120)
+        process.wait(180)
     except subprocess.TimeoutExpired:
         process.kill()
-        raise AssertionError(f"serve --ray hung:\n{(tmp_path / 'serve.log').read_text()}") from None
-    log = (tmp_path / "serve.log").read_text()
-    assert process.returncode == 2, log
+        raise AssertionError(f"serve --ray hung:\n{log.read_text()}") from None
+    assert process.returncode == 2, log.read_text()
+    return log.read_text()
+
+
+def test_serve_refuses_to_join_without_the_token(cluster: Cluster, tmp_path: Path) -> None:
+    """Against a cluster that asks for Ray's token, a driver without it stops with what to set."""
+    env = _without_token(cluster.env, tmp_path)
+    log = _serve_until_it_exits(cluster.head, f"{cluster.head.address}:{GCS_PORT}", env, tmp_path)
     assert "RAY_AUTH_TOKEN" in log and "Traceback" not in log, log
 
 
@@ -280,19 +291,10 @@ def test_serve_refuses_a_cluster_without_authentication(cluster: Cluster, tmp_pa
     command will not deploy onto it unless told `--insecure-cluster`. (The lost machine's
     namespace, empty now, holds that cluster's head.)"""
     machine = cluster.worker
-    open_env = {**cluster.env, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)}  # no token file either
-    del open_env["RAY_AUTH_TOKEN"]
-    _start_node(machine, open_env, tmp_path, head=None)
+    env = _without_token(cluster.env, tmp_path)
+    _start_node(machine, env, tmp_path, head=None)
     try:
-        command, settings = _serve_command(f"{machine.address}:{GCS_PORT}", tmp_path)
-        process = machine.spawn(command, env={**open_env, **settings}, log=tmp_path / "serve.log", cwd=tmp_path)
-        try:
-            process.wait(180)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise AssertionError(f"serve --ray hung:\n{(tmp_path / 'serve.log').read_text()}") from None
-        log = (tmp_path / "serve.log").read_text()
-        assert process.returncode == 2, log
+        log = _serve_until_it_exits(machine, f"{machine.address}:{GCS_PORT}", env, tmp_path)
         assert "without token authentication" in log and "--insecure-cluster" in log, log
         assert "Application 'rain-avatar' is ready" not in log, log
     finally:
