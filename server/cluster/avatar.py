@@ -19,7 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from server.api.runtime_api import OPERATIONS as INTERFACE
-from server.cluster.remote import answer, result
+from server.cluster.remote import answer, log_to_stderr, result
 from server.core.config import Settings
 from server.runtime import Runtime
 from server.sessions.errors import SessionGone
@@ -38,7 +38,7 @@ class AvatarReplica:
     async def __init__(self, settings: Settings, library: DeploymentHandle):
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.library = library
-        logging.getLogger("server").setLevel(settings.LOG_LEVEL)
+        log_to_stderr(settings.LOG_LEVEL)
         node = ray.get_runtime_context().get_node_id()
         self.runtime = Runtime(
             settings, name=self.replica, node=node, address=ray.util.get_node_ip_address(),

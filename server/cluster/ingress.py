@@ -27,7 +27,7 @@ from ray.serve.handle import DeploymentHandle
 from server.api.runtime_api import SESSION_OPERATIONS, RecordingFile, RuntimeAPI, UploadedReference
 from server.cluster.known_replicas import running_replicas
 from server.cluster.metrics import labelled_exposition
-from server.cluster.remote import REPLICA_GONE, ReplicaTimeout, result
+from server.cluster.remote import REPLICA_GONE, ReplicaTimeout, log_to_stderr, result
 from server.cluster.routing import split_owned_id
 from server.core.config import Settings
 from server.runtime import OpenedSession
@@ -196,7 +196,7 @@ class Ingress:
     """Serve deployment class: the FastAPI app (pages, OBS view, REST, signaling, WHEP, health, metrics)."""
 
     def __init__(self, settings: Settings, avatars: DeploymentHandle, library: DeploymentHandle):
-        logging.getLogger("server").setLevel(settings.LOG_LEVEL)
+        log_to_stderr(settings.LOG_LEVEL)
         self.settings = settings
         self.runtime = ClusterRuntime(avatars, library, call_timeout=settings.RAY_CALL_TIMEOUT)
 

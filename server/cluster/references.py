@@ -15,7 +15,7 @@ import asyncio
 
 from PIL import Image
 
-from server.cluster.remote import answer
+from server.cluster.remote import answer, log_to_stderr
 from server.core.config import Settings
 from server.references import ReferenceStore
 from server.runtime import UploadedReference
@@ -25,6 +25,7 @@ class ReferenceLibrary:
     """Serve deployment class: the uploaded references of the whole cluster."""
 
     def __init__(self, settings: Settings):
+        log_to_stderr(settings.LOG_LEVEL)
         self.settings = settings
         self.store = ReferenceStore(
             max_items=settings.MAX_REFERENCES, ttl=settings.REFERENCE_TTL, directory=settings.REFERENCES_DIR

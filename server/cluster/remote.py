@@ -37,6 +37,18 @@ class Refused:
     error: Exception
 
 
+def log_to_stderr(level: str) -> None:
+    """Our modules' log lines from a Serve replica's process, on its stderr: Ray passes that to the
+    driver's output (`serve --ray`) and its log files. (Serve configures only its own logger there.)"""
+    server_logger = logging.getLogger("server")
+    server_logger.setLevel(level)
+    if not server_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))  # as the CLI's
+        server_logger.addHandler(handler)
+        server_logger.propagate = False
+
+
 async def answer(operation: str, call: Awaitable[Any]) -> Any:
     """The callee's side: `call`'s result, or `Refused` for a client's error (logged as one line)."""
     try:

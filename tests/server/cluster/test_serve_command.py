@@ -52,6 +52,7 @@ def test_serve_ray_runs_a_local_cluster_and_stops_it_on_sigterm(tmp_path: Path) 
         time.sleep(2)  # the replica's lines come through Ray's log streaming too
         assert access_line in server.log()
         assert "Request failed" not in server.log() and "Traceback" not in server.log()
+        assert server.log().count("stats refused: UnknownSession") == 1  # the replica's one line
         cluster = _children(server.process.pid)
         assert cluster, "no Ray processes under the command"
     finally:
