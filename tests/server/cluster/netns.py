@@ -2,8 +2,9 @@
 real multi-node Ray cluster in the tests (root only; `unavailable()` says why not).
 
 The host side of the bridge is the third address, the client's. Every process a machine runs
-is started with `Machine.spawn` (`ip netns exec`), and `Machine.power_off` kills exactly the
-processes in that namespace, as losing the machine would: nothing else on the host is touched.
+is started with `Machine.spawn` (`ip netns exec`). `Machine.unplug` takes its link down (a
+machine gone silent: packets dropped, no connection closed), `Machine.power_off` kills exactly
+the processes in that namespace: nothing else on the host is touched.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def unavailable() -> str | None:
 class Machine:
     name: str  # the namespace
     address: str
+    link: str  # the host's end of its cable (a veth on the bridge)
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def spawn(self, command: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
@@ -49,6 +51,12 @@ class Machine:
             )
         self.processes.append(process)
         return process
+
+    def unplug(self) -> None:
+        _ip("link", "set", self.link, "down")
+
+    def plug(self) -> None:
+        _ip("link", "set", self.link, "up")
 
     def pids(self) -> list[int]:
         listed = _ip("netns", "pids", self.name, check=False)
@@ -76,7 +84,10 @@ class Network:
         subnet = f"10.{200 + tag % 50}.{tag // 50 % 256}"
         self.bridge = f"rbr{tag}"
         self.client_address = f"{subnet}.1"
-        self.machines = [Machine(f"rain{tag}{name}", f"{subnet}.{index + 2}") for index, name in enumerate(names)]
+        self.machines = [
+            Machine(f"rain{tag}{name}", f"{subnet}.{index + 2}", link=f"{self.bridge}v{index}")
+            for index, name in enumerate(names)
+        ]
         self._subnet = subnet
 
     def __enter__(self) -> Network:
@@ -85,7 +96,7 @@ class Network:
             _ip("addr", "add", f"{self.client_address}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
             for index, machine in enumerate(self.machines):
-                outside, inside = f"{self.bridge}v{index}", f"{self.bridge}i{index}"
+                outside, inside = machine.link, f"{self.bridge}i{index}"
                 _ip("netns", "add", machine.name)
                 _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
                 _ip("link", "set", outside, "master", self.bridge, "up")
