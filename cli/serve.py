@@ -19,6 +19,11 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
         help="serve on a Ray Serve cluster: the one at ADDRESS (e.g. auto, HOST:6379, ray://HOST:10001; "
              "or RAIN_RAY_ADDRESS), else a local one started here; replicas: the RAIN_RAY_* settings",
     )
+    serve.add_argument(
+        "--insecure-cluster", action="store_true", default=None,
+        help="with --ray ADDRESS: join a cluster that runs without Ray's token authentication "
+             "(RAIN_RAY_INSECURE_CLUSTER; refused otherwise)",
+    )
     add_model_options(serve, default_profile=None)
     add_fast_path_options(serve)
     serve.set_defaults(run=cmd_serve)
@@ -43,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "LOG_LEVEL": "DEBUG" if args.verbose else None,
         "RAY": True if args.ray is not None else None,
         "RAY_ADDRESS": args.ray or None,
+        "RAY_INSECURE_CLUSTER": args.insecure_cluster,
     }
     try:
         settings = Settings(**{key: value for key, value in options.items() if value is not None})

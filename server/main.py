@@ -23,7 +23,7 @@ from server.api.body_limit import DEFAULT_BODY_BYTES, BodyLimit, route_body_limi
 from server.api.errors import add_error_handlers
 from server.api.main import api_router
 from server.api.routes import health, pages, whep
-from server.api.runtime_api import LocalRuntime, RuntimeAPI
+from server.api.runtime_api import RuntimeAPI
 from server.core.config import Settings, get_settings
 from server.runtime import Runtime
 
@@ -35,7 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         return
     runtime = Runtime(app.state.settings)
     await runtime.start()
-    app.state.runtime = LocalRuntime(runtime)
+    app.state.runtime = runtime
     try:
         yield
     finally:

@@ -1,9 +1,10 @@
 """The runtime of one box: everything a serving replica owns, and the operations it offers.
 
 It holds the model worker, the sessions, the uploaded references and the metrics, and knows
-nothing of HTTP: the FastAPI app hosts one (`server.main`), and a scaled-out deployment would
-host one per replica. Its errors are the domain's own (`UnknownSession`, `CapacityError`,
-`OfferError`, ...); the API turns them into statuses (`server.api.errors`).
+nothing of HTTP: the FastAPI app hosts one (`server.main`), and each avatar replica of a Ray
+cluster hosts one (`server.cluster.avatar`). Its errors are the domain's own (`UnknownSession`,
+`CapacityError`, `OfferError`, ...: `DOMAIN_ERRORS`); the API turns them into statuses
+(`server.api.errors`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import gc
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +26,23 @@ from rain_core.weights.profiles import sample_character
 from server.core.config import MIN_FPS, Settings
 from server.metrics import Metrics
 from server.model_worker import ModelWorker, fast_path_status
-from server.references import Reference, ReferenceStore, decode_upload, grey_card, load_reference_file
-from server.rtc.ice import include_loopback, use_port_range
+from server.references import (
+    BadDimensions,
+    NotAnImage,
+    Reference,
+    ReferenceStore,
+    UnknownReference,
+    UploadTooLarge,
+    grey_card,
+    load_reference_file,
+)
+from server.rtc.ice import PortsExhausted, include_loopback, use_port_range
 from server.rtc.receiver import loss_repair_policy, use_loss_repair
-from server.rtc.sdp import parse_offer
+from server.rtc.sdp import OfferError, parse_offer
 from server.rtc.turn import ice_servers
-from server.sessions.control import check_params
-from server.sessions.errors import UnknownSession
-from server.sessions.recordings import Recording, RecordingConflict, UnknownRecording
+from server.sessions.control import ParamsError, check_params
+from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
+from server.sessions.recordings import Recording, RecordingConflict, RecordingsFull, UnknownRecording
 from server.sessions.registry import SessionRegistry
 
 logger = logging.getLogger(__name__)
@@ -50,14 +61,60 @@ class OpenedViewer:
     answer: str
 
 
-class Runtime:
-    """One box's serving state: `start()` loads the model, `stop()` closes every session."""
+@dataclass(frozen=True)
+class UploadedReference:
+    reference_id: str
+    width: int
+    height: int
 
-    def __init__(self, settings: Settings):
+
+@dataclass(frozen=True)
+class RecordingFile:
+    """A finished recording to send: a file this process can read (`path`), or, when another
+    process owns it (a cluster's replica), `chunks()`, its bytes read piece by piece from there."""
+
+    size: int
+    path: Path | None = None
+    chunks: Callable[[], AsyncIterator[bytes]] | None = None
+
+
+# The errors the operations raise for what a client asked (each one a 4xx or 503 at the API,
+# `server.api.errors`); anything else is a fault of the server.
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (
+    OfferError, NoViewToken, BadViewToken, UnknownSession, UnknownViewer, UnknownReference, UnknownRecording,
+    RecordingConflict, UploadTooLarge, NotAnImage, BadDimensions, ParamsError, CapacityError, PortsExhausted,
+    RecordingsFull,
+)
+# Between a cluster replica's name and its own token in a session id (`Runtime(name=...)`).
+SESSION_ID_SEPARATOR = "."
+
+# Fetches an uploaded reference's image kept elsewhere (a cluster's library), by id.
+ReferenceFetch = Callable[[str], Awaitable[Image.Image]]
+
+
+class Runtime:
+    """One box's serving state: `start()` loads the model, `stop()` closes every session.
+
+    Its public coroutines are the routes' interface (`server.api.runtime_api.RuntimeAPI`), the
+    same on a single box and in each replica of a cluster. A replica passes its `name` (its
+    session ids then start with it, so that a client's id says where the session lives, and
+    health and stats name it) and `fetch_reference` (uploads kept by the cluster's library).
+    """
+
+    def __init__(
+        self, settings: Settings, *, name: str | None = None, node: str | None = None, address: str | None = None,
+        fetch_reference: ReferenceFetch | None = None,
+    ):
         self.settings = settings
-        self.metrics = Metrics()
-        self.worker = ModelWorker(settings, self.metrics)
-        self.references = ReferenceStore(max_items=settings.MAX_REFERENCES, ttl=settings.REFERENCE_TTL)
+        self.name = name
+        self.node = node  # where a replica runs: Ray's node id and the node's address
+        self.address = address
+        self._metrics = Metrics()
+        self.worker = ModelWorker(settings, self._metrics)
+        self.references = ReferenceStore(
+            max_items=settings.MAX_REFERENCES, ttl=settings.REFERENCE_TTL, directory=settings.REFERENCES_DIR
+        )
+        self._fetch_reference = fetch_reference
         self._sessions: SessionRegistry | None = None
         self._default_reference: Reference | None = None
 
@@ -80,7 +137,12 @@ class Runtime:
             use_loss_repair(None)
             raise
         self._default_reference = Reference(id="default", image=image)
-        self._sessions = SessionRegistry(settings, self.worker, self.metrics)
+        prefix = f"{self.name}{SESSION_ID_SEPARATOR}" if self.name is not None else ""
+        # A replica writes its recordings in a folder of its own (replicas may share a disk).
+        folder = settings.RECORDINGS_DIR / f"replica-{self.name}" if self.name is not None else None
+        self._sessions = SessionRegistry(
+            settings, self.worker, self._metrics, id_prefix=prefix, recordings_dir=folder
+        )
         self._sessions.start()
         # Start-up objects (torch, diffusers, the models) live as long as the process: keep them out
         # of every later garbage collection, which then only scans what sessions create.
@@ -104,13 +166,17 @@ class Runtime:
         assert self._sessions is not None, "the runtime is not started"
         return self._sessions
 
+    @property
+    def session_count(self) -> int:
+        return len(self._registry)
+
     # Sessions --------------------------------------------------------------------------
     async def open_session(
         self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None
     ) -> OpenedSession:
         """Check a webcam offer, its character and its parameters, then open a session if there is room."""
         offer = parse_offer(sdp, type_, need="send")
-        reference = self.reference(reference_id) if reference_id is not None else self._default_reference
+        reference = await self._reference(reference_id) if reference_id is not None else self._default_reference
         assert reference is not None
         checked = check_params(
             params if params is not None else {}, max_fps=self.settings.MAX_FPS, current=self.worker.driving_defaults
@@ -123,31 +189,43 @@ class Runtime:
         """A control message, as on the session's data channel -> its reply."""
         return await self._registry.get(session_id).handle_control(message)
 
-    def stats(self, session_id: str) -> dict:
-        return self._registry.get(session_id).stats()
+    async def stats(self, session_id: str) -> dict[str, Any]:
+        stats = self._registry.get(session_id).stats()
+        return stats if self.name is None else {**stats, "replica": self.name}
 
-    async def swap_reference(self, session_id: str, reference_id: str) -> Reference:
-        session = self._registry.get(session_id)
-        reference = self.reference(reference_id)
+    async def swap_reference(self, session_id: str, reference_id: str) -> str:
+        session = self._registry.get(session_id)  # an unknown session is a 404 before the reference is looked for
+        reference = await self._reference(reference_id)
         await session.set_reference(reference)
-        return reference
+        return reference.id
 
     async def close_session(self, session_id: str) -> None:
         await self._registry.close(self._registry.get(session_id), "ended by the client")
 
     # Recordings ------------------------------------------------------------------------
-    async def start_recording(self, session_id: str) -> dict:
+    async def start_recording(self, session_id: str) -> dict[str, Any]:
         return (await self._registry.get(session_id).start_recording()).describe()
 
-    async def stop_recording(self, session_id: str) -> dict:
+    async def stop_recording(self, session_id: str) -> dict[str, Any]:
         return (await self._registry.get(session_id).stop_recording()).describe()
 
-    def recordings(self, session_id: str) -> list[dict]:
+    async def recordings(self, session_id: str) -> list[dict[str, Any]]:
         """A session's recordings, while it runs and `RECORDING_TTL` after it ended."""
         return [r.describe() for r in self._recordings_of(session_id)]
 
-    def recording_file(self, session_id: str, recording_id: str) -> Path:
+    async def recording_file(self, session_id: str, recording_id: str) -> RecordingFile:
         """The finished file of one of the session's recordings."""
+        path = self._recording_path(session_id, recording_id)
+        return RecordingFile(size=path.stat().st_size, path=path)
+
+    async def recording_chunk(self, session_id: str, recording_id: str, offset: int, size: int) -> bytes:
+        """`size` bytes of a finished recording from `offset` (for a process that cannot read the file)."""
+        path = self._recording_path(session_id, recording_id)
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(size)
+
+    def _recording_path(self, session_id: str, recording_id: str) -> Path:
         self._recordings_of(session_id)  # UnknownSession unless live, or its files still kept
         recording = self._registry.recordings.get(session_id, recording_id)
         if recording.state == "recording":
@@ -165,7 +243,7 @@ class Runtime:
         return store.of_session(session_id)
 
     # Viewers ---------------------------------------------------------------------------
-    def authorize_viewer(self, session_id: str, token: str | None) -> None:
+    async def authorize_viewer(self, session_id: str, token: str | None) -> None:
         """May the holder of `token` watch the session (before anything else is read from them)."""
         self._registry.get(session_id).check_view_token(token)
 
@@ -177,7 +255,7 @@ class Runtime:
         viewer_id, answer = await session.viewers.add(sdp, matte=matte)
         return OpenedViewer(viewer_id=viewer_id, answer=answer)
 
-    def view(self, session_id: str, token: str | None) -> dict[str, Any]:
+    async def view(self, session_id: str, token: str | None) -> dict[str, Any]:
         """What an OBS view needs beside the stream: the key colour of the session's character."""
         session = self._registry.get(session_id)
         session.check_view_token(token)
@@ -190,20 +268,31 @@ class Runtime:
         await viewers.remove(viewer_id)
 
     # References ------------------------------------------------------------------------
-    async def upload_reference(self, data: bytes) -> Reference:
+    async def upload_reference(self, data: bytes) -> UploadedReference:
         """An uploaded image file -> a stored reference (checked cheapest first, decoded off the loop)."""
-        image: Image.Image = await asyncio.to_thread(
-            decode_upload, data, max_bytes=self.settings.MAX_UPLOAD_BYTES, max_pixels=self.settings.MAX_REFERENCE_PIXELS
+        settings = self.settings
+        reference = await asyncio.to_thread(
+            self.references.add_upload, data,
+            max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_REFERENCE_PIXELS,
         )
-        return self.references.add(image)
+        return UploadedReference(reference.id, reference.image.width, reference.image.height)
 
-    def reference(self, reference_id: str) -> Reference:
-        return self.references.get(reference_id)
+    async def _reference(self, reference_id: str) -> Reference:
+        """An uploaded reference by id: kept here, or fetched (once) from where the cluster keeps them."""
+        try:
+            return await asyncio.to_thread(self.references.get, reference_id)
+        except UnknownReference:
+            if self._fetch_reference is None:
+                raise
+        image = await self._fetch_reference(reference_id)
+        return await asyncio.to_thread(self.references.add, image, reference_id)
 
     # Health ----------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         config = self.worker.config
+        named = {"replica": self.name, "node": self.node, "address": self.address} if self.name is not None else {}
         return {
+            **named,
             "status": "ok",
             "profile": config.name,
             "device": str(config.device),
@@ -235,7 +324,11 @@ class Runtime:
             "engine_objects": len(self.worker.in_memory),
         }
 
-    def client_config(self) -> dict[str, Any]:
+    async def metrics(self) -> bytes:
+        """Prometheus text format."""
+        return self._metrics.render()
+
+    async def client_config(self) -> dict[str, Any]:
         """What the pages need: ICE servers, the stream's size and rates, the parameters and their ranges."""
         config, settings = self.worker.config, self.settings
         return {

@@ -246,7 +246,11 @@ def test_ray_compose_runs_a_head_with_every_gpu_and_deploys_one_replica_per_gpu(
     assert server["healthcheck"]["test"] == ["CMD", "curl", "-fsS", HEALTH_URL]
     # WebRTC: host networking everywhere (the replicas' UDP ports are the host's).
     assert head["network_mode"] == server["network_mode"] == "host"
-    assert {"RAIN_PUBLIC_IP", "RAIN_ICE_SERVERS"} <= set(server["environment"])
+    assert {"RAIN_PUBLIC_IP", "RAIN_ICE_SERVERS", "RAIN_ICE_PORT_RANGE"} <= set(server["environment"])
+    # The replicas run in the head's container: their recordings and uploads on its volumes.
+    for setting, volume in (("RAIN_RECORDINGS_DIR", "recordings"), ("RAIN_REFERENCES_DIR", "references")):
+        (path,) = [e.split("=", 1)[1] for e in env if e.startswith(f"{setting}=")]
+        assert f"{volume}:{path}" in head["volumes"] and volume in compose["volumes"]
     # The same Ray token on both sides, and none by default.
     for service in (head, server):
         assert "RAY_AUTH_MODE=token" in service["environment"]

@@ -1,7 +1,7 @@
 """Session affinity: every request about a session reaches the avatar replica that owns it.
 
-A session's id, as clients see it, is the owning replica's Serve id and the replica's own
-session id: `{replica}.{session}`. The ingress splits it and calls the avatar deployment with
+A session's id is the owning replica's Serve id and a token, `{replica}.{token}` (the replica's
+`Runtime` is named after it, and names its sessions so). The ingress splits it and calls the avatar deployment with
 `replica=` among the keyword arguments; `ReplicaAddressedRouter`, the deployment's Serve request
 router, sends such a request to that replica. Calls without `replica=` (the pages'
 configuration) go to any replica. The routing state is Serve's own list of running replicas,
@@ -20,21 +20,16 @@ from typing import Any
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from server.cluster import known_replicas
+from server.runtime import SESSION_ID_SEPARATOR
 from server.sessions.errors import UnknownSession
 
 # The keyword argument that names the replica a call is for.
 REPLICA_ARG = "replica"
-_SEPARATOR = "."
-
-
-def owned_id(replica: str, local_id: str) -> str:
-    """A replica's session id as clients see it."""
-    return f"{replica}{_SEPARATOR}{local_id}"
 
 
 def split_owned_id(session_id: str) -> tuple[str, str]:
-    """`{replica}.{session}` -> (replica, session); anything else is an unknown session."""
-    replica, separator, local_id = session_id.partition(_SEPARATOR)
+    """`{replica}.{token}` -> (replica, token); anything else is an unknown session."""
+    replica, separator, local_id = session_id.partition(SESSION_ID_SEPARATOR)
     if not separator or not replica or not local_id:
         raise UnknownSession(session_id)
     return replica, local_id

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     MAX_REFERENCE_PIXELS: int = Field(MAX_REFERENCE_PIXELS, ge=64, le=MAX_REFERENCE_PIXELS)
     MAX_REFERENCES: int = Field(64, ge=1)  # kept in memory; the least recently used go first
     REFERENCE_TTL: float = Field(3600.0, gt=0)  # seconds an unused reference is kept
+    # Also kept as files here (content-addressed, same count and expiry), read by every process
+    # that has it: on a cluster, a directory every node mounts, so an upload outlives any node.
+    REFERENCES_DIR: Path | None = None
 
     # WebRTC.
     ICE_SERVERS: list[IceServer] = []  # JSON list; empty: host candidates only, no STUN
@@ -165,6 +168,16 @@ class Settings(BaseSettings):
     RAY_GPUS_PER_REPLICA: float | None = Field(None, ge=0)  # default: 1 on CUDA, 0 on a CPU
     RAY_CPUS_PER_REPLICA: float = Field(1.0, ge=0)
     RAY_INGRESS_REPLICAS: int = Field(1, ge=1)
+    # Placement of avatar replicas: at most this many on one node, and/or only on nodes that
+    # offer this custom resource (`ray start --resources '{"rain_avatar": 1}'`; one unit each).
+    RAY_MAX_REPLICAS_PER_NODE: int | None = Field(None, ge=1)
+    RAY_REPLICA_RESOURCE: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")
+    # Seconds the ingress waits for a replica's answer to a quick call (stats, health, ...) before
+    # answering without it: a lost node must not hang the API.
+    RAY_CALL_TIMEOUT: float = Field(3.0, gt=0, le=60)
+    # Join a cluster that does not require Ray's token authentication (Ray's API runs any code
+    # for whoever reaches it): refused unless this is set.
+    RAY_INSECURE_CLUSTER: bool = False
 
     # HTTP.
     CORS_ORIGINS: list[str] = []  # JSON list; empty: no CORS headers at all

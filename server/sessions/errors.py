@@ -12,6 +12,13 @@ class UnknownSession(KeyError):
         return "unknown or expired session"
 
 
+class SessionGone(UnknownSession):
+    """The session's server (a cluster's replica) is gone, or did not answer in time: the stream ended."""
+
+    def __str__(self) -> str:
+        return "the stream ended: the server that ran this session is gone"
+
+
 class UnknownViewer(KeyError):
     def __str__(self) -> str:
         return "unknown viewer"

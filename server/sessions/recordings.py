@@ -5,6 +5,13 @@ or downloads it. Files are named by the server (`rec-<128-bit token>.mp4` in `RE
 nothing from a client is ever part of a path: an id is only looked up among the session's own.
 A session's files are kept `RECORDING_TTL` seconds after it ends, then deleted; files of ours
 that no live process knows (left by an earlier run) are deleted once as old as that.
+
+On a cluster each avatar replica writes in a folder of its own, `RECORDINGS_DIR/replica-<id>`
+(several replicas may share one disk, or one volume): it cleans only its own folder, and a
+folder whose owner has stopped touching its `.alive` file for `RECORDING_TTL` and a few cleaning
+rounds (the replica is gone, its sessions with it) is deleted by any other. The disk budget
+counts every file of ours under `RECORDINGS_DIR`, every replica's, and the recordings under way
+share what is left: each start divides the free room among them, so together they stay within it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,12 @@ logger = logging.getLogger(__name__)
 FILE_PATTERN = re.compile(r"^\.?rec-[A-Za-z0-9_-]{22}\.mp4(\.part)?$")
 # How often expired files are looked for (at most; a short TTL looks more often).
 CLEANUP_INTERVAL = 60.0
+# A replica's folder, and the file its owner touches at each cleaning round (it is alive).
+REPLICA_FOLDER = re.compile(r"^replica-[A-Za-z0-9_-]{1,64}$")
+ALIVE_FILE = ".alive"
+# Cleaning rounds a folder's owner may miss before the folder counts as abandoned (then, after
+# RECORDING_TTL more, it is deleted).
+MISSED_ROUNDS = 3
 
 
 class UnknownRecording(KeyError):
@@ -84,8 +97,11 @@ class Recording:
 class RecordingStore:
     """Every session's recordings, by session id; the disk budget and the clean-up."""
 
-    def __init__(self, directory: Path, *, max_bytes: int, ttl: float):
+    def __init__(self, directory: Path, *, max_bytes: int, ttl: float, budget_directory: Path | None = None):
+        """`directory`: where this process writes; `budget_directory`: the folder whose files (its
+        own and its replica folders') share `max_bytes`, when `directory` is one of its replica folders."""
         self.directory = directory
+        self.budget_directory = budget_directory or directory
         self.max_bytes = max_bytes
         self.ttl = ttl
         self._recordings: dict[str, list[Recording]] = {}
@@ -120,7 +136,22 @@ class RecordingStore:
         return recording
 
     def add(self, recording: Recording) -> None:
+        """A recording now under way (its recorder made): the free room is shared again."""
         self._recordings.setdefault(recording.session_id, []).append(recording)
+        self._share_room()
+
+    def _share_room(self) -> None:
+        """Each recording under way may grow by an equal share of what the budget has left: their
+        limits together never exceed it (a limit set once at each start would let them overshoot)."""
+        under_way = [
+            r.recorder for recordings in self._recordings.values() for r in recordings
+            if r.state == "recording" and r.recorder is not None
+        ]
+        if not under_way:
+            return
+        share = max(0, self.max_bytes - self.bytes_used()) // len(under_way)
+        for recorder in under_way:
+            recorder.max_bytes = recorder.progress.bytes + share
 
     def room_for(self, recording: Recording) -> int:
         """Bytes the recording may grow to: the budget less every other file."""
@@ -148,19 +179,19 @@ class RecordingStore:
 
     # Disk --------------------------------------------------------------------------------
     def bytes_used(self, excluding: Path | None = None) -> int:
-        """Every file of ours in the directory, finished or under way, known to this run or not."""
+        """Every file of ours under the budget's folder (every replica's), finished or under way,
+        known to this run or not."""
         total = 0
-        with contextlib.suppress(FileNotFoundError):
-            for path in self.directory.iterdir():
-                if FILE_PATTERN.match(path.name) and path.name != (excluding.name if excluding else None):
-                    with contextlib.suppress(FileNotFoundError):
-                        total += path.stat().st_size
+        for path in _files_of_ours(self.budget_directory, replica_folders=True):
+            if path != excluding:
+                with contextlib.suppress(FileNotFoundError):
+                    total += path.stat().st_size
         return total
 
     async def _clean_regularly(self) -> None:
         while True:
             await asyncio.to_thread(self.clean)
-            await asyncio.sleep(min(CLEANUP_INTERVAL, max(self.ttl / 4, 0.05)))
+            await asyncio.sleep(self.interval)
 
     def clean(self) -> None:
         """Delete the files of sessions ended more than `ttl` ago, and of ours that no session knows
@@ -174,10 +205,50 @@ class RecordingStore:
                 logger.info("deleted the expired recordings of an ended session")
         known = {r.path.name for recordings in self._recordings.values() for r in recordings}
         known |= {f".{name}.part" for name in known}
+        for path in _files_of_ours(self.directory):
+            if path.name not in known:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - path.stat().st_mtime > self.ttl:
+                        path.unlink()
+                        logger.info("deleted %s, a recording no session knows", path.name)
+        if self.directory != self.budget_directory:
+            self._clean_abandoned_folders()
+
+    def _clean_abandoned_folders(self) -> None:
+        """Say this replica is alive, and delete the folders of replicas that are not."""
+        with contextlib.suppress(OSError):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / ALIVE_FILE).touch()
+        abandoned_after = self.ttl + MISSED_ROUNDS * self.interval
         with contextlib.suppress(FileNotFoundError):
-            for path in self.directory.iterdir():
-                if FILE_PATTERN.match(path.name) and path.name not in known:
-                    with contextlib.suppress(FileNotFoundError):
-                        if time.time() - path.stat().st_mtime > self.ttl:
-                            path.unlink()
-                            logger.info("deleted %s, a recording no session knows", path.name)
+            for folder in self.budget_directory.iterdir():
+                if folder == self.directory or not REPLICA_FOLDER.match(folder.name) or not folder.is_dir():
+                    continue
+                alive = folder / ALIVE_FILE
+                with contextlib.suppress(FileNotFoundError):
+                    last_sign = alive.stat().st_mtime if alive.exists() else folder.stat().st_mtime
+                    if time.time() - last_sign <= abandoned_after:
+                        continue
+                    for path in _files_of_ours(folder):
+                        path.unlink(missing_ok=True)
+                    alive.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):  # not empty: something not ours is there; leave it
+                        folder.rmdir()
+                    logger.info("deleted the recordings of %s, a replica gone", folder.name)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between cleaning rounds."""
+        return min(CLEANUP_INTERVAL, max(self.ttl / 4, 0.05))
+
+
+def _files_of_ours(directory: Path, *, replica_folders: bool = False) -> list[Path]:
+    """Our recordings' files in `directory` (and in its replica folders)."""
+    found: list[Path] = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for path in directory.iterdir():
+            if FILE_PATTERN.match(path.name):
+                found.append(path)
+            elif replica_folders and REPLICA_FOLDER.match(path.name) and path.is_dir():
+                found += _files_of_ours(path)
+    return found

@@ -12,6 +12,7 @@ import logging
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from aiortc import RTCConfiguration, RTCSessionDescription
 
@@ -33,8 +34,12 @@ logger = logging.getLogger(__name__)
 class SessionRegistry:
     """The box's sessions by id; what they share (the model worker, the driving thread pool)."""
 
-    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics):
+    def __init__(
+        self, settings: Settings, worker: ModelWorker, metrics: Metrics, *, id_prefix: str = "",
+        recordings_dir: Path | None = None,
+    ):
         self.settings = settings
+        self.id_prefix = id_prefix  # before every session id (a cluster replica's name)
         self.worker = worker
         self.metrics = metrics
         self.driving_pool = ThreadPoolExecutor(settings.DRIVING_THREADS, thread_name_prefix="rain-driving")
@@ -46,8 +51,10 @@ class SessionRegistry:
         self._reaper: asyncio.Task | None = None
         self._memory = MemoryRelease()
         # Outlive their sessions: kept RECORDING_TTL after each ends.
+        # `recordings_dir`: a replica's own folder in RECORDINGS_DIR, whose budget it shares.
         self.recordings = RecordingStore(
-            settings.RECORDINGS_DIR, max_bytes=settings.MAX_RECORDINGS_BYTES, ttl=settings.RECORDING_TTL
+            recordings_dir or settings.RECORDINGS_DIR, max_bytes=settings.MAX_RECORDINGS_BYTES,
+            ttl=settings.RECORDING_TTL, budget_directory=settings.RECORDINGS_DIR,
         )
 
     def start(self) -> None:

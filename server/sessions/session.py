@@ -68,7 +68,8 @@ class Session:
 
     def __init__(self, registry: SessionRegistry, *, fps: float, reference: Reference):
         self.registry = registry
-        self.id = new_token()
+        # A cluster's replica names its sessions `{replica}.{token}`: the id routes itself (`Runtime`).
+        self.id = registry.id_prefix + new_token()
         self.view_token = new_token()
         self.label = f"session {next(_labels)}"
         self.log = Prefixed(logger, {"label": self.label})

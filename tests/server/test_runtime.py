@@ -38,28 +38,28 @@ async def test_runtime_operations() -> None:
 
         reply = await runtime.control(opened.session_id, json.dumps({"id": 1, "type": "pause"}))
         assert reply["ok"] and reply["paused"] and reply["params"]["fps"] == 10
-        stats = runtime.stats(opened.session_id)
+        stats = await runtime.stats(opened.session_id)
         assert stats["paused"] and stats["fps"]["target"] == 10
 
         reference = await runtime.upload_reference(png(64, 64))
-        assert runtime.reference(reference.id) is reference
-        assert await runtime.swap_reference(opened.session_id, reference.id) is reference
-        assert runtime.stats(opened.session_id)["reference_id"] == reference.id
+        assert (reference.width, reference.height) == (64, 64)
+        assert await runtime.swap_reference(opened.session_id, reference.reference_id) == reference.reference_id
+        assert (await runtime.stats(opened.session_id))["reference_id"] == reference.reference_id
 
         with pytest.raises(NoViewToken):
-            runtime.authorize_viewer(opened.session_id, None)
+            await runtime.authorize_viewer(opened.session_id, None)
         with pytest.raises(BadViewToken):
-            runtime.authorize_viewer(opened.session_id, "wrong")
+            await runtime.authorize_viewer(opened.session_id, "wrong")
         viewer = await runtime.add_viewer(opened.session_id, opened.view_token, viewer_offer)
-        assert runtime.health()["viewers"] == 1
+        assert (await runtime.health())["viewers"] == 1
         await runtime.remove_viewer(opened.session_id, viewer.viewer_id)
         with pytest.raises(UnknownViewer):
             await runtime.remove_viewer(opened.session_id, viewer.viewer_id)
 
         await runtime.close_session(opened.session_id)
         with pytest.raises(UnknownSession):
-            runtime.stats(opened.session_id)
-        health = runtime.health()
+            await runtime.stats(opened.session_id)
+        health = await runtime.health()
         assert (health["sessions"], health["engines"], health["viewers"]) == (0, 0, 0)
     finally:
         await runtime.stop()

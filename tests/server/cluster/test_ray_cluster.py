@@ -162,6 +162,16 @@ async def test_sessions_reach_their_own_replica(streams: Streams) -> None:
     with av.open(io.BytesIO(download.content)) as container:
         assert sum(1 for _ in container.decode(video=0)) == listing[0]["frames"] > 0
 
+    # A recording made over the control channel (peer to peer with the replica): its link, in
+    # the reply, is the cluster's, and downloads through the ingress.
+    assert (await first.control({"id": "rec", "type": "start_recording"}))["ok"]
+    recorded = first.avatar.count
+    await eventually(lambda: first.avatar.count >= recorded + 8, timeout=60, what="frames while recording")
+    reply = await first.control({"id": "stop", "type": "stop_recording"})
+    assert reply["ok"] and reply["recording"]["url"].startswith(f"/api/sessions/{first.session_id}/recordings/")
+    download = await http.get(reply["recording"]["url"])
+    assert download.status_code == 200 and len(download.content) == reply["recording"]["bytes"]
+
     # Per-replica figures in the metrics, labelled by replica.
     metrics = (await http.get("/metrics")).text
     for client in (first, second):

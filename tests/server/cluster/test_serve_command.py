@@ -41,12 +41,25 @@ def test_serve_ray_runs_a_local_cluster_and_stops_it_on_sigterm(tmp_path: Path) 
         (replica,) = health["replicas"]
         assert replica["max_sessions"] == 3 and replica["device"] == "cpu" and health["profile"] == "tiny"
         assert httpx.get(f"{server.url}/", timeout=30).status_code == 200  # the page, through Serve's proxy
+        # An unknown session on a live replica: a 404 and Serve's one access line, not "Request
+        # failed" with a traceback (the replica answers a refusal, it does not raise it).
+        response = httpx.get(f"{server.url}/api/sessions/{replica['replica']}.unknown/stats", timeout=30)
+        assert response.status_code == 404, response.text
+        access_line = "GET /api/sessions/{session_id}/stats 404"  # Serve's, once the replica answered
+        deadline = time.monotonic() + 30
+        while access_line not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # the replica's lines come through Ray's log streaming too
+        assert access_line in server.log()
+        assert "Request failed" not in server.log() and "Traceback" not in server.log()
+        assert server.log().count("stats refused: UnknownSession") == 1  # the replica's one line
         cluster = _children(server.process.pid)
         assert cluster, "no Ray processes under the command"
     finally:
         status = stop_live_server(server, timeout=120)
     assert status == 0, server.log()
     assert "removing the application" in server.log()
+    assert "Traceback" not in server.log()
     deadline = time.monotonic() + 60
     while any(_alive(pid) for pid in cluster) and time.monotonic() < deadline:
         time.sleep(0.5)

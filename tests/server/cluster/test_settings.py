@@ -66,6 +66,13 @@ def test_the_kuberay_manifest_deploys_this_application_with_webrtc_networking() 
     Settings(_env_file=None, **app["args"])
     cluster = service["spec"]["rayClusterConfig"]
     assert cluster["rayVersion"] == importlib.import_module("ray").__version__
+    # Ray's token authentication on every pod, and the dashboard neither on 0.0.0.0 nor published.
+    assert cluster["authOptions"] == {"mode": "token"}
+    head = cluster["headGroupSpec"]
+    assert "dashboard-host" not in head["rayStartParams"]
+    (head_container,) = head["template"]["spec"]["containers"]
+    assert 8265 not in [port["containerPort"] for port in head_container["ports"]]
+    assert [port["targetPort"] for port in http["spec"]["ports"]] == [8000]
     (gpu,) = cluster["workerGroupSpecs"]
     pod = gpu["template"]["spec"]
     assert pod["hostNetwork"] is True  # the replicas' UDP ports are the node's
