@@ -210,6 +210,20 @@ class Settings(BaseSettings):
             )
         return secret
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_model_options(cls, data: object) -> object:
+        """The model options named flat, as their RAIN_* variables name them (`WEIGHTS`, `COMPILE`: a Ray
+        Serve config's `args`, keyword callers), go into MODEL over what it has."""
+        if isinstance(data, dict):
+            flat = {name: data.pop(name.upper()) for name in ModelOptions.model_fields if name.upper() in data}
+            if flat:
+                model = data.get("MODEL") or {}
+                if isinstance(model, ModelOptions):
+                    model = model.model_dump(exclude_unset=True)
+                data["MODEL"] = {**model, **flat}
+        return data
+
     @model_validator(mode="after")
     def _check_model_source(self) -> Settings:
         model = self.MODEL

@@ -67,3 +67,10 @@ def test_command_line_options_merge_over_the_environment(monkeypatch):
     monkeypatch.setenv("RAIN_COMPILE", "off")
     settings = Settings(_env_file=None, MODEL={"channels_last": "on"})
     assert (settings.MODEL.profile, settings.MODEL.compile, settings.MODEL.channels_last) == ("tiny", "off", "on")
+
+
+def test_model_options_named_flat_go_into_the_model():
+    """A Ray Serve config's `args` (docs/ray.md) and keyword callers name them as the variables do."""
+    settings = Settings(_env_file=None, WEIGHTS="/weights", COMPILE="off", MODEL={"channels_last": "on"})
+    assert settings.MODEL.weights.as_posix() == "/weights"
+    assert (settings.MODEL.compile, settings.MODEL.channels_last) == ("off", "on")

@@ -111,6 +111,7 @@ def _serve_command(cluster_address: str, tmp: Path) -> tuple[list[str], dict[str
         "RAIN_MAX_SESSIONS": str(SESSIONS_PER_REPLICA),
         "RAIN_ICE_SERVERS": "[]",
         "RAIN_TORCH_THREADS": "1",
+        "RAIN_COMPILE": "off",  # a background compile in each replica would take both cores for minutes
         "RAIN_SILENCE_TIMEOUT": "30",
         "RAIN_REFERENCES_DIR": str(tmp / "references"),  # one host: the machines share it, like an NFS mount
         "RAIN_RECORDINGS_DIR": str(tmp / "recordings"),
