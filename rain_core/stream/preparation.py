@@ -40,9 +40,9 @@ from rain_core.stream.reference_encoder import ReferenceEncoding
 logger = logging.getLogger(__name__)
 
 # A checked path is dropped when its call takes longer than this many times the call without it
-# (the fastest of `TIMED_RUNS` each, interleaved): a margin for timer noise on a busy host.
+# (the fastest of `TIMED_RUNS` each, alternating): a margin for timer noise on a busy host.
 SLOWER_MARGIN = 1.05
-TIMED_RUNS = 3
+TIMED_RUNS = 5
 
 
 @dataclass(frozen=True)
@@ -166,42 +166,58 @@ class SteadyCall:
         return dataclasses.replace(result, frames=result.frames.float().clone(), latents=result.latents.clone())
 
 
-@dataclass
-class Measured:
-    """One call's result on the probe's inputs, and its fastest time of `TIMED_RUNS`."""
-
-    result: QueueCallResult
-    seconds: float
+# A way to run the probe's call: puts the model in its state (a path applied or undone in place; nothing
+# for compiled callables beside the modules) and returns the call and the decoder's dtype.
+Variant = Callable[[], tuple[Callable[[QueueCall], QueueCallResult], torch.dtype]]
 
 
-def measure(probe: SteadyCall, run: Callable[[QueueCall], QueueCallResult], decoder_dtype: torch.dtype,
-            device: torch.device) -> Measured:
-    """`run` on the probe: once for its result (a path's first call also compiles or captures), then timed."""
-    result = probe.run(run, decoder_dtype)
-    times = []
-    for _ in range(TIMED_RUNS):
-        start = time.perf_counter()
-        probe.run(run, decoder_dtype)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return Measured(result, min(times))
+def _timed(probe: SteadyCall, variant: Variant, device: torch.device) -> float:
+    run, decoder_dtype = variant()
+    start = time.perf_counter()
+    probe.run(run, decoder_dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
-def check_path(name: str, without: Measured, with_path: Callable[[], Measured],
-               dtype: torch.dtype, decoder_dtype: torch.dtype) -> tuple[str | None, Measured | None]:
-    """Why path `name` must not run, against the same call measured `without` it (None when it may), and
-    the call measured with it. `with_path` measures that (after `without` was measured: a path applied
-    in place leaves no way back to the call without it but undoing it)."""
+def check_path(name: str, probe: SteadyCall, without: Variant, with_path: Variant, *, dtype: torch.dtype,
+               device: torch.device) -> str | None:
+    """Why path `name` must not run, against the same call `without` it; None when it may (the model
+    is then left `with_path`). Both run on the probe's inputs: once to compare (the path's first call
+    also compiles or captures), then `TIMED_RUNS` times each, alternating, so that a busy host slows
+    both alike, and their fastest are compared."""
     try:
-        measured = with_path()
+        run, decoder_dtype = without()
+        expected = probe.run(run, decoder_dtype)
+        run, decoder_dtype = with_path()
+        reason = PATH_CHECKS[name].mismatch(probe.run(run, decoder_dtype), expected, dtype, decoder_dtype)
+        if reason is not None:
+            return reason
+        plain, fast = [], []
+        for _ in range(TIMED_RUNS):
+            plain.append(_timed(probe, without, device))
+            fast.append(_timed(probe, with_path, device))
     except Exception as exc:  # noqa: BLE001 - whatever a path raises drops it
-        return _raised(exc), None
-    reason = PATH_CHECKS[name].mismatch(measured.result, without.result, dtype, decoder_dtype)
-    if reason is None and measured.seconds > SLOWER_MARGIN * without.seconds:
-        reason = (f"it was slower ({measured.seconds * 1e3:.1f} ms a call against {without.seconds * 1e3:.1f} ms "
-                  "without it)")
-    return reason, measured
+        return _raised(exc)
+    if min(fast) > SLOWER_MARGIN * min(plain):
+        return f"it was slower ({min(fast) * 1e3:.1f} ms a call against {min(plain) * 1e3:.1f} ms without it)"
+    return None
+
+
+def _toggle(components: RainComponents, apply: Callable[[RainComponents], Callable[[], None]]
+            ) -> tuple[Variant, Variant]:
+    """An in-place path as two variants, off and on: each undoes or applies it as needed."""
+    undo: list[Callable[[], None]] = []
+
+    def state(on: bool) -> tuple[Callable[[QueueCall], QueueCallResult], torch.dtype]:
+        if on and not undo:
+            undo.append(apply(components))
+        elif not on and undo:
+            undo.pop()()
+        model = QueueModel(components)
+        return model.compute, model.decoder_dtype
+
+    return functools.partial(state, False), functools.partial(state, True)
 
 
 class Preparation:
@@ -333,22 +349,23 @@ class Preparation:
         checked = [name for name in ("compile", "cuda_graphs") if name in paths.checked and getattr(paths, name)]
         if checked:
             probe = SteadyCall(model)
-            dtype, device = model.decoder_dtype, model.device
-            baseline = measure(probe, model.compute, dtype, device)
+            check = functools.partial(check_path, probe=probe, dtype=model.dtype, device=model.device)
+
+            def variant(run: Callable[[QueueCall], QueueCallResult]) -> Variant:
+                return lambda: (run, model.decoder_dtype)
+
+            eager = variant(model.compute)
             if "compile" in checked:
-                compiled = functools.partial(model.compute, networks=networks)
-                reason, measured = check_path("compile", baseline,
-                                              functools.partial(measure, probe, compiled, dtype, device), model.dtype,
-                                              dtype)
+                compiled = variant(functools.partial(model.compute, networks=networks))
+                reason = check("compile", without=eager, with_path=compiled)
                 if reason is None:
-                    baseline = measured
+                    eager = compiled  # what CUDA graphs are compared with
                 else:
                     model.fast_paths = paths = _drop(paths, "compile", reason)  # type: ignore[attr-defined]
                     networks = None
             if "cuda_graphs" in checked:
                 graphed = self._make_runner(networks)
-                reason, _ = check_path("cuda_graphs", baseline,
-                                       functools.partial(measure, probe, graphed, dtype, device), model.dtype, dtype)
+                reason = check("cuda_graphs", without=eager, with_path=variant(graphed))
                 if reason is None:
                     return graphed  # captured at batch size 1 already
                 model.fast_paths = paths = _drop(paths, "cuda_graphs", reason)  # type: ignore[attr-defined]
@@ -449,24 +466,18 @@ def prepare_model(
     cheap = [("channels_last", _apply_channels_last, ran.channels_last),
              ("bfloat16_decoder", _apply_bfloat16_decoder, bfloat16_decoder and decoder_dtype == torch.float32)]
     probe = SteadyCall(model) if any(on and name in ran.checked for name, _, on in cheap) else None
-    baseline = None
     for name, apply, wanted in cheap:
         if not wanted:
             continue
-        if probe is not None and name in ran.checked and baseline is None:
-            baseline = measure(probe, model.compute, model.decoder_dtype, device)
-        undo = apply(components)
-        model = QueueModel(components)
-        if probe is not None and name in ran.checked:
-            reason, measured = check_path(
-                name, baseline, functools.partial(measure, probe, model.compute, model.decoder_dtype, device),
-                model.dtype, model.decoder_dtype)
-            if reason is None:
-                baseline = measured
-            else:
-                undo()
-                model = QueueModel(components)
-                ran = _drop(ran, name, reason)
+        if probe is None or name not in ran.checked:
+            apply(components)
+            continue
+        off, on = _toggle(components, apply)
+        reason = check_path(name, probe, off, on, dtype=model.dtype, device=device)
+        if reason is not None:
+            off()
+            ran = _drop(ran, name, reason)
+    model = QueueModel(components)
     if ran.decode_thread:
         model.decode_thread = DecodeThread()
     model.fast_paths = ran  # type: ignore[attr-defined]
