@@ -70,6 +70,9 @@ class Session:
         self.registry = registry
         # A cluster's replica names its sessions `{replica}.{token}`: the id routes itself (`Runtime`).
         self.id = registry.id_prefix + new_token()
+        # Viewers name the session by a second id of its own, so that a view link (OBS, WHEP) never
+        # carries the session id, which controls the session; it routes itself in a cluster too.
+        self.view_id = registry.id_prefix + new_token()
         self.view_token = new_token()
         self.label = f"session {next(_labels)}"
         self.log = Prefixed(logger, {"label": self.label})
