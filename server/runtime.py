@@ -196,6 +196,13 @@ class Runtime:
         stats = self._registry.get(session_id).stats()
         return stats if self.name is None else {**stats, "replica": self.name}
 
+    async def set_params(self, session_id: str, params: Any) -> dict[str, Any]:
+        """Change a session's parameters as a control channel's `params` message does (the same
+        check, all or nothing) -> all its parameters now; for clients without the channel (WHIP)."""
+        session = self._registry.get(session_id)
+        await session.apply_params(params)
+        return session.params()
+
     async def swap_reference(self, session_id: str, reference_id: str) -> str:
         session = self._registry.get(session_id)  # an unknown session is a 404 before the reference is looked for
         reference = await self._reference(reference_id)
