@@ -110,9 +110,17 @@ async def whip_stop(
     return Response(status_code=204)
 
 
-@router.patch("/{session_id}", status_code=405, responses={405: {"description": "trickle ICE is not offered"}})
-async def whip_patch(session_id: str) -> Response:
+@router.patch(
+    "/{session_id}", status_code=405,
+    responses={401: {"description": "no or wrong bearer token"}, 404: {"description": "unknown session"},
+               405: {"description": "trickle ICE is not offered"}},
+)
+async def whip_patch(
+    session_id: str, runtime: RuntimeDep, settings: SettingsDep, authorization: Authorization = None
+) -> Response:
     """Trickle ICE and ICE restarts: not offered (the answer already carries every candidate)."""
+    check_ingest_token(settings, authorization)
+    await runtime.stats(session_id)  # an unknown resource is a 404, as for DELETE
     raise HTTPException(
         405, "trickle ICE and ICE restarts are not supported: the answer carries every candidate",
         headers={"Allow": "DELETE"},

@@ -90,6 +90,8 @@ def test_a_publisher_comes_goes_and_sets_params_over_rest(whip_client: TestClien
     assert whip_client.get(f"{session}/stats").json()["params"]["fps"] == 10  # refused changes left nothing
 
     assert whip_client.patch(location, headers=auth).status_code == 405
+    assert whip_client.patch(location).status_code == 401
+    assert whip_client.patch("/whip/nope", headers=auth).status_code == 404
     assert whip_client.delete(location).status_code == 401  # ending it needs the token too
     assert whip_client.delete(location, headers=auth).status_code == 204
     assert whip_client.get(f"{session}/stats").status_code == 404
