@@ -160,7 +160,7 @@ async def run_client(args: argparse.Namespace) -> list[dict]:
                 await page.wait_for_function("() => document.querySelectorAll('#params input').length > 10")
                 await page.click("#start")
                 await page.wait_for_function("() => document.body.dataset.state === 'connected'")
-                session = (await page.input_value("#obs-link")).split("/obs/")[1].split("?")[0]
+                session = await page.evaluate("() => session.session_id")  # the OBS link carries the view id
                 stats_js = f"() => fetch('/api/sessions/{session}/stats').then((r) => r.json())"
                 while ((await page.evaluate(stats_js))["frames"]["sent"]) < 32:
                     await asyncio.sleep(0.5)

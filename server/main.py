@@ -22,7 +22,7 @@ from uvicorn.server import HANDLED_SIGNALS
 from server.api.body_limit import DEFAULT_BODY_BYTES, BodyLimit, route_body_limits
 from server.api.errors import add_error_handlers
 from server.api.main import api_router
-from server.api.routes import health, pages, whep
+from server.api.routes import health, pages, whep, whip
 from server.api.runtime_api import RuntimeAPI
 from server.core.config import Settings, get_settings
 from server.runtime import Runtime
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, runtime: RuntimeAPI | None = No
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Content-Type", "Authorization"],
             expose_headers=["Location", "Link", "Retry-After"],
         )
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, runtime: RuntimeAPI | None = No
     add_error_handlers(app)
     app.include_router(api_router)
     app.include_router(whep.router)
+    app.include_router(whip.router)
     app.include_router(health.metrics_router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=settings.WEB_DIR), name="static")

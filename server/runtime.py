@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class OpenedSession:
     session_id: str  # controls the session: only its client may know it
+    view_id: str  # names the session to its viewers, and to nothing else
     view_token: str  # lets viewers watch it
     answer: str  # the complete answer SDP
 
@@ -183,7 +184,9 @@ class Runtime:
         )
         session = await self._registry.open(offer, reference=reference, params=checked)
         assert session.answer is not None
-        return OpenedSession(session_id=session.id, view_token=session.view_token, answer=session.answer)
+        return OpenedSession(
+            session_id=session.id, view_id=session.view_id, view_token=session.view_token, answer=session.answer
+        )
 
     async def control(self, session_id: str, message: str | bytes) -> dict:
         """A control message, as on the session's data channel -> its reply."""
@@ -192,6 +195,13 @@ class Runtime:
     async def stats(self, session_id: str) -> dict[str, Any]:
         stats = self._registry.get(session_id).stats()
         return stats if self.name is None else {**stats, "replica": self.name}
+
+    async def set_params(self, session_id: str, params: Any) -> dict[str, Any]:
+        """Change a session's parameters as a control channel's `params` message does (the same
+        check, all or nothing) -> all its parameters now; for clients without the channel (WHIP)."""
+        session = self._registry.get(session_id)
+        await session.apply_params(params)
+        return session.params()
 
     async def swap_reference(self, session_id: str, reference_id: str) -> str:
         session = self._registry.get(session_id)  # an unknown session is a 404 before the reference is looked for
@@ -243,27 +253,28 @@ class Runtime:
         return store.of_session(session_id)
 
     # Viewers ---------------------------------------------------------------------------
-    async def authorize_viewer(self, session_id: str, token: str | None) -> None:
+    # Named by the session's view id: a view link grants watching and nothing else.
+    async def authorize_viewer(self, view_id: str, token: str | None) -> None:
         """May the holder of `token` watch the session (before anything else is read from them)."""
-        self._registry.get(session_id).check_view_token(token)
+        self._registry.get_view(view_id).check_view_token(token)
 
-    async def add_viewer(self, session_id: str, token: str | None, sdp: str, *, matte: bool = False) -> OpenedViewer:
+    async def add_viewer(self, view_id: str, token: str | None, sdp: str, *, matte: bool = False) -> OpenedViewer:
         """A WHEP viewer; `matte`: the avatar with its matte packed beside it (twice as wide)."""
-        session = self._registry.get(session_id)
+        session = self._registry.get_view(view_id)
         session.check_view_token(token)
         assert session.viewers is not None
         viewer_id, answer = await session.viewers.add(sdp, matte=matte)
         return OpenedViewer(viewer_id=viewer_id, answer=answer)
 
-    async def view(self, session_id: str, token: str | None) -> dict[str, Any]:
+    async def view(self, view_id: str, token: str | None) -> dict[str, Any]:
         """What an OBS view needs beside the stream: the key colour of the session's character."""
-        session = self._registry.get(session_id)
+        session = self._registry.get_view(view_id)
         session.check_view_token(token)
         red, green, blue = session.reference.key_colour()
         return {"key_colour": f"{red:02x}{green:02x}{blue:02x}"}
 
-    async def remove_viewer(self, session_id: str, viewer_id: str) -> None:
-        viewers = self._registry.get(session_id).viewers
+    async def remove_viewer(self, view_id: str, viewer_id: str) -> None:
+        viewers = self._registry.get_view(view_id).viewers
         assert viewers is not None
         await viewers.remove(viewer_id)
 

@@ -106,6 +106,7 @@ class WebcamClient:
         self.replies: asyncio.Queue[str] = asyncio.Queue()
         self.last_reply_bytes = 0
         self.session_id: str | None = None
+        self.view_id: str | None = None
         self.view_token: str | None = None
         self.channel = None
 
@@ -137,7 +138,8 @@ class WebcamClient:
         response = await self.http.post("/api/offer", json=body)
         if response.status_code == 200:
             answer = response.json()
-            self.session_id, self.view_token = answer["session_id"], answer["view_token"]
+            self.session_id, self.view_id = answer["session_id"], answer["view_id"]
+            self.view_token = answer["view_token"]
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         return response
 
@@ -176,7 +178,7 @@ class Viewer:
         self.voice = AudioSink()
         self.location: str | None = None
 
-    async def open(self, session_id: str, token: str | None, *, audio: bool = False) -> httpx.Response:
+    async def open(self, view_id: str, token: str | None, *, audio: bool = False) -> httpx.Response:
         """Offer to receive the avatar, and the session's voice when `audio` (as the OBS view does)."""
         pc = self.pc
         pc.addTransceiver("video", direction="recvonly")
@@ -190,7 +192,7 @@ class Viewer:
         await pc.setLocalDescription(await pc.createOffer())
         params = {"token": token} if token is not None else {}
         response = await self.http.post(
-            f"/whep/{session_id}", params=params, content=pc.localDescription.sdp,
+            f"/whep/{view_id}", params=params, content=pc.localDescription.sdp,
             headers={"Content-Type": "application/sdp"},
         )
         if response.status_code == 201:

@@ -8,7 +8,7 @@ let config = null;        // GET /api/config
 let pc = null;            // RTCPeerConnection
 let control = null;       // the "control" data channel
 let camera = null;        // MediaStream from getUserMedia
-let session = null;       // {session_id, view_token}
+let session = null;       // {session_id, view_id, view_token}
 let referenceId = null;   // from POST /api/references
 let paused = false;
 let recording = false;     // a recording of this session is under way
@@ -306,7 +306,7 @@ function negotiate() {
       params,
     }))
     .then((answer) => {
-      session = { session_id: answer.session_id, view_token: answer.view_token };
+      session = { session_id: answer.session_id, view_id: answer.view_id, view_token: answer.view_token };
       return pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
     });
 }
@@ -504,7 +504,7 @@ function obsLink() {
     query.set("tolerance", $("obs-tolerance").value);
     query.set("spill", $("obs-spill").value);
   }
-  return `${location.origin}/obs/${encodeURIComponent(session.session_id)}?${query}`;
+  return `${location.origin}/obs/${encodeURIComponent(session.view_id)}?${query}`;
 }
 
 // The builder changed (or the session started or stopped): the link, and the preview over a

@@ -13,7 +13,8 @@ const video = document.getElementById("video");
 const voice = new Audio();
 const canvas = document.getElementById("canvas");
 const query = new URLSearchParams(location.search);
-const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
+// The view id, not the session id: this link may be seen by others and must only watch.
+const viewId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
 const token = query.get("token") || "";
 const RETRY_MS = 2000;
 const STALL_MS = 10000;
@@ -202,7 +203,7 @@ function createCompositor(options) {
 
 // key mode without &key=: the colour of the character's background, kept up to date.
 function followKeyColour(compositor) {
-  const refresh = () => fetch(`/api/views/${encodeURIComponent(sessionId)}?token=${encodeURIComponent(token)}`)
+  const refresh = () => fetch(`/api/views/${encodeURIComponent(viewId)}?token=${encodeURIComponent(token)}`)
     .then((response) => (response.ok ? response.json() : null))
     .then((view) => { if (view) compositor.key = hexColour(view.key_colour); })
     .catch(() => null);  // the stream's own retries say what is wrong
@@ -245,7 +246,7 @@ function negotiate() {
   return connection.createOffer()
     .then((offer) => connection.setLocalDescription(offer))
     .then(() => waitForIceGathering(connection))
-    .then(() => fetch(`/whep/${encodeURIComponent(sessionId)}?${whepQuery}`, {
+    .then(() => fetch(`/whep/${encodeURIComponent(viewId)}?${whepQuery}`, {
       method: "POST",
       headers: { "Content-Type": "application/sdp" },
       body: connection.localDescription.sdp,

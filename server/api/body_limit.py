@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.api.routes import references, signaling, whep
+from server.api.routes import references, signaling, whep, whip
 from server.core.config import Settings
 from server.rtc.sdp import MAX_SDP_BYTES
 
@@ -27,6 +27,7 @@ def route_body_limits(settings: Settings) -> dict[Callable[..., Any], int]:
     return {
         signaling.offer: signaling.OFFER_BODY_BYTES,
         whep.whep_offer: MAX_SDP_BYTES,
+        whip.whip_publish: MAX_SDP_BYTES,
         references.upload_reference: settings.MAX_UPLOAD_BYTES + references.MULTIPART_OVERHEAD,
     }
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from server.runtime import OpenedSession, OpenedViewer, RecordingFile, UploadedReference
 
-__all__ = ["OPERATIONS", "SESSION_OPERATIONS", "RecordingFile", "RuntimeAPI", "UploadedReference"]
+__all__ = ["OPERATIONS", "OWNED_IDS", "SESSION_OPERATIONS", "RecordingFile", "RuntimeAPI", "UploadedReference"]
 
 
 class RuntimeAPI(Protocol):
@@ -23,19 +23,21 @@ class RuntimeAPI(Protocol):
 
     async def stats(self, session_id: str) -> dict[str, Any]: ...
 
+    async def set_params(self, session_id: str, params: Any) -> dict[str, Any]: ...
+
     async def swap_reference(self, session_id: str, reference_id: str) -> str: ...
 
     async def close_session(self, session_id: str) -> None: ...
 
-    async def authorize_viewer(self, session_id: str, token: str | None) -> None: ...
+    async def authorize_viewer(self, view_id: str, token: str | None) -> None: ...
 
     async def add_viewer(
-        self, session_id: str, token: str | None, sdp: str, *, matte: bool = False
+        self, view_id: str, token: str | None, sdp: str, *, matte: bool = False
     ) -> OpenedViewer: ...
 
-    async def view(self, session_id: str, token: str | None) -> dict[str, Any]: ...
+    async def view(self, view_id: str, token: str | None) -> dict[str, Any]: ...
 
-    async def remove_viewer(self, session_id: str, viewer_id: str) -> None: ...
+    async def remove_viewer(self, view_id: str, viewer_id: str) -> None: ...
 
     async def start_recording(self, session_id: str) -> dict[str, Any]: ...
 
@@ -54,8 +56,11 @@ class RuntimeAPI(Protocol):
     async def metrics(self) -> bytes: ...
 
 
-# The interface's operations by name, and those about one session (a session id comes first).
+# The interface's operations by name, and those about one session: a session id comes first, or
+# its view id (a viewer's operations); both start with the owning replica's name in a cluster.
 OPERATIONS: tuple[str, ...] = tuple(name for name in vars(RuntimeAPI) if not name.startswith("_"))
+OWNED_IDS = ("session_id", "view_id")
 SESSION_OPERATIONS: tuple[str, ...] = tuple(
-    name for name in OPERATIONS if list(inspect.signature(getattr(RuntimeAPI, name)).parameters)[1:2] == ["session_id"]
+    name for name in OPERATIONS
+    if set(list(inspect.signature(getattr(RuntimeAPI, name)).parameters)[1:2]) & set(OWNED_IDS)
 )

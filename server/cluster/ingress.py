@@ -37,10 +37,11 @@ logger = logging.getLogger(__name__)
 
 # Seconds an offer may take (it gathers ICE candidates and builds a session), and the calls that
 # may wait as long: a character swap (fetched, then encoded on the model worker), a viewer's
-# offer and its end (a peer connection closed), the end of a recording (its file finished).
+# offer and its end (a peer connection closed), the end of a recording (its file finished), new
+# driving settings (the landmark pipeline rebuilt).
 OFFER_TIMEOUT = 60.0
 SLOW_OPERATIONS = frozenset(
-    {"open_session", "swap_reference", "add_viewer", "remove_viewer", "stop_recording", "close_session"}
+    {"open_session", "swap_reference", "add_viewer", "remove_viewer", "stop_recording", "close_session", "set_params"}
 )
 # Seconds an upload may take at the library (decoding an image of up to MAX_UPLOAD_BYTES).
 UPLOAD_TIMEOUT = 30.0

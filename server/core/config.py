@@ -25,6 +25,9 @@ MIN_FPS = 1.0
 
 # A shared TURN secret shorter than this could be guessed from one credential offline.
 MIN_TURN_SECRET = 16
+# The WHIP ingest token (OBS's "Bearer Token"): long enough not to be guessed over HTTP.
+MIN_WHIP_TOKEN = 16
+MAX_WHIP_TOKEN = 512
 MAX_TURN_URLS = 8
 # A TURN url as written in ICE_SERVERS: scheme, host, optional port and query; nothing that
 # would break out of the WHEP `Link` header's <...> (quotes, commas, angle brackets, spaces).
@@ -140,6 +143,9 @@ class Settings(BaseSettings):
     TURN_URLS: list[str] = Field([], max_length=MAX_TURN_URLS)
     TURN_SECRET: SecretStr | None = None
     TURN_TTL: int = Field(3600, ge=60, le=86400)
+    # The bearer token of `POST /whip` (WHIP ingest, e.g. OBS's Settings -> Stream -> WHIP). Unset,
+    # WHIP is open on a loopback HOST only (a camera on the same machine) and refused otherwise.
+    WHIP_TOKEN: SecretStr | None = None
     ICE_LOOPBACK: bool = False  # add 127.0.0.1 host candidates (loopback-only hosts, tests)
     PUBLIC_IP: IPv4Address | IPv6Address | None = None  # advertised beside each host candidate
     # Every ICE host candidate (sessions and viewers) binds a UDP port in this range (a firewall
@@ -209,6 +215,16 @@ class Settings(BaseSettings):
                 f"it has {len(secret.get_secret_value())}"
             )
         return secret
+
+    @field_validator("WHIP_TOKEN")
+    @classmethod
+    def _whip_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not MIN_WHIP_TOKEN <= len(token.get_secret_value()) <= MAX_WHIP_TOKEN:
+            raise ValueError(
+                f"WHIP_TOKEN must be {MIN_WHIP_TOKEN} to {MAX_WHIP_TOKEN} characters (e.g. `openssl rand -hex 32`); "
+                f"it has {len(token.get_secret_value())}"
+            )
+        return token
 
     @model_validator(mode="before")
     @classmethod

@@ -52,6 +52,14 @@ def parse_offer(sdp: str, type_: str, *, need: str) -> RTCSessionDescription:
     return RTCSessionDescription(sdp=sdp, type=type_)
 
 
+def offer_directions(sdp: str) -> dict[str, list[str]]:
+    """The direction of each media section of a checked offer, by kind, in order."""
+    directions: dict[str, list[str]] = {}
+    for media in SessionDescription.parse(sdp).media:
+        directions.setdefault(media.kind, []).append(media.direction or "sendrecv")
+    return directions
+
+
 async def answer_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> None:
     """Set the remote offer; the caller then attaches its tracks and calls `create_answer`."""
     try:

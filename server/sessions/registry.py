@@ -45,6 +45,7 @@ class SessionRegistry:
         self.driving_pool = ThreadPoolExecutor(settings.DRIVING_THREADS, thread_name_prefix="rain-driving")
         self.matte_pool = ThreadPoolExecutor(settings.MATTE_THREADS, thread_name_prefix="rain-matte")
         self.sessions: dict[str, Session] = {}
+        self.views: dict[str, Session] = {}  # by view id: what view links name
         # Every session object still in memory, live or not: none may outlive its clean-up.
         self.in_memory: weakref.WeakSet[Session] = weakref.WeakSet()
         self._opening = 0
@@ -89,6 +90,13 @@ class SessionRegistry:
             raise UnknownSession(session_id)
         return session
 
+    def get_view(self, view_id: str) -> Session:
+        """A session by its view id (a session id is not one: it names no view)."""
+        session = self.views.get(view_id)
+        if session is None or session.closed:
+            raise UnknownSession(view_id)
+        return session
+
     async def open(self, offer: RTCSessionDescription, *, reference: Reference, params: ParamsChange) -> Session:
         """Open a session for a checked offer, if there is room (`session.answer` holds the answer)."""
         if len(self.sessions) + self._opening >= self.settings.MAX_SESSIONS:
@@ -105,6 +113,7 @@ class SessionRegistry:
         finally:
             self._opening -= 1
         self.sessions[session.id] = session
+        self.views[session.view_id] = session
         self.metrics.sessions.set(len(self.sessions))
         self.metrics.sessions_started.inc()
         session.log.info("opened (%d live)", len(self.sessions))
@@ -115,6 +124,7 @@ class SessionRegistry:
             return
         await session.close(reason)
         self.recordings.session_ended(session.id)
+        self.views.pop(session.view_id, None)
         if self.sessions.pop(session.id, None) is not None:
             self.metrics.sessions_ended.labels(reason.split(":")[0]).inc()
         self.metrics.sessions.set(len(self.sessions))

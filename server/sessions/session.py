@@ -38,7 +38,7 @@ from server.media.relay import SubscriberTrack, TrackRelay
 from server.media.voice import DelayedVoiceTrack, VoiceDelay
 from server.references import Reference
 from server.rtc.receiver import RepairingReceiver
-from server.rtc.sdp import answer_offer, create_answer
+from server.rtc.sdp import answer_offer, create_answer, offer_directions
 from server.sessions.control import (
     ControlError,
     ControlRequest,
@@ -70,6 +70,9 @@ class Session:
         self.registry = registry
         # A cluster's replica names its sessions `{replica}.{token}`: the id routes itself (`Runtime`).
         self.id = registry.id_prefix + new_token()
+        # Viewers name the session by a second id of its own, so that a view link (OBS, WHEP) never
+        # carries the session id, which controls the session; it routes itself in a cluster too.
+        self.view_id = registry.id_prefix + new_token()
         self.view_token = new_token()
         self.label = f"session {next(_labels)}"
         self.log = Prefixed(logger, {"label": self.label})
@@ -154,12 +157,16 @@ class Session:
 
         await answer_offer(pc, offer)
         # First video section: webcam in, avatar out. An optional second one gets the driving preview.
-        videos = [t for t in pc.getTransceivers() if t.kind == "video"]
-        self.page_track = self.relay.subscribe()
-        pc.addTrack(self.page_track)
-        if len(videos) > 1:
+        # A publisher that only sends (WHIP: sendonly) gets nothing back: its viewers watch instead.
+        receives = {kind: [d in ("sendrecv", "recvonly") for d in directions]
+                    for kind, directions in offer_directions(offer.sdp).items()}
+        videos = receives.get("video", [])
+        if videos and videos[0]:
+            self.page_track = self.relay.subscribe()
+            pc.addTrack(self.page_track)
+        if len(videos) > 1 and videos[1]:
             pc.addTrack(self.preview)
-        if self.voice_relay is not None:
+        if self.voice_relay is not None and any(receives.get("audio", [])):
             pc.addTrack(self.voice_relay.subscribe())  # into the microphone's section: sendrecv
         answer = await create_answer(pc, settings.PUBLIC_IP)
         self._spawn(self._serve_control(), "control")

@@ -91,7 +91,9 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             obs_link = await page.input_value("#obs-link")
             match = re.fullmatch(r".*/obs/([^?]+)\?token=(.+)", obs_link)
             assert match, obs_link
-            session_id = match.group(1)
+            # The OBS link names the session by its view id: the session id (control) stays in the page.
+            session_id = await page.evaluate("() => session.session_id")
+            assert session_id and session_id not in obs_link, obs_link
             stats_url = f"/api/sessions/{session_id}/stats"
 
             # Output frames arrive in the page's <video>, after the engine's first frame.
@@ -322,7 +324,9 @@ async def test_obs_view_with_a_transparent_background(demo_server, tmp_path) -> 
             page = await _open_webcam_page(browser, demo_server.url, page_errors)
             await page.click("#start")
             await page.wait_for_function("() => document.body.dataset.state === 'connected'")
-            session_id = re.fullmatch(r".*/obs/([^?]+)\?.*", await page.input_value("#obs-link")).group(1)
+            view_id = re.fullmatch(r".*/obs/([^?]+)\?.*", await page.input_value("#obs-link")).group(1)
+            session_id = await page.evaluate("() => session.session_id")
+            assert session_id != view_id
             stats_url = f"/api/sessions/{session_id}/stats"
             await eventually(lambda: _sent(http, stats_url), timeout=TIMEOUT_MS / 1000, what="the first avatar frame")
 
@@ -358,7 +362,7 @@ async def test_obs_view_with_a_transparent_background(demo_server, tmp_path) -> 
                 assert opaque > 0.8, (mode, opaque)
 
             # A bad link: a message on the page naming the problem, and no stream.
-            base = f"{demo_server.url}/obs/{session_id}?token=x"
+            base = f"{demo_server.url}/obs/{view_id}?token=x"
             for query, message in [
                 ("alpha=green", "alpha must be key or matte"),
                 ("alpha=key&tolerance=2", "tolerance must be a number from 0 to 1"),

@@ -127,10 +127,10 @@ async def test_session_end_to_end(live_server) -> None:
             # 4. A WHEP viewer of the same session.
             viewer = Viewer(http)
             try:
-                response = await viewer.open(client.session_id, client.view_token)
+                response = await viewer.open(client.view_id, client.view_token)
                 assert response.status_code == 201, response.text
                 assert response.headers["content-type"].startswith("application/sdp")
-                assert viewer.location.startswith(f"/whep/{client.session_id}/")
+                assert viewer.location.startswith(f"/whep/{client.view_id}/")
                 await eventually(lambda: viewer.video.count >= 10, timeout=60, what="frames at the viewer")
                 assert viewer.video.last.shape == (SIZE, SIZE, 3)
                 assert (await client.stats())["viewers"] == 1

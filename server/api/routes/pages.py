@@ -17,7 +17,7 @@ async def webcam_page(settings: SettingsDep) -> FileResponse:
     return FileResponse(settings.WEB_DIR / "index.html", headers=NO_CACHE)
 
 
-@router.get("/obs/{session_id}")
-async def obs_page(session_id: str, settings: SettingsDep) -> FileResponse:
-    # The page reads the session id and token from its own URL; the server only hands out the file.
+@router.get("/obs/{view_id}")
+async def obs_page(view_id: str, settings: SettingsDep) -> FileResponse:
+    # The page reads the view id and token from its own URL; the server only hands out the file.
     return FileResponse(settings.WEB_DIR / "obs.html", headers=NO_CACHE)

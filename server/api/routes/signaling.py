@@ -34,7 +34,8 @@ class Answer(BaseModel):
     sdp: str
     type: Literal["answer"] = "answer"
     session_id: str = Field(description="controls the session: keep it private")
-    view_token: str = Field(description="lets a viewer (the OBS page, WHEP) watch the session")
+    view_id: str = Field(description="names the session in view links (the OBS page, WHEP); grants nothing alone")
+    view_token: str = Field(description="with the view id, lets a viewer watch the session, and nothing more")
 
 
 @router.post(
@@ -46,4 +47,6 @@ class Answer(BaseModel):
 async def offer(body: Offer, runtime: RuntimeDep) -> Answer:
     """Open a session: answer a webcam offer whose first video section sends the camera."""
     opened = await runtime.open_session(body.sdp, body.type, reference_id=body.reference_id, params=body.params)
-    return Answer(sdp=opened.answer, session_id=opened.session_id, view_token=opened.view_token)
+    return Answer(
+        sdp=opened.answer, session_id=opened.session_id, view_id=opened.view_id, view_token=opened.view_token
+    )

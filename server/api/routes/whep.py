@@ -1,6 +1,6 @@
 """WHEP (WebRTC-HTTP Egress Protocol) for viewers: any number of them per session, through `MediaRelay`.
 
-`POST /whep/{session_id}` with an `application/sdp` offer and the session's view token
+`POST /whep/{view_id}` with an `application/sdp` offer and the session's view token
 (`?token=` or `Authorization: Bearer`) answers `201 Created` with the answer SDP and a
 `Location` to `DELETE` when done. The answer is complete; trickle ICE (PATCH) is not offered.
 `?alpha=matte` asks for the avatar with its matte packed beside it (`server.media.alpha`).
@@ -22,7 +22,7 @@ AlphaMode = Literal["none", "key", "matte"]
 
 
 @router.post(
-    "/{session_id}",
+    "/{view_id}",
     status_code=201,
     response_class=Response,
     openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}},
@@ -33,7 +33,7 @@ AlphaMode = Literal["none", "key", "matte"]
                422: {"description": "unknown alpha mode"}, 503: {"description": "too many viewers"}},
 )
 async def whep_offer(
-    session_id: str,
+    view_id: str,
     request: Request,
     runtime: RuntimeDep,
     settings: SettingsDep,
@@ -43,7 +43,7 @@ async def whep_offer(
     """Watch a session: a receive-only SDP offer in, the answer out."""
     # The right to watch first: nothing more is read from a client without it (`add_viewer`
     # checks it again, as every runtime operation stands on its own).
-    await runtime.authorize_viewer(session_id, view_token)
+    await runtime.authorize_viewer(view_id, view_token)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise HTTPException(415, "send the offer as Content-Type: application/sdp")
     body = await request.body()
@@ -51,8 +51,8 @@ async def whep_offer(
         sdp = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPException(400, "SDP offer is not UTF-8 text") from None
-    viewer = await runtime.add_viewer(session_id, view_token, sdp, matte=alpha == "matte")
-    headers = {"Location": f"/whep/{session_id}/{viewer.viewer_id}"}
+    viewer = await runtime.add_viewer(view_id, view_token, sdp, matte=alpha == "matte")
+    headers = {"Location": f"/whep/{view_id}/{viewer.viewer_id}"}
     links = [
         f'<{url}>; rel="ice-server"'
         + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
@@ -65,9 +65,9 @@ async def whep_offer(
 
 
 @router.delete(
-    "/{session_id}/{viewer_id}", status_code=204, responses={404: {"description": "unknown session or viewer"}}
+    "/{view_id}/{viewer_id}", status_code=204, responses={404: {"description": "unknown session or viewer"}}
 )
-async def whep_stop(session_id: str, viewer_id: str, runtime: RuntimeDep) -> Response:
+async def whep_stop(view_id: str, viewer_id: str, runtime: RuntimeDep) -> Response:
     """Stop watching (the viewer resource named by the `Location` of the POST)."""
-    await runtime.remove_viewer(session_id, viewer_id)
+    await runtime.remove_viewer(view_id, viewer_id)
     return Response(status_code=204)

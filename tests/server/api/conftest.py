@@ -30,6 +30,7 @@ def offers() -> dict[str, str]:
         return {
             "webcam": await make_offer(video="sendrecv"),
             "receive_only": await make_offer(video="recvonly"),
+            "send_only": await make_offer(video="sendonly", audio="sendonly"),  # a WHIP publisher's
             "audio_only": await make_offer(video=None, audio=True),
             "webcam_and_microphone": await make_offer(video="sendrecv", audio=True),
             "viewer_with_audio": await make_offer(video="recvonly", audio="recvonly"),

@@ -35,7 +35,7 @@ def test_one_port_range_serves_one_connection_at_a_time(offers) -> None:
 
         for refused in (
             client.post("/api/offer", json={"sdp": offers["webcam"], "type": "offer"}),
-            client.post(f"/whep/{session['session_id']}?token={session['view_token']}", content=offers["receive_only"],
+            client.post(f"/whep/{session['view_id']}?token={session['view_token']}", content=offers["receive_only"],
                         headers={"Content-Type": "application/sdp"}),
         ):
             assert refused.status_code == 503 and int(refused.headers["retry-after"]) > 0

@@ -57,7 +57,7 @@ def test_offer_with_a_microphone_gets_the_voice_back(client: TestClient, offers)
         assert _audio_direction(opened["sdp"]) == "sendrecv"
         voice = client.get(f"/api/sessions/{opened['session_id']}/stats").json()["voice"]
         assert voice is not None and voice["max_delay_ms"] == 5000
-        whep = f"/whep/{opened['session_id']}?token={opened['view_token']}"
+        whep = f"/whep/{opened['view_id']}?token={opened['view_token']}"
         viewer = client.post(whep, content=offers["viewer_with_audio"], headers={"Content-Type": "application/sdp"})
         assert viewer.status_code == 201 and _audio_direction(viewer.text) == "sendonly"
     finally:
@@ -66,7 +66,7 @@ def test_offer_with_a_microphone_gets_the_voice_back(client: TestClient, offers)
     opened = response.json()
     try:
         assert client.get(f"/api/sessions/{opened['session_id']}/stats").json()["voice"] is None
-        whep = f"/whep/{opened['session_id']}?token={opened['view_token']}"
+        whep = f"/whep/{opened['view_id']}?token={opened['view_token']}"
         viewer = client.post(whep, content=offers["viewer_with_audio"], headers={"Content-Type": "application/sdp"})
         assert viewer.status_code == 201 and _audio_direction(viewer.text) != "sendonly"
     finally:

@@ -65,7 +65,7 @@ def test_whep_link_headers_carry_minted_credentials(turn_client) -> None:
     session = client.post("/api/offer", json={"sdp": webcam, "type": "offer"}).json()
     try:
         response = client.post(
-            f"/whep/{session['session_id']}", params={"token": session["view_token"]}, content=viewer,
+            f"/whep/{session['view_id']}", params={"token": session["view_token"]}, content=viewer,
             headers={"Content-Type": "application/sdp"},
         )
         assert response.status_code == 201, response.text

@@ -134,7 +134,7 @@ async def test_sessions_reach_their_own_replica(streams: Streams) -> None:
         # A WHEP viewer, answered by the owning replica, receives frames; its DELETE reaches it too.
         viewer = Viewer(http)
         try:
-            response = await viewer.open(client.session_id, client.view_token)
+            response = await viewer.open(client.view_id, client.view_token)
             assert response.status_code == 201, response.text
             await eventually(lambda v=viewer: v.video.count >= 5, timeout=90, what="frames at the viewer")
             assert (await client.stats())["viewers"] == 1
@@ -145,7 +145,7 @@ async def test_sessions_reach_their_own_replica(streams: Streams) -> None:
 
     # The OBS view's key colour, and a recording made on the replica, listed and downloaded
     # through the ingress (the file is on the replica's node; its bytes come through Ray).
-    response = await http.get(f"/api/views/{first.session_id}", params={"token": first.view_token})
+    response = await http.get(f"/api/views/{first.view_id}", params={"token": first.view_token})
     assert response.status_code == 200 and len(response.json()["key_colour"]) == 6, response.text
     response = await http.post(f"/api/sessions/{first.session_id}/recordings")
     assert response.status_code == 201, response.text

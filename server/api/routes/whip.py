@@ -1,0 +1,127 @@
+"""WHIP (WebRTC-HTTP Ingestion Protocol, RFC 9725): a camera published by OBS 30+, GStreamer or
+any WHIP client opens a full avatar session, as the webcam page's offer does.
+
+`POST /whip` with an `application/sdp` offer (sendonly video, optional audio) and
+`Authorization: Bearer <RAIN_WHIP_TOKEN>` answers `201 Created` with the answer SDP, a
+`Location` (the session's WHIP resource, `DELETE` it to end the session) and `Link` headers:
+the ICE servers (`rel="ice-server"`, as WHEP), the session's view links (`rel="related"`, titled
+`obs-view` and `whep`: watching only) and its REST resource (`title="session"`: stats,
+parameters, recordings). The answer is complete: trickle ICE and ICE restarts (`PATCH`) are
+not offered, and answer 405 as RFC 9725 has it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+
+from server.api.deps import RuntimeDep, SettingsDep
+from server.core.config import MAX_WHIP_TOKEN, Settings
+from server.rtc.turn import ice_servers
+from server.tokens import same_token
+
+router = APIRouter(prefix="/whip", tags=["whip"])
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="whip"'}
+
+
+def _on_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or every address ("0.0.0.0" is not loopback either)
+
+
+def check_ingest_token(settings: Settings, authorization: str | None) -> None:
+    """The server's WHIP token as a bearer token; none needed only on a loopback HOST without one."""
+    expected = settings.WHIP_TOKEN
+    if expected is None:
+        if _on_loopback(settings.HOST):
+            return
+        raise HTTPException(403, "WHIP ingest is off on this server: set RAIN_WHIP_TOKEN to publish to it")
+    scheme, _, given = (authorization or "").partition(" ")
+    given = given.strip()
+    # Compared in constant time; a token longer than any valid one is wrong without comparing.
+    if scheme.lower() != "bearer" or not given or len(given) > MAX_WHIP_TOKEN or not same_token(
+        given, expected.get_secret_value()
+    ):
+        raise HTTPException(401, "a valid WHIP bearer token is required (Authorization: Bearer ...)", headers=CHALLENGE)
+
+
+Authorization = Annotated[str | None, Header(max_length=MAX_WHIP_TOKEN + 16)]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_class=Response,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}},
+    responses={201: {"content": {"application/sdp": {}}, "description": "the answer SDP"},
+               400: {"description": "bad SDP, or no video sent"}, 401: {"description": "no or wrong bearer token"},
+               403: {"description": "WHIP is off (no RAIN_WHIP_TOKEN on a public address)"},
+               413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
+               503: {"description": "server full"}},
+)
+async def whip_publish(
+    request: Request, runtime: RuntimeDep, settings: SettingsDep, authorization: Authorization = None
+) -> Response:
+    """Publish a camera: a sendonly SDP offer in, the answer out; the session drives an avatar."""
+    # The token first: nothing more is read from a client without it.
+    check_ingest_token(settings, authorization)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
+        raise HTTPException(415, "send the offer as Content-Type: application/sdp")
+    try:
+        sdp = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "SDP offer is not UTF-8 text") from None
+    opened = await runtime.open_session(sdp, "offer")
+    view = urlencode({"token": opened.view_token})
+    links = [
+        f'<{url}>; rel="ice-server"'
+        + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
+        for s in ice_servers(settings, "whep")
+        for url in ([s.urls] if isinstance(s.urls, str) else s.urls)
+    ]
+    view_id, session_id = quote(opened.view_id, safe=""), quote(opened.session_id, safe="")
+    links += [
+        f'</obs/{view_id}?{view}>; rel="related"; title="obs-view"',
+        f'</whep/{view_id}?{view}>; rel="related"; title="whep"',
+        f'</api/sessions/{session_id}>; rel="related"; title="session"',
+    ]
+    headers = {"Location": f"/whip/{session_id}", "Link": ", ".join(links)}
+    return Response(opened.answer, status_code=201, media_type="application/sdp", headers=headers)
+
+
+@router.delete(
+    "/{session_id}", status_code=204,
+    responses={401: {"description": "no or wrong bearer token"}, 404: {"description": "unknown session"}},
+)
+async def whip_stop(
+    session_id: str, runtime: RuntimeDep, settings: SettingsDep, authorization: Authorization = None
+) -> Response:
+    """End the published session (the resource named by the `Location` of the POST)."""
+    check_ingest_token(settings, authorization)
+    await runtime.close_session(session_id)
+    return Response(status_code=204)
+
+
+@router.patch(
+    "/{session_id}", status_code=405,
+    responses={401: {"description": "no or wrong bearer token"}, 404: {"description": "unknown session"},
+               405: {"description": "trickle ICE is not offered"}},
+)
+async def whip_patch(
+    session_id: str, runtime: RuntimeDep, settings: SettingsDep, authorization: Authorization = None
+) -> Response:
+    """Trickle ICE and ICE restarts: not offered (the answer already carries every candidate)."""
+    check_ingest_token(settings, authorization)
+    await runtime.stats(session_id)  # an unknown resource is a 404, as for DELETE
+    raise HTTPException(
+        405, "trickle ICE and ICE restarts are not supported: the answer carries every candidate",
+        headers={"Allow": "DELETE"},
+    )

@@ -1,0 +1,111 @@
+"""WHIP ingest over REST: the bearer token first, then the content type and the SDP; a publisher's
+session ends with DELETE on its Location; its parameters change over REST with the control
+channel's checks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.main import create_app
+from tests.server.api.requests import detail
+from tests.server.settings import tiny_settings
+
+SDP = {"Content-Type": "application/sdp"}
+TOKEN = "whip-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def whip_client() -> Iterator[TestClient]:
+    settings = tiny_settings(MAX_SESSIONS=1, ICE_SERVERS=[], ICE_LOOPBACK=False, WHIP_TOKEN=TOKEN)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _links(response) -> dict[str, str]:
+    """The `Link` header's targets by title (or rel)."""
+    found = {}
+    for link in response.headers.get("link", "").split(", "):
+        target = re.match(r"<([^>]+)>", link)
+        title = re.search(r'title="([^"]+)"', link) or re.search(r'rel="([^"]+)"', link)
+        if target and title:
+            found[title.group(1)] = target.group(1)
+    return found
+
+
+def test_whip_refuses_without_the_token(whip_client: TestClient, offers) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": "Bearer " + "x" * 400}):
+        response = whip_client.post("/whip", content=offers["send_only"], headers={**SDP, **headers})
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"].startswith("Bearer") and "bearer token" in detail(response)
+    assert whip_client.delete("/whip/anything").status_code == 401
+    assert whip_client.get("/api/health").json()["sessions"] == 0
+
+
+def test_whip_bad_requests(whip_client: TestClient, offers) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    response = whip_client.post("/whip", json={"sdp": offers["send_only"]}, headers=auth)
+    assert response.status_code == 415 and "application/sdp" in detail(response)
+    for body, message in [("not sdp", "SDP does not parse"), ("v=0\r\nm=video 9 junk\r\n", "SDP does not parse"),
+                          (offers["receive_only"], "sends no video"), (b"\xff\xfe", "UTF-8")]:
+        response = whip_client.post("/whip", content=body, headers={**SDP, **auth})
+        assert response.status_code == 400 and message in detail(response), response.text
+        assert len(detail(response)) < 300  # bounded, whatever the offer held
+    response = whip_client.post("/whip", content="v=0\r\n" * 100_000, headers={**SDP, **auth})
+    assert response.status_code == 413
+    assert whip_client.delete("/whip/nope", headers=auth).status_code == 404
+    assert whip_client.get("/api/health").json()["sessions"] == 0
+
+
+def test_a_publisher_comes_goes_and_sets_params_over_rest(whip_client: TestClient, offers) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    response = whip_client.post("/whip", content=offers["send_only"], headers={**SDP, **auth})
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"].startswith("application/sdp") and response.text.startswith("v=0")
+    # The publisher receives nothing back: its section is answered recvonly.
+    assert "a=recvonly" in response.text and "a=sendrecv" not in response.text
+    location, links = response.headers["location"], _links(response)
+    session = links["session"]
+    assert location.startswith("/whip/") and session.endswith(location.removeprefix("/whip/"))
+    # The view links watch, and do not carry the session id.
+    session_id = location.removeprefix("/whip/")
+    assert session_id not in links["obs-view"] and session_id not in links["whep"]
+    assert whip_client.get(links["obs-view"]).status_code == 200
+    assert whip_client.post(links["whep"], content=offers["receive_only"], headers=SDP).status_code == 201
+
+    params = f"{session}/params"
+    good = whip_client.patch(params, json={"fps": 10, "calibration": {"eye_height_ratio": 2.5}})
+    assert good.status_code == 200 and good.json()["fps"] == 10
+    assert good.json()["calibration"]["eye_height_ratio"] == 2.5
+    for body, field in [({"crop_ratio": 7}, "crop_ratio"), ({"fps": 1000}, "fps"), ({"fps": "fast"}, "fps"),
+                        ({"no_such_setting": 1}, "no_such_setting")]:
+        bad = whip_client.patch(params, json=body)
+        assert bad.status_code == 400 and field in detail(bad), bad.text
+    assert whip_client.patch(params, json=[1]).status_code == 422  # not an object
+    assert whip_client.patch(params, content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    assert whip_client.get(f"{session}/stats").json()["params"]["fps"] == 10  # refused changes left nothing
+
+    assert whip_client.patch(location, headers=auth).status_code == 405
+    assert whip_client.patch(location).status_code == 401
+    assert whip_client.patch("/whip/nope", headers=auth).status_code == 404
+    assert whip_client.delete(location).status_code == 401  # ending it needs the token too
+    assert whip_client.delete(location, headers=auth).status_code == 204
+    assert whip_client.get(f"{session}/stats").status_code == 404
+    assert whip_client.patch(params, json={"fps": 10}).status_code == 404
+    assert whip_client.delete(location, headers=auth).status_code == 404
+
+
+def test_whip_is_refused_on_a_public_address_without_a_token(offers) -> None:
+    settings = tiny_settings(MAX_SESSIONS=1, ICE_SERVERS=[], ICE_LOOPBACK=False, HOST="0.0.0.0")
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/whip", content=offers["send_only"], headers=SDP)
+        assert response.status_code == 403 and "RAIN_WHIP_TOKEN" in detail(response)
+
+
+def test_the_token_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="WHIP_TOKEN must be 16"):
+        tiny_settings(WHIP_TOKEN="short")
