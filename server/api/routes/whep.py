@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep, ViewTokenDep
-from server.rtc.turn import ice_servers
+from server.api.sdp_exchange import SDP_ANSWER, SDP_OFFER_BODY, ice_server_links, read_sdp_offer
 
 router = APIRouter(prefix="/whep", tags=["whep"])
 
@@ -25,8 +25,8 @@ AlphaMode = Literal["none", "key", "matte"]
     "/{view_id}",
     status_code=201,
     response_class=Response,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}},
-    responses={201: {"content": {"application/sdp": {}}, "description": "the answer SDP"},
+    openapi_extra=SDP_OFFER_BODY,
+    responses={201: SDP_ANSWER,
                400: {"description": "bad SDP"}, 401: {"description": "no view token"},
                403: {"description": "wrong view token"}, 404: {"description": "unknown session"},
                413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
@@ -44,21 +44,10 @@ async def whep_offer(
     # The right to watch first: nothing more is read from a client without it (`add_viewer`
     # checks it again, as every runtime operation stands on its own).
     await runtime.authorize_viewer(view_id, view_token)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
-        raise HTTPException(415, "send the offer as Content-Type: application/sdp")
-    body = await request.body()
-    try:
-        sdp = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPException(400, "SDP offer is not UTF-8 text") from None
+    sdp = await read_sdp_offer(request)
     viewer = await runtime.add_viewer(view_id, view_token, sdp, matte=alpha == "matte")
     headers = {"Location": f"/whep/{view_id}/{viewer.viewer_id}"}
-    links = [
-        f'<{url}>; rel="ice-server"'
-        + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
-        for s in ice_servers(settings, "whep")
-        for url in ([s.urls] if isinstance(s.urls, str) else s.urls)
-    ]
+    links = ice_server_links(settings, "whep")
     if links:
         headers["Link"] = ", ".join(links)
     return Response(viewer.answer, status_code=201, media_type="application/sdp", headers=headers)

@@ -19,8 +19,8 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep
+from server.api.sdp_exchange import SDP_ANSWER, SDP_OFFER_BODY, ice_server_links, read_sdp_offer
 from server.core.config import MAX_WHIP_TOKEN, Settings
-from server.rtc.turn import ice_servers
 from server.tokens import same_token
 
 router = APIRouter(prefix="/whip", tags=["whip"])
@@ -60,8 +60,8 @@ Authorization = Annotated[str | None, Header(max_length=MAX_WHIP_TOKEN + 16)]
     "",
     status_code=201,
     response_class=Response,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}},
-    responses={201: {"content": {"application/sdp": {}}, "description": "the answer SDP"},
+    openapi_extra=SDP_OFFER_BODY,
+    responses={201: SDP_ANSWER,
                400: {"description": "bad SDP, or no video sent"}, 401: {"description": "no or wrong bearer token"},
                403: {"description": "WHIP is off (no RAIN_WHIP_TOKEN on a public address)"},
                413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
@@ -73,20 +73,10 @@ async def whip_publish(
     """Publish a camera: a sendonly SDP offer in, the answer out; the session drives an avatar."""
     # The token first: nothing more is read from a client without it.
     check_ingest_token(settings, authorization)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
-        raise HTTPException(415, "send the offer as Content-Type: application/sdp")
-    try:
-        sdp = (await request.body()).decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPException(400, "SDP offer is not UTF-8 text") from None
+    sdp = await read_sdp_offer(request)
     opened = await runtime.open_session(sdp, "offer")
     view = urlencode({"token": opened.view_token})
-    links = [
-        f'<{url}>; rel="ice-server"'
-        + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
-        for s in ice_servers(settings, "whep")
-        for url in ([s.urls] if isinstance(s.urls, str) else s.urls)
-    ]
+    links = ice_server_links(settings, "whip")
     view_id, session_id = quote(opened.view_id, safe=""), quote(opened.session_id, safe="")
     links += [
         f'</obs/{view_id}?{view}>; rel="related"; title="obs-view"',

@@ -1,0 +1,34 @@
+"""What the WHIP and WHEP routes share: an `application/sdp` offer in, an answer out with the ICE
+servers in `Link` headers (RFC 9725 and the WHEP draft)."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+
+from server.core.config import Settings
+from server.rtc.turn import ice_servers
+
+# The OpenAPI description of both routes' body and answer.
+SDP_OFFER_BODY = {"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}}
+SDP_ANSWER = {"content": {"application/sdp": {}}, "description": "the answer SDP"}
+
+
+async def read_sdp_offer(request: Request) -> str:
+    """The request's SDP offer: 415 unless sent as application/sdp, 400 unless UTF-8 (its size is
+    bounded by the app's body limit)."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
+        raise HTTPException(415, "send the offer as Content-Type: application/sdp")
+    try:
+        return (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "SDP offer is not UTF-8 text") from None
+
+
+def ice_server_links(settings: Settings, name: str) -> list[str]:
+    """One `Link` value per ICE server URL, TURN credentials minted for `name`."""
+    return [
+        f'<{url}>; rel="ice-server"'
+        + (f'; username="{s.username}"; credential="{s.credential}"; credential-type="password"' if s.username else "")
+        for s in ice_servers(settings, name)
+        for url in ([s.urls] if isinstance(s.urls, str) else s.urls)
+    ]
