@@ -46,15 +46,18 @@ async def test_runtime_operations() -> None:
         assert await runtime.swap_reference(opened.session_id, reference.reference_id) == reference.reference_id
         assert (await runtime.stats(opened.session_id))["reference_id"] == reference.reference_id
 
+        # Viewers are named by the session's view id; its session id names no view.
+        with pytest.raises(UnknownSession):
+            await runtime.authorize_viewer(opened.session_id, opened.view_token)
         with pytest.raises(NoViewToken):
-            await runtime.authorize_viewer(opened.session_id, None)
+            await runtime.authorize_viewer(opened.view_id, None)
         with pytest.raises(BadViewToken):
-            await runtime.authorize_viewer(opened.session_id, "wrong")
-        viewer = await runtime.add_viewer(opened.session_id, opened.view_token, viewer_offer)
+            await runtime.authorize_viewer(opened.view_id, "wrong")
+        viewer = await runtime.add_viewer(opened.view_id, opened.view_token, viewer_offer)
         assert (await runtime.health())["viewers"] == 1
-        await runtime.remove_viewer(opened.session_id, viewer.viewer_id)
+        await runtime.remove_viewer(opened.view_id, viewer.viewer_id)
         with pytest.raises(UnknownViewer):
-            await runtime.remove_viewer(opened.session_id, viewer.viewer_id)
+            await runtime.remove_viewer(opened.view_id, viewer.viewer_id)
 
         await runtime.close_session(opened.session_id)
         with pytest.raises(UnknownSession):

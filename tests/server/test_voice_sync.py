@@ -157,7 +157,7 @@ async def test_voice_stays_in_sync_with_the_avatar(live_server) -> None:
             assert "m=audio" in response.json()["sdp"]
             video = VideoLatencies(client, camera)
             await eventually(lambda: client.engine_out_above(20), timeout=FIRST_FRAME_TIMEOUT, what="avatar frames")
-            assert (await viewer.open(client.session_id, client.view_token, audio=True)).status_code == 201
+            assert (await viewer.open(client.view_id, client.view_token, audio=True)).status_code == 201
             await eventually(lambda: _settled(client), timeout=60, what="a steady latency and the voice at it")
 
             # 1. At 8 fps.
