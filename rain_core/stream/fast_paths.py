@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from rain_core.config import ConfigError
+from rain_core.options import Switch
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,6 @@ def has_bfloat16_instructions() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-# How a setting or option asks for a path: the device's default, or forced on or off.
-Switch = Literal["auto", "on", "off"]
-SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
 # The switchable paths, in the order `prepare_model` applies and checks them.
 SWITCHED_PATHS = ("channels_last", "bfloat16_decoder", "decode_thread", "compile", "cuda_graphs")
 PATH_NAMES = ("merged_reference_attention", *SWITCHED_PATHS)

@@ -103,9 +103,9 @@ class PathFailure(RuntimeError):
     """A fast path asked for explicitly ("on") failed while the model was prepared."""
 
 
-def warm_up_encoding(config) -> ReferenceEncoding:
+def warm_up_encoding(config, seed: int = 0) -> ReferenceEncoding:
     """A random reference, for the throwaway streams that compile, capture and check."""
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     return ReferenceEncoding(
         clip_embeds=torch.randn(1, 1, config.clip_embed_dim, generator=generator),
         latents=torch.randn(1, config.unet.in_channels, config.latent_height, config.latent_width, generator=generator),

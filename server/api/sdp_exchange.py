@@ -8,9 +8,13 @@ from fastapi import HTTPException, Request
 from server.core.config import Settings
 from server.rtc.turn import ice_servers
 
-# The OpenAPI description of both routes' body and answer.
+# The OpenAPI description of both routes' body, and of the answers `read_sdp_offer` and the route give.
 SDP_OFFER_BODY = {"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}}
-SDP_ANSWER = {"content": {"application/sdp": {}}, "description": "the answer SDP"}
+SDP_RESPONSES: dict[int | str, dict] = {
+    201: {"content": {"application/sdp": {}}, "description": "the answer SDP"},
+    413: {"description": "SDP too large"},
+    415: {"description": "not application/sdp"},
+}
 
 
 async def read_sdp_offer(request: Request) -> str:

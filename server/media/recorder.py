@@ -43,6 +43,8 @@ QUEUE_FRAMES = 96
 # Most frames written to fill one gap in the video's timestamps (a stalled loop); a longer gap is
 # filled only that far, so one huge jump cannot make the encoder write minutes of copies.
 MAX_FILL_FRAMES = 64
+# The H.264 encoders' settings (another encoder, as a test may name, takes FFmpeg's defaults).
+ENCODER_OPTIONS = {"h264_nvenc": {"preset": "p4"}, "libx264": {"preset": "veryfast", "crf": "20"}}
 # How often the encoder, with nothing to encode, looks whether it was asked to stop.
 STOP_POLL_SECONDS = 0.1
 
@@ -210,26 +212,25 @@ class Recorder:
                     if self._stop.is_set():
                         break
                     continue
-                while True:
-                    try:
-                        writer.video_frame(frame, arrived) if kind == "video" else writer.audio_frame(frame, arrived)
-                        break
-                    except EncoderFailed as failure:
-                        if not codecs:
-                            raise
-                        writer = self._fall_back(writer, file, codecs.pop(0), failure)
+                write = _Timeline.video_frame if kind == "video" else _Timeline.audio_frame
+                writer = self._write_falling_back(writer, file, codecs, write, frame, arrived)
             if self.progress.frames == 0:
                 raise RecordingFailed("no avatar frame was recorded")
-            while True:
-                try:
-                    writer.flush()
-                    break
-                except EncoderFailed as failure:
-                    if not codecs:
-                        raise
-                    writer = self._fall_back(writer, file, codecs.pop(0), failure)
+            writer = self._write_falling_back(writer, file, codecs, _Timeline.flush)
         finally:
             writer.container.close()
+
+    def _write_falling_back(self, writer: _Timeline, file, codecs: list[str], write, *args) -> _Timeline:
+        """`write(writer, *args)`, handing over to the next encoder of `codecs` (taken from it) each time
+        the current one fails; the writer that wrote it."""
+        while True:
+            try:
+                write(writer, *args)
+                return writer
+            except EncoderFailed as failure:
+                if not codecs:
+                    raise
+                writer = self._fall_back(writer, file, codecs.pop(0), failure)
 
     def _open(self, file, codec: str) -> _Timeline:
         container = av.open(file, "w", format="mp4")
@@ -260,9 +261,7 @@ class Recorder:
         return new
 
     def _add_video_stream(self, container, codec: str) -> av.VideoStream:
-        options = {"preset": "p4"} if codec == "h264_nvenc" else {"preset": "veryfast", "crf": "20"}
-        stream = container.add_stream(codec, rate=self.fps, options=options if codec in ("h264_nvenc", "libx264")
-                                      else {})
+        stream = container.add_stream(codec, rate=self.fps, options=ENCODER_OPTIONS.get(codec, {}))
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         stream.codec_context.time_base = 1 / self.fps
         if codec == "libx264":

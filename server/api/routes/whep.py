@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep, ViewTokenDep
-from server.api.sdp_exchange import SDP_ANSWER, SDP_OFFER_BODY, ice_server_links, read_sdp_offer
+from server.api.sdp_exchange import SDP_OFFER_BODY, SDP_RESPONSES, ice_server_links, read_sdp_offer
 
 router = APIRouter(prefix="/whep", tags=["whep"])
 
@@ -26,10 +26,9 @@ AlphaMode = Literal["none", "key", "matte"]
     status_code=201,
     response_class=Response,
     openapi_extra=SDP_OFFER_BODY,
-    responses={201: SDP_ANSWER,
+    responses={**SDP_RESPONSES,
                400: {"description": "bad SDP"}, 401: {"description": "no view token"},
                403: {"description": "wrong view token"}, 404: {"description": "unknown session"},
-               413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
                422: {"description": "unknown alpha mode"}, 503: {"description": "too many viewers"}},
 )
 async def whep_offer(

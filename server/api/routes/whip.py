@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep
-from server.api.sdp_exchange import SDP_ANSWER, SDP_OFFER_BODY, ice_server_links, read_sdp_offer
+from server.api.sdp_exchange import SDP_OFFER_BODY, SDP_RESPONSES, ice_server_links, read_sdp_offer
 from server.core.config import MAX_WHIP_TOKEN, Settings
 from server.tokens import same_token
 
@@ -61,10 +61,9 @@ Authorization = Annotated[str | None, Header(max_length=MAX_WHIP_TOKEN + 16)]
     status_code=201,
     response_class=Response,
     openapi_extra=SDP_OFFER_BODY,
-    responses={201: SDP_ANSWER,
+    responses={**SDP_RESPONSES,
                400: {"description": "bad SDP, or no video sent"}, 401: {"description": "no or wrong bearer token"},
                403: {"description": "WHIP is off (no RAIN_WHIP_TOKEN on a public address)"},
-               413: {"description": "SDP too large"}, 415: {"description": "not application/sdp"},
                503: {"description": "server full"}},
 )
 async def whip_publish(

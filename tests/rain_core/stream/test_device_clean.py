@@ -18,7 +18,8 @@ from rain_core.config import demo_config, tiny_config
 from rain_core.stream.batching import step_streams
 from rain_core.stream.components import RainComponents
 from rain_core.stream.engine import QueueModel, StreamEngine
-from rain_core.stream.reference_encoder import ReferenceEncoding
+from rain_core.stream.preparation import warm_up_encoding
+from tests.helpers import random_driving
 from tests.rain_core.stream.device_audit import DeviceAudit
 
 DEVICE = torch.device("meta")
@@ -36,19 +37,8 @@ def meta_model(config) -> QueueModel:
     return QueueModel(components)
 
 
-def encoding(config, seed: int) -> ReferenceEncoding:
-    generator = torch.Generator().manual_seed(seed)
-    return ReferenceEncoding(
-        clip_embeds=torch.randn(1, 1, config.clip_embed_dim, generator=generator),
-        latents=torch.randn(1, config.unet.in_channels, config.latent_height, config.latent_width,
-                            generator=generator),
-        pixels=torch.rand(1, 3, config.height, config.width, generator=generator),
-    )
-
-
 def driving(config, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (config.frames_per_group, config.height, config.width, 3), dtype=np.uint8)
+    return random_driving(config, 1, seed)[0]
 
 
 def audited(audit: DeviceAudit, fn, *args):
@@ -62,7 +52,7 @@ def test_every_call_path_stays_on_the_device(make_config):
     config = model.config
     engines = [StreamEngine(model, noise=meta_noise) for _ in range(3)]
     for i, engine in enumerate(engines):
-        engine.set_reference_encoding(encoding(config, i))
+        engine.set_reference_encoding(warm_up_encoding(config, i))
     audit = DeviceAudit(DEVICE, allowed_transfers=UPLOAD)
 
     # One stream alone from empty to several steady calls: filling calls and the decode.
@@ -78,7 +68,7 @@ def test_every_call_path_stays_on_the_device(make_config):
         audited(audit, step_streams, engines, [driving(config, call)] * 3)
     # A reference swap (encoded outside the call, as the worker does) and the calls after it,
     # batched and alone.
-    engines[1].set_reference_encoding(encoding(config, 7))
+    engines[1].set_reference_encoding(warm_up_encoding(config, 7))
     audited(audit, step_streams, engines, [driving(config, 10)] * 3)
     audited(audit, engines[1].step, driving(config, 11))
 
@@ -93,7 +83,7 @@ def test_the_audit_finds_a_host_table_put_back_into_the_scheduler():
     scheduler = model.components.scheduler
     scheduler.alphas_cumprod = torch.empty(scheduler.config.num_train_timesteps)  # a host table
     engine = StreamEngine(model, noise=meta_noise)
-    engine.set_reference_encoding(encoding(model.config, 0))
+    engine.set_reference_encoding(warm_up_encoding(model.config, 0))
     audit = DeviceAudit(DEVICE, allowed_transfers=UPLOAD)
     audited(audit, engine.step, driving(model.config, 0))
     assert audit.findings, "a host-to-device copy inside the call went unnoticed"
