@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from server.rtc.ice import PortsExhausted, include_loopback, use_port_range
 from server.rtc.receiver import loss_repair_policy, use_loss_repair
 from server.rtc.sdp import OfferError, parse_offer
 from server.rtc.turn import ice_servers
-from server.sessions.control import ParamsError, check_params
+from server.sessions.control import ParamsError, check_params, notice
 from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
 from server.sessions.recordings import Recording, RecordingConflict, RecordingsFull, UnknownRecording
 from server.sessions.registry import SessionRegistry
@@ -88,6 +89,8 @@ DOMAIN_ERRORS: tuple[type[Exception], ...] = (
 )
 # Between a cluster replica's name and its own token in a session id (`Runtime(name=...)`).
 SESSION_ID_SEPARATOR = "."
+# Seconds between looks at the sessions left while draining.
+DRAIN_POLL_S = 1.0
 
 # Fetches an uploaded reference's image kept elsewhere (a cluster's library), by id.
 ReferenceFetch = Callable[[str], Awaitable[Image.Image]]
@@ -161,6 +164,24 @@ class Runtime:
         include_loopback(False)
         use_port_range(None)
         use_loss_repair(None)
+
+    async def drain(self, timeout: float) -> None:
+        """Taken out of service (a cluster's scale-down): no new session comes (the caller sees
+        to that); serve the live ones until they end, at most `timeout` seconds, then close the
+        rest. Each page is told at once, so that it can start a new stream elsewhere."""
+        registry = self._registry
+        reached = registry.notify_all(notice(
+            "draining", seconds=timeout,
+            message=f"this server is being taken out of service: the stream ends within {timeout:g} s; "
+                    "start a new one to continue on another server",
+        ))
+        logger.info("draining: %d sessions (%d pages told), at most %g s", len(registry), reached, timeout)
+        deadline = time.monotonic() + timeout
+        while len(registry) and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(DRAIN_POLL_S, left))
+        if len(registry):
+            logger.info("drained: closing the %d sessions left", len(registry))
+        await registry.close_all("server drained")
 
     @property
     def _registry(self) -> SessionRegistry:

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 APP_NAME = "rain-avatar"
 # Calls a replica runs at once: they are short (the media is not a call), so many may wait together.
 MAX_ONGOING_CALLS = 64
-# Seconds Serve waits for a stopping replica's destructor (it closes every session) before killing it.
+# Seconds Serve waits for a stopping replica's destructor (it closes every session) before killing
+# it, after the replica's drain (`RAY_DRAIN_TIMEOUT`).
 GRACEFUL_SHUTDOWN_S = 30.0
 # A sliver of the resource Ray gives the head node only: the ingress and the library run there.
 # A worker node lost takes its avatar replicas and nothing the API needs (the head itself holds
@@ -76,8 +77,8 @@ def build_application(settings: Settings) -> Application:
             policy=AutoscalingPolicy(
                 policy_function=SessionsPolicy, policy_kwargs={"max_sessions": settings.MAX_SESSIONS}
             ),
-            # A replica taken away ends its sessions (Serve cannot see them): scale down slowly.
-            downscale_delay_s=600.0,
+            upscale_delay_s=settings.RAY_UPSCALE_DELAY,
+            downscale_delay_s=settings.RAY_DOWNSCALE_DELAY,
         )}
     else:
         scaling = {"num_replicas": settings.RAY_REPLICAS}
@@ -85,8 +86,12 @@ def build_application(settings: Settings) -> Application:
         name="avatar",
         **avatar_placement(settings),
         max_ongoing_requests=MAX_ONGOING_CALLS,
-        request_router_config=RequestRouterConfig(request_router_class=ReplicaAddressedRouter),
-        graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
+        request_router_config=RequestRouterConfig(
+            request_router_class=ReplicaAddressedRouter,
+            # A leaving replica is reachable as long as its drain may last.
+            request_router_kwargs={"leaving_for_s": settings.RAY_DRAIN_TIMEOUT + GRACEFUL_SHUTDOWN_S},
+        ),
+        graceful_shutdown_timeout_s=settings.RAY_DRAIN_TIMEOUT + GRACEFUL_SHUTDOWN_S,
         **scaling,
     )(AvatarReplica).bind(settings, library)
     return serve.deployment(

@@ -25,7 +25,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from server.api.runtime_api import SESSION_OPERATIONS, RecordingFile, RuntimeAPI, UploadedReference
-from server.cluster.known_replicas import running_replicas
+from server.cluster.known_replicas import leaving_replicas, running_replicas
 from server.cluster.metrics import labelled_exposition
 from server.cluster.remote import REPLICA_GONE, ReplicaTimeout, log_to_stderr, result
 from server.cluster.routing import split_owned_id
@@ -47,7 +47,7 @@ SLOW_OPERATIONS = frozenset(
 UPLOAD_TIMEOUT = 30.0
 # What `/api/health` lists of each replica.
 REPLICA_HEALTH = ("replica", "node", "address", "sessions", "max_sessions", "viewers", "device", "dtype", "profile",
-                  "engines", "process")
+                  "engines", "process", "draining")
 # A recording downloaded through the ingress comes from its replica in pieces of this size.
 RECORDING_CHUNK_BYTES = 1 << 20
 # How long to wait for the first avatar replica to be known (a cluster still starting).
@@ -65,6 +65,9 @@ class ClusterRuntime:
     def _running(self) -> tuple[str, ...] | None:
         return running_replicas(self.avatars.app_name, self.avatars.deployment_name)
 
+    def _leaving(self) -> tuple[str, ...]:
+        return leaving_replicas(self.avatars.app_name, self.avatars.deployment_name)
+
     async def _call(self, replica: str | None, operation: str, *args: Any, **kwargs: Any) -> Any:
         """One operation on one replica (`None`: any), its refusal raised, bounded in time."""
         timeout = OFFER_TIMEOUT if operation in SLOW_OPERATIONS else self.call_timeout
@@ -80,13 +83,14 @@ class ClusterRuntime:
             raise CapacityError("no avatar replica is running; try again later")
         return replicas
 
-    async def _each(self, operation: str) -> dict[str, Any]:
-        """`operation` of every running replica -> its answer or the exception it gave, by replica."""
+    async def _each(self, operation: str, *, leaving: bool = False) -> dict[str, Any]:
+        """`operation` of every running replica (and, with `leaving`, of those draining) -> its
+        answer or the exception it gave, by replica."""
         # One after the other, not gathered: Serve (2.60) gives every call made while handling one
         # HTTP request that request's internal id, and its router hands a chosen replica to the
         # pending call of that id, so concurrent calls to different replicas could swap targets.
         answers: dict[str, Any] = {}
-        for replica in await self._replicas():
+        for replica in (*await self._replicas(), *(self._leaving() if leaving else ())):
             try:
                 answers[replica] = await self._call(replica, operation)
             except Exception as exc:  # one replica's trouble must not hide the others
@@ -98,7 +102,7 @@ class ClusterRuntime:
         """An operation on the replica that owns the session; a gone replica's session is `SessionGone`."""
         replica, _ = split_owned_id(session_id)
         running = self._running()
-        if running is not None and replica not in running:
+        if running is not None and replica not in running and replica not in self._leaving():
             raise SessionGone(session_id)  # no call: Serve knows that replica is gone
         try:
             return await self._call(replica, operation, session_id, *args, **kwargs)
@@ -149,8 +153,10 @@ class ClusterRuntime:
 
     # Fan-out -------------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
-        answers = await self._each("health")
-        replicas = [a for a in answers.values() if isinstance(a, dict)]
+        answers = await self._each("health", leaving=True)
+        draining = set(self._leaving())
+        replicas = [{**a, "draining": r in draining} for r, a in answers.items() if isinstance(a, dict)]
+        serving = [r for r in replicas if not r["draining"]]
         unreachable = [r for r, a in answers.items() if not isinstance(a, dict)]
         if not replicas:
             raise CapacityError("no avatar replica answers; try again later")
@@ -165,7 +171,7 @@ class ClusterRuntime:
             "device": first["device"],
             "dtype": first["dtype"],
             "sessions": sum(r["sessions"] for r in replicas),
-            "max_sessions": sum(r["max_sessions"] for r in replicas),
+            "max_sessions": sum(r["max_sessions"] for r in serving),
             "viewers": sum(r["viewers"] for r in replicas),
             "references": references,
             "replicas": [{key: r.get(key) for key in REPLICA_HEALTH} for r in replicas],

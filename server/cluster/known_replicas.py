@@ -13,6 +13,7 @@ from typing import Protocol
 
 class _Router(Protocol):
     running: tuple[str, ...]
+    leaving: tuple[str, ...]
 
 
 _routers: dict[tuple[str, str], _Router] = {}
@@ -30,3 +31,10 @@ def running_replicas(app: str, deployment: str) -> tuple[str, ...] | None:
     with _lock:
         router = _routers.get((app, deployment))
     return None if router is None else router.running
+
+
+def leaving_replicas(app: str, deployment: str) -> tuple[str, ...]:
+    """The replicas of `deployment` taken out of service that still serve their sessions (draining)."""
+    with _lock:
+        router = _routers.get((app, deployment))
+    return () if router is None else router.leaving

@@ -8,13 +8,19 @@ configuration) go to any replica. The routing state is Serve's own list of runni
 updated by Serve as replicas are added, removed or restarted, and the id is in the request, so
 any number of ingress replicas route alike with nothing shared between them.
 
-A request for a replica that is gone (dead, scaled down, or restarted under a new id) goes to
-any live replica, which answers "unknown session" (404) because the id is not its own: a
-router must send every request somewhere, or Serve retries it forever.
+A replica that Serve takes out of service (scale-down, redeploy) is *leaving*: Serve drops it
+from the running list at once, but it serves its sessions on until they end (the drain,
+`AvatarReplica.hold`), so the router keeps it for calls addressed to it (stats, control, viewers,
+DELETE) for at most `leaving_for_s`, and never gives it a call for any replica (a new offer).
+
+A request for a replica that is gone (dead, drained, or restarted under a new id) goes to any
+live replica, which answers "unknown session" (404) because the id is not its own: a router
+must send every request somewhere, or Serve retries it forever.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
@@ -36,20 +42,40 @@ def split_owned_id(session_id: str) -> tuple[str, str]:
 
 
 class ReplicaAddressedRouter(RequestRouter):
-    """Routes a call with `replica=ID` to that replica, any other call to the least busy replica."""
+    """Routes a call with `replica=ID` to that replica (running or leaving), any other call to the
+    least busy running replica."""
 
-    running: tuple[str, ...] = ()  # replica ids; a tuple replaced whole, as the ingress reads it from another thread
+    # Replica ids; tuples replaced whole, as the ingress reads them from another thread.
+    running: tuple[str, ...] = ()
+    leaving: tuple[str, ...] = ()
 
-    def initialize_state(self, **kwargs: Any) -> None:
+    def initialize_state(self, leaving_for_s: float = 0.0, **kwargs: Any) -> None:
+        self.leaving_for_s = leaving_for_s
+        self._given: dict[str, RunningReplica] = {}  # what Serve gave last, by id
+        self._leaving: dict[str, tuple[RunningReplica, float]] = {}  # id -> (replica, when it left)
         known_replicas.register(self._deployment_id.app_name, self._deployment_id.name, self)
 
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
-        super().update_replicas(replicas)
+        now = time.monotonic()
+        given = {r.replica_id.unique_id: r for r in replicas}
+        for unique_id, replica in self._given.items():
+            if unique_id not in given:
+                self._leaving[unique_id] = (replica, now)
+        self._given = given
+        for unique_id, (_, since) in list(self._leaving.items()):
+            if unique_id in given or now - since > self.leaving_for_s:
+                del self._leaving[unique_id]
+        # Serve routes only to the replicas it was given: the leaving ones stay among them.
+        super().update_replicas([*replicas, *(replica for replica, _ in self._leaving.values())])
         self.running = tuple(r.replica_id.unique_id for r in replicas)
+        self.leaving = tuple(self._leaving)
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
+        self._given.pop(replica_id.unique_id, None)
+        self._leaving.pop(replica_id.unique_id, None)
         self.running = tuple(r for r in self.running if r != replica_id.unique_id)
+        self.leaving = tuple(self._leaving)
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -59,6 +85,6 @@ class ReplicaAddressedRouter(RequestRouter):
             for replica in candidate_replicas:
                 if replica.replica_id.unique_id == target:
                     return [[replica]]
-        # No target, or its replica is gone: Serve picks the one with the shortest queue.
-        return [candidate_replicas]
-
+        # No target, or its replica is gone: Serve picks the running one with the shortest queue.
+        running = [r for r in candidate_replicas if r.replica_id.unique_id not in self._leaving]
+        return [running] if running else []

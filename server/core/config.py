@@ -171,6 +171,10 @@ class Settings(BaseSettings):
     RAY_REPLICAS: int = Field(1, ge=1)  # avatar replicas, unless RAY_MIN/MAX_REPLICAS autoscale them
     RAY_MIN_REPLICAS: int | None = Field(None, ge=1)
     RAY_MAX_REPLICAS: int | None = Field(None, ge=1)
+    # Seconds the autoscaler waits before adding a replica, and before taking one away (which
+    # then drains: RAY_DRAIN_TIMEOUT).
+    RAY_UPSCALE_DELAY: float = Field(30.0, ge=0, le=3600)
+    RAY_DOWNSCALE_DELAY: float = Field(300.0, ge=0, le=86_400)
     RAY_GPUS_PER_REPLICA: float | None = Field(None, ge=0)  # default: 1 on CUDA, 0 on a CPU
     RAY_CPUS_PER_REPLICA: float = Field(1.0, ge=0)
     RAY_INGRESS_REPLICAS: int = Field(1, ge=1)
@@ -181,6 +185,9 @@ class Settings(BaseSettings):
     # Seconds the ingress waits for a replica's answer to a quick call (stats, health, ...) before
     # answering without it: a lost node must not hang the API.
     RAY_CALL_TIMEOUT: float = Field(3.0, gt=0, le=60)
+    # Seconds an avatar replica taken out of service (scale-down, redeploy) serves its live
+    # sessions on before it closes them (its pages are told at once); 0: close them at once.
+    RAY_DRAIN_TIMEOUT: float = Field(600.0, ge=0, le=86_400)
     # Join a cluster that does not require Ray's token authentication (Ray's API runs any code
     # for whoever reaches it): refused unless this is set.
     RAY_INSECURE_CLUSTER: bool = False

@@ -3,7 +3,10 @@ parameters (the offer's `params` and the channel's `params` messages alike).
 
 Each message is JSON `{"id", "type", "params"?}` and is answered with `{"id", "type", "ok":
 true, "params", "paused"}` (plus `"recording"` for `start_recording` and `stop_recording`) or
-`{"id", "type", "ok": false, "error"}`.
+`{"id", "type", "ok": false, "error"}`. The server also sends notices of its own, with no id:
+`{"id": null, "type": "draining", "ok": true, "seconds", "message"}` when the server running the
+session is being taken out of service (a cluster's scale-down): the session streams on for at
+most `seconds`, then ends.
 
 Every message gets exactly one reply, and every reply is small whatever the message held: it
 echoes the id and type only when they are short, and its error is bounded. A reply larger than
@@ -136,6 +139,11 @@ def _short(value: Any) -> str:
 
 def error_reply(error: str, *, request_id: Any, kind: Any) -> dict:
     return {"id": request_id, "type": kind, "ok": False, "error": shorten(error, MAX_MESSAGE_CHARS)}
+
+
+def notice(kind: str, **fields: Any) -> dict:
+    """A message the server sends unasked (no id: it answers nothing)."""
+    return {"id": None, "type": kind, "ok": True, **fields}
 
 
 def ok_reply(request: ControlRequest, *, params: dict, paused: bool, **extra: Any) -> dict:

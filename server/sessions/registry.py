@@ -66,7 +66,7 @@ class SessionRegistry:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
-        await asyncio.gather(*(self.close(s, "server shutting down") for s in list(self.sessions.values())))
+        await self.close_all("server shutting down")
         await self._memory.stop()
         await self.recordings.stop()
         self.driving_pool.shutdown(wait=True)
@@ -129,6 +129,13 @@ class SessionRegistry:
             self.metrics.sessions_ended.labels(reason.split(":")[0]).inc()
         self.metrics.sessions.set(len(self.sessions))
         self._memory.schedule()
+
+    async def close_all(self, reason: str) -> None:
+        await asyncio.gather(*(self.close(s, reason) for s in list(self.sessions.values())))
+
+    def notify_all(self, message: dict) -> int:
+        """A notice to every session's page -> how many pages it reached."""
+        return sum(session.notify(message) for session in list(self.sessions.values()))
 
     async def _reap_silent(self) -> None:
         while True:

@@ -100,6 +100,7 @@ class Session:
         self._discarded = DiscardedTracks()
         self._tasks: set[asyncio.Task] = set()
         self._control: asyncio.Queue = asyncio.Queue()
+        self._channel: Any = None  # the control data channel, once the page opens it
 
     # Opening ---------------------------------------------------------------------------
     async def open(self, offer: RTCSessionDescription, driving_settings: DrivingSettings) -> str:
@@ -134,6 +135,8 @@ class Session:
             if channel.label != "control":
                 self.log.info("ignoring data channel %r", channel.label)
                 return
+
+            self._channel = channel
 
             @channel.on("message")
             def on_message(message) -> None:
@@ -231,6 +234,15 @@ class Session:
                 reply = error_reply("the server failed to handle this message", request_id=None, kind=None)
             if channel.readyState == "open":
                 channel.send(json.dumps(reply))
+
+    def notify(self, message: dict) -> bool:
+        """Send a notice of the server's own on the control channel -> whether it went out (a
+        WHIP publisher has no channel)."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(json.dumps(message))
+        return True
 
     async def handle_control(self, message: str | bytes) -> dict:
         """One control message -> its reply (see `server.sessions.control`)."""

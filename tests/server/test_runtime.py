@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from server.references import UnknownReference
 from server.rtc.sdp import OfferError
 from server.runtime import Runtime
 from server.sessions.control import ParamsError
 from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
-from tests.avatar_client import make_offer
+from tests.avatar_client import eventually, make_offer
 from tests.server.api.requests import png
 from tests.server.settings import tiny_settings
+from tests.webcam import ClipTrack
 
 SERVER = Path(__file__).resolve().parents[2] / "server"
+# Seconds of the drain test's deadline: long enough to see a session served through it.
+DRAIN_DEADLINE_S = 4.0
 
 
 async def test_runtime_operations() -> None:
@@ -84,3 +89,51 @@ def test_the_runtime_knows_nothing_of_http() -> None:
                 continue
             offenders += [f"{relative}: {n}" for n in names if n.split(".")[0] in ("fastapi", "starlette", "uvicorn")]
     assert offenders == []
+
+
+async def _connected_page(runtime: Runtime) -> tuple[RTCPeerConnection, str, asyncio.Queue]:
+    """A webcam page's peer connection to the runtime: the clip out, the control channel open
+    -> (connection, session id, the messages the server sends on the channel)."""
+    pc = RTCPeerConnection()
+    pc.addTrack(ClipTrack())
+    pc.addTransceiver("video", direction="recvonly")
+    channel = pc.createDataChannel("control")
+    messages: asyncio.Queue = asyncio.Queue()
+    channel.on("message", messages.put_nowait)
+    await pc.setLocalDescription(await pc.createOffer())
+    opened = await runtime.open_session(pc.localDescription.sdp, "offer", params={"fps": 8})
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=opened.answer, type="answer"))
+    await eventually(lambda: channel.readyState == "open", timeout=30, what="the control channel")
+    return pc, opened.session_id, messages
+
+
+async def test_a_drain_tells_the_pages_and_serves_them_until_they_end() -> None:
+    """A replica taken out of service (`Runtime.drain`): every page is told at once, its session
+    streams on, and the drain ends when the sessions do, or closes them at its deadline."""
+    runtime = Runtime(tiny_settings(MAX_SESSIONS=2, ICE_SERVERS=[], ICE_LOOPBACK=True))
+    await runtime.start()
+    connections = []
+    try:
+        (first, first_id, first_messages), (second, second_id, _) = [
+            await _connected_page(runtime) for _ in range(2)
+        ]
+        connections += [first, second]
+        # The client ends one session during the drain, the other outlives the deadline.
+        drain = asyncio.ensure_future(runtime.drain(DRAIN_DEADLINE_S))
+        notice = json.loads(await asyncio.wait_for(first_messages.get(), 10))
+        assert notice["type"] == "draining" and notice["id"] is None and notice["seconds"] == DRAIN_DEADLINE_S
+        assert "another server" in notice["message"]
+        assert not drain.done()
+        assert (await runtime.stats(first_id))["state"] in ("connecting", "connected")
+        await runtime.close_session(first_id)
+        await asyncio.wait_for(drain, DRAIN_DEADLINE_S + 30)
+        with pytest.raises(UnknownSession):
+            await runtime.stats(second_id)
+        assert (await runtime.health())["sessions"] == 0
+
+        # With no session left, a drain ends at once, whatever its deadline.
+        await asyncio.wait_for(runtime.drain(3600), 10)
+    finally:
+        for pc in connections:
+            await pc.close()
+        await runtime.stop()
