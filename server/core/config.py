@@ -167,7 +167,7 @@ class Settings(BaseSettings):
 
     # A Ray Serve cluster (`serve --ray`, server/cluster/); off: the single box.
     RAY: bool = False  # serve on Ray Serve: a local cluster, unless RAY_ADDRESS names one
-    RAY_ADDRESS: str | None = Field(None, min_length=1, max_length=256)  # "auto", "HOST:6379", "ray://HOST:10001"
+    RAY_ADDRESS: str | None = Field(None, min_length=1, max_length=256)  # "auto", "HOST:6379"
     RAY_REPLICAS: int = Field(1, ge=1)  # avatar replicas, unless RAY_MIN/MAX_REPLICAS autoscale them
     RAY_MIN_REPLICAS: int | None = Field(None, ge=1)
     RAY_MAX_REPLICAS: int | None = Field(None, ge=1)
@@ -201,6 +201,18 @@ class Settings(BaseSettings):
                                    file_secret_settings):
         flat = _FlatModelSource(settings_cls, env_settings, dotenv_settings)
         return init_settings, flat, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("RAY_ADDRESS")
+    @classmethod
+    def _ray_address(cls, address: str | None) -> str | None:
+        # Ray Client's proxy did not start a server for this driver under token authentication
+        # (Ray 2.60), and Serve advises against Ray Client: the driver runs on a node instead.
+        if address is not None and address.lower().startswith("ray://"):
+            raise ValueError(
+                "RAY_ADDRESS: Ray Client addresses (ray://) are not supported; run `rain-avatar serve --ray "
+                "HEAD:6379` on a machine that is a node of the cluster (or in its head container)"
+            )
+        return address
 
     @field_validator("TURN_URLS")
     @classmethod

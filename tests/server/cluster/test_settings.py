@@ -34,6 +34,7 @@ def test_a_ray_address_from_the_environment_means_ray(monkeypatch) -> None:
         ({"RAY_REPLICAS": 0}, "RAY_REPLICAS"),
         ({"RAY_GPUS_PER_REPLICA": -1}, "RAY_GPUS_PER_REPLICA"),
         ({"RAY_ADDRESS": ""}, "RAY_ADDRESS"),
+        ({"RAY_ADDRESS": "ray://head.example:10001"}, "Ray Client addresses (ray://) are not supported"),
     ],
 )
 def test_bad_ray_settings_are_named(changes, message) -> None:
