@@ -34,8 +34,9 @@ def _run(command: list[str], what: str) -> None:
         pytest.skip(f"{what} took over {NPM_TIMEOUT} s (is the npm registry reachable?)")
     if done.returncode != 0:
         output = (done.stdout + done.stderr)[-3000:]
-        if what.startswith("npm ci") and UNREACHABLE.search(output):
-            pytest.skip(f"the npm registry is unreachable ({what}):\n{output}")
+        unreachable = UNREACHABLE.search(output)
+        if what.startswith("npm ci") and unreachable:
+            pytest.skip(f"the npm registry is unreachable ({what}: {unreachable.group(0)}):\n{output[-800:]}")
         pytest.fail(f"{what} failed with {done.returncode}:\n{output}")
 
 
