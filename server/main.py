@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None, runtime: RuntimeAPI | None = No
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            # OPTIONS too: WHIP/WHEP clients send it themselves (RFC 9725), and a cross-origin
+            # OPTIONS is preflighted like any other method.
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Content-Type", "Authorization"],
             expose_headers=["Location", "Link", "Retry-After"],
         )

@@ -3,7 +3,7 @@ servers in `Link` headers (RFC 9725 and the WHEP draft)."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
 
 from server.core.config import Settings
 from server.rtc.turn import ice_servers
@@ -15,6 +15,13 @@ SDP_RESPONSES: dict[int | str, dict] = {
     413: {"description": "SDP too large"},
     415: {"description": "not application/sdp"},
 }
+
+
+def sdp_endpoint_options() -> Response:
+    """The answer to `OPTIONS` on a WHIP or WHEP endpoint: what it takes (RFC 9725 and the WHEP draft
+    ask endpoints to answer OPTIONS, for CORS; browser clients such as Eyevinn's send one before
+    their offer). Nothing is opened and no token is needed: a CORS preflight carries none."""
+    return Response(status_code=200, headers={"Accept-Post": "application/sdp", "Allow": "OPTIONS, POST"})
 
 
 async def read_sdp_offer(request: Request) -> str:

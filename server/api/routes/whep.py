@@ -13,7 +13,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep, ViewTokenDep
-from server.api.sdp_exchange import SDP_OFFER_BODY, SDP_RESPONSES, ice_server_links, read_sdp_offer
+from server.api.sdp_exchange import (
+    SDP_OFFER_BODY,
+    SDP_RESPONSES,
+    ice_server_links,
+    read_sdp_offer,
+    sdp_endpoint_options,
+)
 
 router = APIRouter(prefix="/whep", tags=["whep"])
 
@@ -50,6 +56,14 @@ async def whep_offer(
     if links:
         headers["Link"] = ", ".join(links)
     return Response(viewer.answer, status_code=201, media_type="application/sdp", headers=headers)
+
+
+@router.options(
+    "/{view_id}", response_class=Response, responses={200: {"description": "Accept-Post: application/sdp"}}
+)
+async def whep_options(view_id: str) -> Response:
+    """What the endpoint takes (CORS, as the WHEP draft asks): an `application/sdp` offer by POST."""
+    return sdp_endpoint_options()
 
 
 @router.delete(

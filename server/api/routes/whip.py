@@ -19,7 +19,13 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 
 from server.api.deps import RuntimeDep, SettingsDep
-from server.api.sdp_exchange import SDP_OFFER_BODY, SDP_RESPONSES, ice_server_links, read_sdp_offer
+from server.api.sdp_exchange import (
+    SDP_OFFER_BODY,
+    SDP_RESPONSES,
+    ice_server_links,
+    read_sdp_offer,
+    sdp_endpoint_options,
+)
 from server.core.config import MAX_WHIP_TOKEN, Settings
 from server.tokens import same_token
 
@@ -84,6 +90,12 @@ async def whip_publish(
     ]
     headers = {"Location": f"/whip/{session_id}", "Link": ", ".join(links)}
     return Response(opened.answer, status_code=201, media_type="application/sdp", headers=headers)
+
+
+@router.options("", response_class=Response, responses={200: {"description": "Accept-Post: application/sdp"}})
+async def whip_options() -> Response:
+    """What the endpoint takes (CORS, RFC 9725): an `application/sdp` offer by POST."""
+    return sdp_endpoint_options()
 
 
 @router.delete(

@@ -109,3 +109,29 @@ def test_whip_is_refused_on_a_public_address_without_a_token(offers) -> None:
 def test_the_token_setting_is_checked() -> None:
     with pytest.raises(ValueError, match="WHIP_TOKEN must be 16"):
         tiny_settings(WHIP_TOKEN="short")
+
+
+def test_whip_and_whep_endpoints_answer_options(whip_client: TestClient) -> None:
+    """RFC 9725 and the WHEP draft: an endpoint answers OPTIONS with what it takes (Eyevinn's WHIP
+    client sends one, with its token, before its offer); no token is needed, nothing is opened."""
+    for path in ("/whip", "/whep/some-view"):
+        response = whip_client.options(path)
+        assert response.status_code == 200 and response.headers["accept-post"] == "application/sdp"
+        assert response.headers["allow"] == "OPTIONS, POST" and "access-control-allow-origin" not in response.headers
+    assert whip_client.get("/api/health").json()["sessions"] == 0
+
+
+def test_a_page_on_an_allowed_origin_may_send_options_and_read_the_links() -> None:
+    """Across origins the client's OPTIONS is itself preflighted, so CORS allows the method; the
+    answers expose Location and Link, which the clients read."""
+    origin = "http://localhost:5173"
+    client = TestClient(create_app(tiny_settings(WHIP_TOKEN=TOKEN, CORS_ORIGINS=[origin])))  # no model needed
+    for path in ("/whip", "/whep/some-view"):
+        asks = {"Access-Control-Request-Method": "OPTIONS", "Access-Control-Request-Headers": "authorization"}
+        preflight = client.options(path, headers={"Origin": origin, **asks})
+        assert preflight.status_code == 200, preflight.text
+        assert "OPTIONS" in preflight.headers["access-control-allow-methods"]
+        response = client.options(path, headers={"Origin": origin, "Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 200 and response.headers["accept-post"] == "application/sdp"
+        assert response.headers["access-control-allow-origin"] == origin
+        assert {"Location", "Link"} <= set(response.headers["access-control-expose-headers"].split(", "))
