@@ -194,20 +194,28 @@ class Runtime:
 
     # Sessions --------------------------------------------------------------------------
     async def open_session(
-        self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None
+        self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None, whip: bool = False
     ) -> OpenedSession:
-        """Check a webcam offer, its character and its parameters, then open a session if there is room."""
+        """Check a webcam offer, its character and its parameters, then open a session if there is
+        room; `whip`: a WHIP publisher's offer (the session is then listed by `whip_sessions`)."""
         offer = parse_offer(sdp, type_, need="send")
         reference = await self._reference(reference_id) if reference_id is not None else self._default_reference
         assert reference is not None
         checked = check_params(
             params if params is not None else {}, max_fps=self.settings.MAX_FPS, current=self.worker.driving_defaults
         )
-        session = await self._registry.open(offer, reference=reference, params=checked)
+        session = await self._registry.open(offer, reference=reference, params=checked, whip=whip)
         assert session.answer is not None
         return OpenedSession(
             session_id=session.id, view_id=session.view_id, view_token=session.view_token, answer=session.answer
         )
+
+    async def whip_sessions(self) -> list[dict[str, Any]]:
+        """The live sessions published over WHIP, oldest first, each with its session id (which
+        controls it: for the holder of the WHIP token only), view link and a short status."""
+        named = {"replica": self.name} if self.name is not None else {}
+        live = [s for s in self._registry.sessions.values() if s.whip and not s.closed]
+        return [{**s.summary(), **named} for s in sorted(live, key=lambda s: s.created)]
 
     async def control(self, session_id: str, message: str | bytes) -> dict:
         """A control message, as on the session's data channel -> its reply."""

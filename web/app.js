@@ -1,5 +1,6 @@
 // The webcam page: camera in, avatar out, over one peer connection with the server.
 // Signaling is one JSON exchange (POST /api/offer); parameters go over the "control" data channel.
+// Or a session from OBS (WHIP), listed with the WHIP token: watched over WHEP, controlled over REST.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,7 +9,9 @@ let config = null;        // GET /api/config
 let pc = null;            // RTCPeerConnection
 let control = null;       // the "control" data channel
 let camera = null;        // MediaStream from getUserMedia
-let session = null;       // {session_id, view_id, view_token}
+let session = null;       // {session_id, view_id, view_token, whip}: the page's own, or a WHIP session it watches
+let viewer = null;        // a WHIP session's WHEP connection (the page watches the avatar there)
+let viewerResource = null;
 let referenceId = null;   // from POST /api/references
 let paused = false;
 let recording = false;     // a recording of this session is under way
@@ -18,6 +21,8 @@ let controlId = 0;
 const pendingControl = new Map();  // id -> {resolve, reject}
 const params = {};                 // the parameter values the user changed
 const MICROPHONE_KEY = "rain-avatar.microphone";  // localStorage: send the microphone (off unless chosen)
+const WHIP_TOKEN_KEY = "rain-avatar.whip-token";  // sessionStorage: a secret, kept for this tab only
+const WHIP_REFRESH_MS = 5000;
 
 // --- messages ---------------------------------------------------------------------
 
@@ -44,8 +49,8 @@ function setState(text) {
 }
 
 // fetch + the server's {"detail": "..."} as the Error message
-function api(method, path, body) {
-  const options = { method, headers: {} };
+function api(method, path, body, headers) {
+  const options = { method, headers: { ...headers } };
   if (body instanceof FormData) {
     options.body = body;
   } else if (body !== undefined) {
@@ -121,9 +126,12 @@ function resolveRef(schema, node) {
 }
 
 function setParam(path, value) {
-  let target = params;
-  path.slice(0, -1).forEach((key) => { target = target[key] = target[key] || {}; });
-  target[path[path.length - 1]] = value;
+  // The page's own choices are kept for its next offer; a WHIP session's values are its own.
+  if (!watchingWhip()) {
+    let target = params;
+    path.slice(0, -1).forEach((key) => { target = target[key] = target[key] || {}; });
+    target[path[path.length - 1]] = value;
+  }
   const change = {};
   let node = change;
   path.slice(0, -1).forEach((key) => { node = node[key] = {}; });
@@ -142,7 +150,7 @@ function mergeChange(into, change) {
 }
 
 function queueParams(change) {
-  if (!control || control.readyState !== "open") return;  // sent with the next offer instead
+  if (!canControl()) return;  // sent with the next offer instead
   mergeChange(queuedChange, change);
   clearTimeout(sendTimer);
   sendTimer = setTimeout(() => {
@@ -220,7 +228,44 @@ function buildParamsForm() {
   addFields(form, config.params_schema, config.params_schema, config.params, []);
 }
 
+// The form shows `values` (nested as the parameters are; what they leave out stays as it is).
+function showParams(values) {
+  $("params").querySelectorAll("input, select").forEach((input) => {
+    const value = input.name.split(".").reduce((node, key) => (node == null ? undefined : node[key]), values);
+    if (value === undefined || value === null) return;
+    if (input.type === "checkbox") input.checked = Boolean(value);
+    else input.value = value;
+    if (input.type === "range") input.nextElementSibling.textContent = Number(value).toFixed(2);
+  });
+}
+
+// --- control ----------------------------------------------------------------------
+// Every control of the session goes through sendControl: over the page's control channel, or over
+// REST for a WHIP session (it has no channel; REST offers parameters and recording). It resolves
+// to the reply's {params, paused, recording} (what the type gives).
+
+function watchingWhip() {
+  return Boolean(session && session.whip);
+}
+
+function canControl() {
+  return watchingWhip() || Boolean(control && control.readyState === "open");
+}
+
+const REST_CONTROLS = {
+  params: (path, change) => api("PATCH", `${path}/params`, change).then((values) => ({ params: values })),
+  start_recording: (path) => api("POST", `${path}/recordings`).then((rec) => ({ recording: rec })),
+  stop_recording: (path) => api("POST", `${path}/recordings/stop`).then((rec) => ({ recording: rec })),
+};
+
 function sendControl(type, change) {
+  if (!watchingWhip()) return sendOverChannel(type, change);
+  const send = REST_CONTROLS[type];
+  if (!send) return Promise.reject(new Error(`"${type}" is not offered for a session from OBS`));
+  return send(`/api/sessions/${encodeURIComponent(session.session_id)}`, change);
+}
+
+function sendOverChannel(type, change) {
   return new Promise((resolve, reject) => {
     if (!control || control.readyState !== "open") {
       reject(new Error("not connected"));
@@ -343,6 +388,7 @@ function start() {
       $("obs-link").hidden = false;
       updateObsLink();
       statsTimer = setInterval(pollStats, 1000);
+      showWhipSessions(whipListed);  // none to pick while this one runs
       log("session started");
     })
     .catch((error) => {
@@ -361,6 +407,10 @@ function stop() {
   control = null;
   if (pc) pc.close();
   pc = null;
+  if (viewer) viewer.close();
+  viewer = null;
+  leaveWhep(viewerResource);
+  viewerResource = null;
   if (camera) camera.getTracks().forEach((track) => track.stop());
   camera = null;
   pendingControl.forEach((waiter) => waiter.reject(new Error("session stopped")));
@@ -376,6 +426,15 @@ function stop() {
   paused = false;
   $("pause").textContent = "Pause";
   setState("idle");
+  showWhipSessions(whipListed);
+  if (ending && ending.whip) {
+    // Only this page leaves: the session goes on for OBS, which ends it. The form shows the page's own values.
+    $("stop").textContent = "Stop";
+    showParams(config.params);
+    showParams(params);
+    log("left the session from OBS");
+    return Promise.resolve();
+  }
   if (ending) {
     return api("DELETE", `/api/sessions/${ending.session_id}`)
       .catch(() => null)  // may already be gone
@@ -450,8 +509,9 @@ function pollStats() {
       if (recording && stats.recording && stats.recording.state !== "recording") showRecording(stats.recording);
     })
     .catch((error) => {
-      // 404: the server ended the session (its replica stopped, or it was reaped).
-      showError(error.status === 404 ? new Error("The stream ended on the server; press Start to begin again.") : error);
+      // 404: the server ended the session (its replica stopped, or it was reaped; OBS stopped streaming).
+      const ended = watchingWhip() ? "The session from OBS ended." : "The stream ended on the server; press Start to begin again.";
+      showError(error.status === 404 ? new Error(ended) : error);
       stop();
     });
 }
@@ -539,6 +599,126 @@ function copyObsLink() {
   return navigator.clipboard.writeText(link).then(() => log("OBS link copied"));
 }
 
+// --- sessions from OBS (WHIP) -----------------------------------------------------
+// OBS publishing over WHIP has no page of its own: the server lists the WHIP sessions, with the
+// session ids that control them, to whoever holds the WHIP token (kept for this tab only). Picking
+// one watches its avatar over WHEP, as the OBS view does, and points this page's controls at it.
+// The server's log names a new session's link to this page: /#whip={view_id} picks it once listed.
+
+let whipListed = null;  // the last list the server gave (null: none yet)
+let whipWanted = null;  // the view id of /#whip=...
+
+function whipHeaders() {
+  const token = $("whip-token").value.trim();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+// `quiet`: refusals are not shown (the page's first look, before a token is entered).
+function listWhipSessions(quiet) {
+  return api("GET", "/api/whip/sessions", undefined, whipHeaders())
+    .then((listing) => showWhipSessions(listing.sessions))
+    .catch((error) => {
+      if (!quiet) $("whip-message").textContent = error.message;
+    });
+}
+
+function describeWhipSession(listed) {
+  const viewers = `${listed.viewers} viewer${listed.viewers === 1 ? "" : "s"}`;
+  return `from ${new Date(listed.started).toLocaleTimeString()}: ${listed.state}, camera ` +
+    `${listed.fps.camera.toFixed(1)} fps, avatar ${listed.fps.output.toFixed(1)} / ${listed.fps.target} fps, ` +
+    `${viewers}${listed.recording ? ", recording" : ""}${listed.paused ? ", paused" : ""}`;
+}
+
+function showWhipSessions(sessions) {
+  if (!sessions) return;
+  whipListed = sessions;
+  $("whip-count").textContent = sessions.length ? `(${sessions.length})` : "";
+  $("whip-message").textContent = sessions.length ? "" : "No session from OBS right now.";
+  if (sessions.length) $("whip-box").open = true;
+  const list = $("whip-sessions");
+  list.textContent = "";
+  sessions.forEach((listed) => {
+    const watching = watchingWhip() && session.session_id === listed.session_id;
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.textContent = watching ? "Watching" : "Watch and control";
+    button.disabled = watching || Boolean(pc);
+    button.title = pc ? "Stop this page's own session first" : "";
+    button.addEventListener("click", () => { watchWhipSession(listed); });
+    item.append(button, ` ${describeWhipSession(listed)}`);
+    list.append(item);
+  });
+  const wanted = whipWanted && sessions.find((listed) => listed.view_id === whipWanted);
+  if (wanted && !session) {
+    whipWanted = null;
+    watchWhipSession(wanted);
+  }
+}
+
+// Watch a listed WHIP session (WHEP, no audio: the voice is the streamer's own) and control it.
+function watchWhipSession(listed) {
+  clearError();
+  if (pc) return Promise.resolve(showError(new Error("Stop this page's own session first.")));
+  if (session) stop();
+  session = { session_id: listed.session_id, view_id: listed.view_id, view_token: listed.view_token, whip: true };
+  setState("connecting");
+  const connection = createWhepConnection(config.ice_servers, (track) => {
+    $("output").srcObject = new MediaStream([track]);
+  }, { audio: false });
+  viewer = connection;
+  connection.addEventListener("connectionstatechange", () => {
+    if (connection !== viewer) return;
+    setState(connection.connectionState);
+    log(`connection ${connection.connectionState}`);
+    if (connection.connectionState === "failed") {
+      showError(new Error("The connection to the server failed (a firewall? a TURN server may be needed)."));
+      stop();
+    }
+  });
+  const path = `/api/sessions/${encodeURIComponent(listed.session_id)}`;
+  return negotiateWhep(connection, listed.links.whep)
+    .then((resource) => {
+      if (connection !== viewer) {  // left meanwhile
+        leaveWhep(resource);
+        return null;
+      }
+      viewerResource = resource;
+      return api("GET", `${path}/stats`).then((stats) => {
+        showParams(stats.params);
+        showRecordingButton(Boolean(stats.recording && stats.recording.state === "recording"));
+        ["stop", "record", "copy-obs"].forEach((id) => { $(id).disabled = false; });
+        ["start", "microphone"].forEach((id) => { $(id).disabled = true; });
+        $("stop").textContent = "Leave";
+        $("obs-link").hidden = false;
+        updateObsLink();
+        statsTimer = setInterval(pollStats, 1000);
+        listWhipSessions(true);  // now with this page among the viewers
+        log("watching a session from OBS: its controls here go to it");
+      });
+    })
+    .catch((error) => {
+      showError(error);
+      if (connection === viewer) stop();
+    });
+}
+
+// -> whether the page's address named a session (then listed already).
+function pickWhipFromLink() {
+  const match = /^#whip=(.+)$/.exec(location.hash);
+  if (!match) return false;
+  whipWanted = decodeURIComponent(match[1]);
+  history.replaceState(null, "", location.pathname + location.search);
+  $("whip-box").open = true;
+  if ($("whip-token").value) {
+    listWhipSessions(false);
+  } else {
+    $("whip-message").textContent = "Enter the WHIP token to watch and control the session from OBS.";
+    $("whip-token").focus();
+    listWhipSessions(true);  // a loopback server without a token lists without one
+  }
+  return true;
+}
+
 // --- wiring -----------------------------------------------------------------------
 
 $("start").addEventListener("click", () => { start(); });
@@ -567,8 +747,27 @@ $("reference-file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) uploadReference(file).catch(showError);
 });
+$("whip-token").value = sessionStorage.getItem(WHIP_TOKEN_KEY) || "";
+$("whip-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("whip-token").value.trim();
+  if (token) sessionStorage.setItem(WHIP_TOKEN_KEY, token);
+  else sessionStorage.removeItem(WHIP_TOKEN_KEY);
+  listWhipSessions(false);
+});
+$("whip-box").addEventListener("toggle", () => {
+  if ($("whip-box").open && config) listWhipSessions(true);
+});
+window.addEventListener("hashchange", () => { if (config) pickWhipFromLink(); });
+setInterval(() => {
+  if ($("whip-box").open && config) listWhipSessions(true);
+}, WHIP_REFRESH_MS);
 window.addEventListener("pagehide", () => {
-  if (session) fetch(`/api/sessions/${session.session_id}`, { method: "DELETE", keepalive: true }).catch(() => null);
+  // A WHIP session is OBS's to end: leaving it only leaves its viewer.
+  leaveWhep(viewerResource);
+  if (session && !session.whip) {
+    fetch(`/api/sessions/${session.session_id}`, { method: "DELETE", keepalive: true }).catch(() => null);
+  }
 });
 
 checkSecureContext();
@@ -578,6 +777,7 @@ api("GET", "/api/config")
     buildParamsForm();
     log(`server: profile ${config.profile}, ${config.width}x${config.height}, first frame after ` +
         `${config.first_frame_latency_frames} frames`);
+    if (!pickWhipFromLink()) listWhipSessions(true);
     return listCameras();
   })
   .catch(showError);

@@ -212,15 +212,12 @@ function followKeyColour(compositor) {
 }
 
 function createPeerConnection() {
-  const connection = new RTCPeerConnection({ iceServers });
-  connection.addTransceiver("video", { direction: "recvonly" });
-  connection.addTransceiver("audio", { direction: "recvonly" });  // the session's delayed voice, if any
-  connection.addEventListener("track", (event) => {
-    if (event.track.kind === "audio") {
-      playVoice(event.track);
+  const connection = createWhepConnection(iceServers, (track) => {
+    if (track.kind === "audio") {
+      playVoice(track);
       return;
     }
-    video.srcObject = new MediaStream([event.track]);
+    video.srcObject = new MediaStream([track]);
     video.play().catch(() => null);  // autoplay muted: allowed; a refusal changes nothing
   });
   connection.addEventListener("connectionstatechange", () => {
@@ -242,24 +239,9 @@ function playVoice(track) {
 }
 
 function negotiate() {
-  const connection = pc;
-  return connection.createOffer()
-    .then((offer) => connection.setLocalDescription(offer))
-    .then(() => waitForIceGathering(connection))
-    .then(() => fetch(`/whep/${encodeURIComponent(viewId)}?${whepQuery}`, {
-      method: "POST",
-      headers: { "Content-Type": "application/sdp" },
-      body: connection.localDescription.sdp,
-    }))
-    .then((response) => response.text().then((text) => {
-      if (response.status !== 201) {
-        let detail = text;
-        try { detail = JSON.parse(text).detail; } catch (error) { /* plain text */ }
-        throw new Error(`${response.status} ${detail}`);
-      }
-      resource = response.headers.get("Location");
-      return connection.setRemoteDescription({ type: "answer", sdp: text });
-    }));
+  return negotiateWhep(pc, `/whep/${encodeURIComponent(viewId)}?${whepQuery}`).then((location) => {
+    resource = location;
+  });
 }
 
 function start() {
@@ -272,10 +254,8 @@ function start() {
 }
 
 function stop() {
-  if (resource) {
-    fetch(resource, { method: "DELETE", keepalive: true }).catch(() => null);
-    resource = null;
-  }
+  leaveWhep(resource);
+  resource = null;
   if (pc) {
     const old = pc;
     pc = null;

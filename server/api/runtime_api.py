@@ -18,8 +18,10 @@ __all__ = ["OPERATIONS", "OWNED_IDS", "SESSION_OPERATIONS", "RecordingFile", "Ru
 
 class RuntimeAPI(Protocol):
     async def open_session(
-        self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None
+        self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None, whip: bool = False
     ) -> OpenedSession: ...
+
+    async def whip_sessions(self) -> list[dict[str, Any]]: ...
 
     async def stats(self, session_id: str) -> dict[str, Any]: ...
 

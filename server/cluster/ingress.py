@@ -2,11 +2,11 @@
 
 `ClusterRuntime` implements the routes' `RuntimeAPI` with the only code a cluster adds to a
 box's runtime: placement (a new offer goes to the replica with the most free sessions; past the
-cluster's capacity a `CapacityError`, 503 with `Retry-After`), fan-out (health and metrics ask
-every running replica, one bounded call each) and routing by id (a session id names its
-replica, `routing.py`). Every other operation is forwarded as it is, through the replica's one
-generic `call`; the forwarding methods are made from the interface itself (`_forwarding`). The
-ingress keeps no state of its own: any number of replicas serve alike.
+cluster's capacity a `CapacityError`, 503 with `Retry-After`), fan-out (health, metrics and the
+WHIP sessions' list ask every running replica, one bounded call each) and routing by id (a
+session id names its replica, `routing.py`). Every other operation is forwarded as it is,
+through the replica's one generic `call`; the forwarding methods are made from the interface
+itself (`_forwarding`). The ingress keeps no state of its own: any number of replicas serve alike.
 
 Every call is bounded (`RAY_CALL_TIMEOUT`, an offer's and a recording's end `OFFER_TIMEOUT`): a
 lost node answers late or not at all, and the API must answer regardless. A session whose replica
@@ -118,7 +118,7 @@ class ClusterRuntime:
 
     # Placement -----------------------------------------------------------------------------
     async def open_session(
-        self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None
+        self, sdp: str, type_: str, *, reference_id: str | None = None, params: Any = None, whip: bool = False
     ) -> OpenedSession:
         loads = {r: load for r, load in (await self._each("health")).items() if isinstance(load, dict)}
         free = sorted(loads, key=lambda r: loads[r]["max_sessions"] - loads[r]["sessions"], reverse=True)
@@ -126,7 +126,9 @@ class ClusterRuntime:
             if loads[replica]["sessions"] >= loads[replica]["max_sessions"]:
                 break
             try:
-                return await self._call(replica, "open_session", sdp, type_, reference_id=reference_id, params=params)
+                return await self._call(
+                    replica, "open_session", sdp, type_, reference_id=reference_id, params=params, whip=whip
+                )
             except (CapacityError, UnknownSession, *REPLICA_GONE) as exc:
                 # Filled by another offer meanwhile, or gone: the next one.
                 logger.info("offer not taken by replica %s (%s); trying the next", replica, type(exc).__name__)
@@ -177,6 +179,14 @@ class ClusterRuntime:
             "replicas": [{key: r.get(key) for key in REPLICA_HEALTH} for r in replicas],
             "unreachable_replicas": unreachable,
         }
+
+    async def whip_sessions(self) -> list[dict[str, Any]]:
+        answers = await self._each("whip_sessions")
+        listed = [a for a in answers.values() if isinstance(a, list)]
+        if not listed:
+            raise CapacityError("no avatar replica answers; try again later")
+        # A replica that does not answer is left out (and logged by `_each`): the others still list theirs.
+        return sorted((s for sessions in listed for s in sessions), key=lambda s: s["started"])
 
     async def metrics(self) -> bytes:
         texts = {r: text for r, text in (await self._each("metrics")).items() if isinstance(text, bytes)}

@@ -97,13 +97,16 @@ class SessionRegistry:
             raise UnknownSession(view_id)
         return session
 
-    async def open(self, offer: RTCSessionDescription, *, reference: Reference, params: ParamsChange) -> Session:
-        """Open a session for a checked offer, if there is room (`session.answer` holds the answer)."""
+    async def open(
+        self, offer: RTCSessionDescription, *, reference: Reference, params: ParamsChange, whip: bool = False
+    ) -> Session:
+        """Open a session for a checked offer, if there is room (`session.answer` holds the answer);
+        `whip`: a WHIP publisher's."""
         if len(self.sessions) + self._opening >= self.settings.MAX_SESSIONS:
             self.metrics.offers_rejected.labels("capacity").inc()
             raise CapacityError(f"the server is full ({self.settings.MAX_SESSIONS} sessions); try again later")
         self._opening += 1
-        session = Session(self, fps=params.fps or self.settings.FPS, reference=reference)
+        session = Session(self, fps=params.fps or self.settings.FPS, reference=reference, whip=whip)
         self.in_memory.add(session)
         try:
             session.answer = await session.open(offer, params.driving)

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -66,8 +67,9 @@ RECORDING_STOP_SECONDS = 30.0
 class Session:
     """One webcam peer connection and everything that serves it."""
 
-    def __init__(self, registry: SessionRegistry, *, fps: float, reference: Reference):
+    def __init__(self, registry: SessionRegistry, *, fps: float, reference: Reference, whip: bool = False):
         self.registry = registry
+        self.whip = whip  # published over WHIP (no control channel): listed for the WHIP token's holder
         # A cluster's replica names its sessions `{replica}.{token}`: the id routes itself (`Runtime`).
         self.id = registry.id_prefix + new_token()
         # Viewers name the session by a second id of its own, so that a view link (OBS, WHEP) never
@@ -77,6 +79,7 @@ class Session:
         self.label = f"session {next(_labels)}"
         self.log = Prefixed(logger, {"label": self.label})
         self.created = time.monotonic()
+        self.started_at = time.time()
         self.rate = FrameRate(fps)
         self.reference = reference
         self.closed = False
@@ -401,6 +404,21 @@ class Session:
             "frame_origins": self._frame_origins(),
             "recording": self.recording.describe() if self.recording is not None else None,
             "matte_viewers": self.viewers.matte.users,  # while any, the matte is computed
+        }
+
+    def summary(self) -> dict:
+        """What a list of sessions shows of one (`GET /api/whip/sessions`): its ids, when it
+        started, and a short status taken from its stats."""
+        stats = self.stats()
+        recording = stats["recording"]
+        return {
+            "session_id": self.id,
+            "view_id": self.view_id,
+            "view_token": self.view_token,
+            "started": datetime.fromtimestamp(self.started_at, UTC).isoformat(timespec="seconds"),
+            **{key: stats[key] for key in ("state", "uptime_s", "paused", "fps", "viewers", "reference_id")},
+            "frames": {key: stats["frames"][key] for key in ("camera", "engine_out")},
+            "recording": recording is not None and recording["state"] == "recording",
         }
 
     def _latency_parts(self) -> dict | None:

@@ -1,5 +1,6 @@
 """A real browser: headless Chromium (Debian's package, driven by Playwright) with the astronaut
-clip as its fake camera opens the webcam page, streams, and a second window opens the OBS view."""
+clip as its fake camera opens the webcam page, streams, and a second window opens the OBS view;
+the webcam page watches and controls a session an aiortc WHIP publisher (as OBS) opened."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from tests.avatar_client import eventually
 from tests.conftest import start_live_server, stop_live_server
 from tests.helpers import assert_animates_the_demo_character
-from tests.webcam import ASTRONAUT, write_y4m
+from tests.webcam import ASTRONAUT, ClipTrack, write_y4m
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -187,6 +189,113 @@ async def test_webcam_page_says_when_the_camera_is_denied(live_server, tmp_path)
             assert await page.evaluate("() => document.body.dataset.state") == "idle"
         finally:
             await browser.close()
+
+
+WHIP_TOKEN = "browser-whip-token-0123456789"
+TEXT_HAS_JS = "([id, text]) => document.getElementById(id).textContent.includes(text)"
+
+
+@pytest.fixture(scope="module")
+def whip_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server whose WHIP needs its token, as on a public address."""
+    server = start_live_server(tmp_path_factory.mktemp("whip-server"), RAIN_WHIP_TOKEN=WHIP_TOKEN)
+    yield server
+    stop_live_server(server)
+
+
+async def test_webcam_page_watches_and_controls_a_session_from_obs(whip_server, tmp_path) -> None:
+    """OBS (an aiortc WHIP publisher) opens a session; the page lists it once given the WHIP token,
+    plays its avatar over WHEP and sends its controls over REST; the server's logged link picks it."""
+    from playwright.async_api import async_playwright
+
+    auth = {"Authorization": f"Bearer {WHIP_TOKEN}"}
+    async with async_playwright() as playwright, httpx.AsyncClient(base_url=whip_server.url, timeout=30) as http:
+        publisher = RTCPeerConnection()
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            publisher.addTransceiver(ClipTrack(), direction="sendonly")
+            await publisher.setLocalDescription(await publisher.createOffer())
+            response = await http.post(
+                "/whip", content=publisher.localDescription.sdp, headers={"Content-Type": "application/sdp", **auth}
+            )
+            assert response.status_code == 201, response.text
+            await publisher.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
+            session_id = response.headers["location"].removeprefix("/whip/")
+            stats_url = f"/api/sessions/{session_id}/stats"
+
+            # Without the token the page lists nothing, and its panel stays one line.
+            page_errors: list[str] = []
+            page = await _open_webcam_page(browser, whip_server.url, page_errors)
+            assert not await page.evaluate("() => document.getElementById('whip-box').open")
+            await page.click("#whip-box summary")
+            await page.fill("#whip-token", "wrong-token-wrong-token")
+            await page.click("#whip-list")
+            await page.wait_for_function(
+                "() => document.getElementById('whip-message').textContent.includes('bearer token')"
+            )
+            assert await page.locator("#whip-sessions li").count() == 0
+            await page.fill("#whip-token", WHIP_TOKEN)
+            await page.click("#whip-list")
+            await page.wait_for_selector("#whip-sessions li button")
+            assert await page.locator("#whip-sessions li").count() == 1
+            # The token is kept for this tab only.
+            kept = await page.evaluate(
+                "() => [sessionStorage.getItem('rain-avatar.whip-token'), JSON.stringify(localStorage)]"
+            )
+            assert kept[0] == WHIP_TOKEN and WHIP_TOKEN not in kept[1]
+
+            # Picked: the page plays the session's avatar (WHEP) and its controls go to it.
+            await page.click("#whip-sessions li button")
+            await page.wait_for_function("() => document.body.dataset.state === 'connected'")
+            assert await page.evaluate("() => session.session_id") == session_id
+            await eventually(lambda: _sent(http, stats_url), timeout=TIMEOUT_MS / 1000, what="the first avatar frame")
+            seen = await _frames(page, "output")
+            await page.wait_for_function(f"() => ({FRAMES_JS})('output') >= {seen + 16}")
+            assert await page.evaluate("() => document.getElementById('output').videoWidth") == 64
+            assert (await http.get(stats_url)).json()["viewers"] == 1
+            assert await page.is_disabled("#pause") and await page.text_content("#stop") == "Leave"
+            await page.wait_for_function("() => document.getElementById('overlay').textContent.includes('latency')")
+            await page.screenshot(path=tmp_path / "webcam-page-whip.png")
+
+            # A slider, over REST (PATCH .../params), reaches the session.
+            chosen = await page.evaluate(
+                """() => { const input = document.querySelector('input[name="calibration.eye_height_ratio"]');
+                           input.value = 2.0; input.dispatchEvent(new Event('input')); return Number(input.value); }"""
+            )
+            await page.wait_for_function("() => document.getElementById('log').textContent.includes('applied')")
+            stats = (await http.get(stats_url)).json()
+            assert stats["params"]["calibration"]["eye_height_ratio"] == pytest.approx(chosen)
+            # The character, swapped for the session; a recording started and stopped from the page.
+            await page.set_input_files("#reference-file", str(ASTRONAUT))
+            await page.wait_for_function(TEXT_HAS_JS, arg=["log", "character swapped"])
+            assert (await http.get(stats_url)).json()["reference_id"] != "default"
+            await page.click("#record")
+            await page.wait_for_function("() => document.getElementById('overlay').textContent.includes('REC')")
+            await page.click("#record")
+            link = await page.wait_for_selector("#recordings a")
+            assert session_id in await link.get_attribute("href")
+
+            # Leave: the page's viewer goes, the session stays (OBS ends it).
+            await page.click("#stop")
+            await eventually(lambda: _viewers(http, stats_url, 0), timeout=60, what="the page's viewer to leave")
+            assert (await http.get(stats_url)).status_code == 200 and await page.text_content("#stop") == "Stop"
+
+            # The page link the server logged (no token, no session id in the log) picks the session again.
+            logged = re.search(r"webcam page: (\S+#whip=\S+)", whip_server.log())
+            assert logged, whip_server.log()
+            assert WHIP_TOKEN not in whip_server.log() and session_id not in whip_server.log()
+            await page.goto(logged.group(1))
+            await page.wait_for_function("() => document.body.dataset.state === 'connected'")
+            assert await page.evaluate("() => session.session_id") == session_id
+            await eventually(lambda: _viewers(http, stats_url, 1), timeout=60, what="the page watching again")
+
+            # OBS stops streaming: the page says so.
+            assert (await http.delete(f"/whip/{session_id}", headers=auth)).status_code == 204
+            await page.wait_for_function(TEXT_HAS_JS, arg=["error", "from OBS ended"])
+            assert not page_errors, page_errors
+        finally:
+            await browser.close()
+            await publisher.close()
 
 
 async def _sent(http: httpx.AsyncClient, stats_url: str) -> bool:

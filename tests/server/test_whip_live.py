@@ -55,6 +55,11 @@ async def test_a_whip_publisher_drives_an_avatar_a_whep_viewer_watches(live_serv
             stats = (await http.get(f"{session}/stats")).json()
             assert stats["state"] == "connected" and stats["frames"]["camera"] > 0
             assert stats["voice"] is not None  # the published audio is the session's voice
+            # Listed among the WHIP sessions (open here, as publishing is), driving.
+            listed = {s["session_id"]: s for s in (await http.get("/api/whip/sessions")).json()["sessions"]}
+            mine = listed[location.removeprefix("/whip/")]
+            assert mine["state"] == "connected" and mine["frames"]["camera"] > 0 and mine["frames"]["engine_out"] > 0
+            assert mine["links"]["session"] == session
 
             # A WHEP viewer, by the view link WHIP gave: the avatar, driven by the published camera.
             whep = _link(response, "whep")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.deps import RuntimeDep
-from server.sessions.control import ParamsError
 from server.tokens import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -29,19 +28,15 @@ async def session_stats(session_id: str, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.patch(
     "/{session_id}/params",
-    responses={400: {"description": "a parameter out of range or unknown (named)"},
-               404: {"description": "unknown session"}},
+    responses={404: {"description": "unknown session"},
+               422: {"description": "a parameter out of range or unknown (named), as for the offer's params"}},
 )
 async def set_params(
     session_id: str, runtime: RuntimeDep,
     params: Annotated[dict[str, Any], Body(description="fps and driving settings, as on the control channel")],
 ) -> dict[str, Any]:
     """Change parameters (a WHIP publisher has no control channel); all or nothing -> all of them now."""
-    try:
-        return await runtime.set_params(session_id, params)
-    except ParamsError as exc:
-        # The message names the field; the body parsed, its content is what is wrong.
-        raise HTTPException(400, str(exc)) from None
+    return await runtime.set_params(session_id, params)
 
 
 @router.put("/{session_id}/reference", responses={404: {"description": "unknown session or reference"}})

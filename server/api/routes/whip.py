@@ -8,11 +8,16 @@ the ICE servers (`rel="ice-server"`, as WHEP), the session's view links (`rel="r
 `obs-view` and `whep`: watching only) and its REST resource (`title="session"`: stats,
 parameters, recordings). The answer is complete: trickle ICE and ICE restarts (`PATCH`) are
 not offered, and answer 405 as RFC 9725 has it.
+
+OBS does not show those headers: the server logs the webcam page's link to the new session
+(`/#whip={view_id}`, no credential in it), and the page lists the WHIP sessions, with their
+session ids, to the holder of the same token (`GET /api/whip/sessions`, `whip_sessions.py`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
@@ -28,6 +33,8 @@ from server.api.sdp_exchange import (
 )
 from server.core.config import MAX_WHIP_TOKEN, Settings
 from server.tokens import same_token
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/whip", tags=["whip"])
 
@@ -62,6 +69,17 @@ def check_ingest_token(settings: Settings, authorization: str | None) -> None:
 Authorization = Annotated[str | None, Header(max_length=MAX_WHIP_TOKEN + 16)]
 
 
+def session_links(session_id: str, view_id: str, view_token: str) -> dict[str, str]:
+    """A WHIP session's links by title: its view links (watching only) and its REST resource."""
+    view = urlencode({"token": view_token})
+    view_id, session_id = quote(view_id, safe=""), quote(session_id, safe="")
+    return {
+        "obs-view": f"/obs/{view_id}?{view}",
+        "whep": f"/whep/{view_id}?{view}",
+        "session": f"/api/sessions/{session_id}",
+    }
+
+
 @router.post(
     "",
     status_code=201,
@@ -79,16 +97,17 @@ async def whip_publish(
     # The token first: nothing more is read from a client without it.
     check_ingest_token(settings, authorization)
     sdp = await read_sdp_offer(request)
-    opened = await runtime.open_session(sdp, "offer")
-    view = urlencode({"token": opened.view_token})
+    opened = await runtime.open_session(sdp, "offer", whip=True)
+    related = session_links(opened.session_id, opened.view_id, opened.view_token)
     links = ice_server_links(settings, "whip")
-    view_id, session_id = quote(opened.view_id, safe=""), quote(opened.session_id, safe="")
-    links += [
-        f'</obs/{view_id}?{view}>; rel="related"; title="obs-view"',
-        f'</whep/{view_id}?{view}>; rel="related"; title="whep"',
-        f'</api/sessions/{session_id}>; rel="related"; title="session"',
-    ]
-    headers = {"Location": f"/whip/{session_id}", "Link": ", ".join(links)}
+    links += [f'<{target}>; rel="related"; title="{title}"' for title, target in related.items()]
+    headers = {"Location": f"/whip/{quote(opened.session_id, safe='')}", "Link": ", ".join(links)}
+    # For the streamer at the server (OBS shows none of the headers): where the session's controls
+    # are. Named by its view id, which grants nothing alone: the page asks for the WHIP token.
+    logger.info(
+        "WHIP publisher started a session; watch and control it on the webcam page: %s#whip=%s (with the WHIP token)",
+        request.base_url, quote(opened.view_id, safe=""),
+    )
     return Response(opened.answer, status_code=201, media_type="application/sdp", headers=headers)
 
 

@@ -1,6 +1,6 @@
 """WHIP ingest over REST: the bearer token first, then the content type and the SDP; a publisher's
 session ends with DELETE on its Location; its parameters change over REST with the control
-channel's checks."""
+channel's checks; the WHIP sessions are listed, with their ids, to the token's holder only."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ TOKEN = "whip-test-token-0123456789"
 
 @pytest.fixture(scope="module")
 def whip_client() -> Iterator[TestClient]:
-    settings = tiny_settings(MAX_SESSIONS=1, ICE_SERVERS=[], ICE_LOOPBACK=False, WHIP_TOKEN=TOKEN)
+    """On a public address, with a token (a WHIP publisher and a webcam page at once)."""
+    settings = tiny_settings(MAX_SESSIONS=2, ICE_SERVERS=[], ICE_LOOPBACK=False, WHIP_TOKEN=TOKEN, HOST="0.0.0.0")
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -84,7 +85,7 @@ def test_a_publisher_comes_goes_and_sets_params_over_rest(whip_client: TestClien
     for body, field in [({"crop_ratio": 7}, "crop_ratio"), ({"fps": 1000}, "fps"), ({"fps": "fast"}, "fps"),
                         ({"no_such_setting": 1}, "no_such_setting")]:
         bad = whip_client.patch(params, json=body)
-        assert bad.status_code == 400 and field in detail(bad), bad.text
+        assert bad.status_code == 422 and field in detail(bad), bad.text
     assert whip_client.patch(params, json=[1]).status_code == 422  # not an object
     assert whip_client.patch(params, content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
     assert whip_client.get(f"{session}/stats").json()["params"]["fps"] == 10  # refused changes left nothing
@@ -104,6 +105,79 @@ def test_whip_is_refused_on_a_public_address_without_a_token(offers) -> None:
     with TestClient(create_app(settings)) as client:
         response = client.post("/whip", content=offers["send_only"], headers=SDP)
         assert response.status_code == 403 and "RAIN_WHIP_TOKEN" in detail(response)
+        for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}):
+            listing = client.get("/api/whip/sessions", headers=headers)
+            assert listing.status_code == 403 and "RAIN_WHIP_TOKEN" in detail(listing)
+
+
+def test_the_whip_sessions_are_listed_to_the_token_holder_only(whip_client: TestClient, offers) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    published = whip_client.post("/whip", content=offers["send_only"], headers={**SDP, **auth})
+    assert published.status_code == 201, published.text
+    page = whip_client.post("/api/offer", json={"sdp": offers["webcam"], "type": "offer"})
+    assert page.status_code == 200, page.text
+    session_id, page_session = published.headers["location"].removeprefix("/whip/"), page.json()
+    try:
+        # Without the token, a wrong one, or a view token in its place: 401, and no session id in sight.
+        view_token = page_session["view_token"]
+        for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": f"Basic {TOKEN}"},
+                        {"Authorization": f"Bearer {view_token}"}, {"Authorization": "Bearer " + "x" * 400}):
+            refused = whip_client.get("/api/whip/sessions", headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+            assert session_id not in refused.text and len(refused.text) < 300, refused.text
+        assert whip_client.get("/api/whip/sessions", headers=auth).status_code == 200
+        assert whip_client.get(f"/api/whip/sessions?token={view_token}").status_code == 401
+
+        listing = whip_client.get("/api/whip/sessions", headers=auth)
+        assert listing.headers["cache-control"] == "no-store"
+        sessions = listing.json()["sessions"]
+        # The WHIP publisher's session only: the webcam page's id belongs to its page.
+        assert [s["session_id"] for s in sessions] == [session_id]
+        assert page_session["session_id"] not in listing.text
+        listed = sessions[0]
+        # The same links as the WHIP answer's Link header.
+        assert listed["links"] == {title: _links(published)[title] for title in ("obs-view", "whep", "session")}
+        assert listed["links"]["whep"] == f"/whep/{listed['view_id']}?token={listed['view_token']}"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", listed["started"])
+        assert listed["viewers"] == 0 and listed["frames"] == {"camera": 0, "engine_out": 0}
+        assert listed["recording"] is False and listed["paused"] is False and listed["fps"]["target"] > 0
+        # What the list gives controls the session, over REST.
+        assert whip_client.patch(f"{listed['links']['session']}/params", json={"fps": 12}).status_code == 200
+        assert whip_client.get("/api/whip/sessions", headers=auth).json()["sessions"][0]["fps"]["target"] == 12
+    finally:
+        assert whip_client.delete(f"/api/sessions/{page_session['session_id']}").status_code == 204
+        assert whip_client.delete(f"/whip/{session_id}", headers=auth).status_code == 204
+    assert whip_client.get("/api/whip/sessions", headers=auth).json() == {"sessions": []}
+
+
+def test_the_whip_sessions_list_is_open_on_loopback_without_a_token(client: TestClient, offers) -> None:
+    # The API tests' server: loopback HOST, no RAIN_WHIP_TOKEN, as for publishing.
+    assert client.get("/api/whip/sessions").json() == {"sessions": []}
+    published = client.post("/whip", content=offers["send_only"], headers=SDP)
+    assert published.status_code == 201, published.text
+    location = published.headers["location"]
+    try:
+        sessions = client.get("/api/whip/sessions").json()["sessions"]
+        assert [s["session_id"] for s in sessions] == [location.removeprefix("/whip/")]
+    finally:
+        assert client.delete(location).status_code == 204
+    assert client.get("/api/whip/sessions").json() == {"sessions": []}
+
+
+def test_bad_params_answer_alike_at_the_offer_and_over_rest(whip_client: TestClient, offers) -> None:
+    """One status and one body for a bad parameter, whether it comes with the offer or later."""
+    opened = whip_client.post("/api/offer", json={"sdp": offers["webcam"], "type": "offer"})
+    session_id = opened.json()["session_id"]
+    try:
+        for params in ({"fps": 1000}, {"crop_ratio": 7}, {"mode": "dance"}, {"wings": True}, "fast"):
+            at_offer = whip_client.post("/api/offer", json={"sdp": offers["webcam"], "type": "offer", "params": params})
+            over_rest = whip_client.patch(f"/api/sessions/{session_id}/params", json=params)
+            assert at_offer.status_code == over_rest.status_code == 422, (at_offer.text, over_rest.text)
+            if isinstance(params, dict):  # the body's own field is named at the offer (`params: ...`) only
+                assert at_offer.json() == over_rest.json(), (at_offer.text, over_rest.text)
+                assert next(iter(params)) in detail(over_rest)
+    finally:
+        assert whip_client.delete(f"/api/sessions/{session_id}").status_code == 204
 
 
 def test_the_token_setting_is_checked() -> None:

@@ -31,7 +31,7 @@ def test_the_interface_covers_what_the_routes_need() -> None:
     # Session operations are the ones a replica's generic call forwards by id; the rest place or fan out.
     assert set(SESSION_OPERATIONS) < set(OPERATIONS) <= REPLICA_OPERATIONS
     assert {"stats", "close_session", "add_viewer", "recording_file"} <= set(SESSION_OPERATIONS)
-    assert not {"open_session", "health", "upload_reference"} & set(SESSION_OPERATIONS)
+    assert not {"open_session", "health", "upload_reference", "whip_sessions"} & set(SESSION_OPERATIONS)
 
 
 def test_every_documented_error_has_a_status() -> None:

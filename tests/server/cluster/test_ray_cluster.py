@@ -187,6 +187,21 @@ async def test_sessions_reach_their_own_replica(streams: Streams) -> None:
     for bad in ("nobody.abc", "no-replica-part", f"{_replica(first)}.unknown"):
         assert (await http.get(f"/api/sessions/{bad}/stats")).status_code == 404
 
+    # The WHIP sessions, asked of every replica (loopback, no token: open as publishing is): the
+    # webcam sessions are not among them, a WHIP publisher's is, named by its replica.
+    assert (await http.get("/api/whip/sessions")).json() == {"sessions": []}
+    response = await http.post(
+        "/whip", content=await make_offer(video="sendonly"), headers={"Content-Type": "application/sdp"}
+    )
+    assert response.status_code == 201, response.text
+    published = response.headers["location"].removeprefix("/whip/")
+    try:
+        listed = (await http.get("/api/whip/sessions")).json()["sessions"]
+        assert [(s["session_id"], s["replica"]) for s in listed] == [(published, published.split(".")[0])]
+    finally:
+        assert (await http.delete(f"/whip/{published}")).status_code == 204
+    assert (await http.get("/api/whip/sessions")).json() == {"sessions": []}
+
 
 async def test_the_full_cluster_answers_503(streams: Streams) -> None:
     http = streams.http
