@@ -288,6 +288,12 @@ function onControlMessage(event) {
     showError(new Error(`unreadable control reply: ${event.data}`));
     return;
   }
+  // A notice of the server's own (no id): its replica is being taken out of service; the
+  // stream goes on until `reply.seconds` have passed or Stop is pressed.
+  if (reply.id === null && reply.type === "draining") {
+    showError(new Error(reply.message));
+    return;
+  }
   const waiter = pendingControl.get(reply.id);
   if (!waiter) {
     if (!reply.ok) showError(new Error(reply.error));

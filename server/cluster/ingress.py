@@ -181,7 +181,7 @@ class ClusterRuntime:
         }
 
     async def whip_sessions(self) -> list[dict[str, Any]]:
-        answers = await self._each("whip_sessions")
+        answers = await self._each("whip_sessions", leaving=True)  # a draining replica's sessions stream on
         listed = [a for a in answers.values() if isinstance(a, list)]
         if not listed:
             raise CapacityError("no avatar replica answers; try again later")
@@ -189,7 +189,7 @@ class ClusterRuntime:
         return sorted((s for sessions in listed for s in sessions), key=lambda s: s["started"])
 
     async def metrics(self) -> bytes:
-        texts = {r: text for r, text in (await self._each("metrics")).items() if isinstance(text, bytes)}
+        texts = {r: text for r, text in (await self._each("metrics", leaving=True)).items() if isinstance(text, bytes)}
         return labelled_exposition(texts)
 
 

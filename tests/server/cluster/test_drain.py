@@ -73,7 +73,9 @@ async def test_the_replica_taken_away_serves_its_session_until_it_ends(cluster_u
             async def two_replicas() -> bool:
                 return len((await _health(http))["replicas"]) == 2
 
-            await eventually(two_replicas, timeout=SCALING_TIMEOUT, what="a second replica for the sessions", interval=1)
+            await eventually(
+                two_replicas, timeout=SCALING_TIMEOUT, what="a second replica for the sessions", interval=1
+            )
             later = await streams.open(params=PARAMS)
             assert _replica(later) != first_replica
             await _frames_flow(later, "the session on the added replica")
