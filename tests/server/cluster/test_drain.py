@@ -16,13 +16,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import ray
-from ray import serve
 
-from server.cluster.app import connect, deploy
 from tests.avatar_client import WebcamClient, eventually
-from tests.server.cluster.test_ray_cluster import Streams, _frames_flow, _free_port, _health, _replica
-from tests.server.settings import tiny_settings
+from tests.server.cluster.test_ray_cluster import Streams, _frames_flow, _health, _replica, local_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,19 +32,11 @@ PARAMS = {"fps": 2}  # four sessions on two cores: as little engine work as will
 
 @pytest.fixture(scope="module")
 def cluster_url() -> Iterator[str]:
-    port = _free_port()
-    settings = tiny_settings(
-        HOST="127.0.0.1", PORT=port, MAX_SESSIONS=SESSIONS_PER_REPLICA, RAY_MIN_REPLICAS=1, RAY_MAX_REPLICAS=2,
-        RAY_UPSCALE_DELAY=0, RAY_DOWNSCALE_DELAY=0, RAY_DRAIN_TIMEOUT=DRAIN_TIMEOUT, RAY_CPUS_PER_REPLICA=1,
-        ICE_SERVERS=[], ICE_LOOPBACK=True, SILENCE_TIMEOUT=60, LOG_LEVEL="WARNING",
-    )
-    connect(settings, num_cpus=6, object_store_memory=100 * 1024 * 1024, log_to_driver=False)
-    try:
-        deploy(settings)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with local_cluster(
+        MAX_SESSIONS=SESSIONS_PER_REPLICA, RAY_MIN_REPLICAS=1, RAY_MAX_REPLICAS=2, RAY_UPSCALE_DELAY=0,
+        RAY_DOWNSCALE_DELAY=0, RAY_DRAIN_TIMEOUT=DRAIN_TIMEOUT, SILENCE_TIMEOUT=60,
+    ) as url:
+        yield url
 
 
 def _notices(client: WebcamClient) -> list[dict]:

@@ -12,6 +12,7 @@ import asyncio
 import io
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import av
@@ -42,12 +43,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def cluster_url() -> Iterator[str]:
+@contextmanager
+def local_cluster(**changes) -> Iterator[str]:
+    """The application on a local Ray cluster started by the code's own `connect` and `deploy`,
+    with the tiny settings and `changes` -> its URL; shut down after."""
     port = _free_port()
     settings = tiny_settings(
-        HOST="127.0.0.1", PORT=port, MAX_SESSIONS=SESSIONS_PER_REPLICA, RAY_REPLICAS=2, RAY_CPUS_PER_REPLICA=1,
-        ICE_SERVERS=[], ICE_LOOPBACK=True, SILENCE_TIMEOUT=15, LOG_LEVEL="WARNING",
+        HOST="127.0.0.1", PORT=port, RAY_CPUS_PER_REPLICA=1, ICE_SERVERS=[], ICE_LOOPBACK=True, LOG_LEVEL="WARNING",
+        **changes,
     )
     # Logical CPUs overcommitted (the replicas mostly wait); a small object store; no dashboard.
     connect(settings, num_cpus=6, object_store_memory=100 * 1024 * 1024, log_to_driver=False)
@@ -57,6 +60,12 @@ def cluster_url() -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    with local_cluster(MAX_SESSIONS=SESSIONS_PER_REPLICA, RAY_REPLICAS=2, SILENCE_TIMEOUT=15) as url:
+        yield url
 
 
 async def _health(http: httpx.AsyncClient) -> dict:
