@@ -217,8 +217,9 @@ class Runtime:
         live = [s for s in self._registry.sessions.values() if s.whip and not s.closed]
         return [{**s.summary(), **named} for s in sorted(live, key=lambda s: s.created)]
 
-    async def control(self, session_id: str, message: str | bytes) -> dict:
-        """A control message, as on the session's data channel -> its reply."""
+    async def control(self, session_id: str, message: str | bytes) -> dict[str, Any]:
+        """A control message, as on the session's data channel -> its reply (for clients without
+        the channel: WHIP publishers, the page watching one)."""
         return await self._registry.get(session_id).handle_control(message)
 
     async def stats(self, session_id: str) -> dict[str, Any]:

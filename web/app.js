@@ -240,9 +240,9 @@ function showParams(values) {
 }
 
 // --- control ----------------------------------------------------------------------
-// Every control of the session goes through sendControl: over the page's control channel, or over
-// REST for a WHIP session (it has no channel; REST offers parameters and recording). It resolves
-// to the reply's {params, paused, recording} (what the type gives).
+// Every control of the session goes through sendControl: over the page's control channel, or,
+// for a WHIP session (it has no channel), the same message over REST (`POST .../control`). It
+// resolves to the channel's reply: {params, paused, recording} (what the type gives).
 
 function watchingWhip() {
   return Boolean(session && session.whip);
@@ -252,17 +252,10 @@ function canControl() {
   return watchingWhip() || Boolean(control && control.readyState === "open");
 }
 
-const REST_CONTROLS = {
-  params: (path, change) => api("PATCH", `${path}/params`, change).then((values) => ({ params: values })),
-  start_recording: (path) => api("POST", `${path}/recordings`).then((rec) => ({ recording: rec })),
-  stop_recording: (path) => api("POST", `${path}/recordings/stop`).then((rec) => ({ recording: rec })),
-};
-
 function sendControl(type, change) {
   if (!watchingWhip()) return sendOverChannel(type, change);
-  const send = REST_CONTROLS[type];
-  if (!send) return Promise.reject(new Error(`"${type}" is not offered for a session from OBS`));
-  return send(`/api/sessions/${encodeURIComponent(session.session_id)}`, change);
+  const path = `/api/sessions/${encodeURIComponent(session.session_id)}/control`;
+  return api("POST", path, change === undefined ? { type } : { type, params: change });
 }
 
 function sendOverChannel(type, change) {
@@ -692,8 +685,10 @@ function watchWhipSession(listed) {
       return api("GET", `${path}/stats`).then((stats) => {
         showParams(stats.params);
         showRecordingButton(Boolean(stats.recording && stats.recording.state === "recording"));
-        ["stop", "record", "copy-obs"].forEach((id) => { $(id).disabled = false; });
+        ["stop", "pause", "reset", "record", "copy-obs"].forEach((id) => { $(id).disabled = false; });
         ["start", "microphone"].forEach((id) => { $(id).disabled = true; });
+        paused = Boolean(stats.paused);
+        $("pause").textContent = paused ? "Resume" : "Pause";
         $("stop").textContent = "Leave";
         $("obs-link").hidden = false;
         updateObsLink();

@@ -253,11 +253,18 @@ async def test_webcam_page_watches_and_controls_a_session_from_obs(whip_server, 
             await page.wait_for_function(f"() => ({FRAMES_JS})('output') >= {seen + 16}")
             assert await page.evaluate("() => document.getElementById('output').videoWidth") == 64
             assert (await http.get(stats_url)).json()["viewers"] == 1
-            assert await page.is_disabled("#pause") and await page.text_content("#stop") == "Leave"
+            assert await page.text_content("#stop") == "Leave"
             await page.wait_for_function("() => document.getElementById('overlay').textContent.includes('latency')")
             await page.screenshot(path=tmp_path / "webcam-page-whip.png")
 
-            # A slider, over REST (PATCH .../params), reaches the session.
+            # Pause and resume, over REST (POST .../control, the channel's messages), reach the session.
+            await page.click("#pause")
+            await page.wait_for_function(TEXT_HAS_JS, arg=["pause", "Resume"])
+            assert (await http.get(stats_url)).json()["paused"]
+            await page.click("#pause")
+            await page.wait_for_function(TEXT_HAS_JS, arg=["pause", "Pause"])
+            assert not (await http.get(stats_url)).json()["paused"]
+            # A slider, over REST too, reaches the session.
             chosen = await page.evaluate(
                 """() => { const input = document.querySelector('input[name="calibration.eye_height_ratio"]');
                            input.value = 2.0; input.dispatchEvent(new Event('input')); return Number(input.value); }"""

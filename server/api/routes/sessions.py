@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,30 @@ async def set_params(
 ) -> dict[str, Any]:
     """Change parameters (a WHIP publisher has no control channel); all or nothing -> all of them now."""
     return await runtime.set_params(session_id, params)
+
+
+@router.post(
+    "/{session_id}/control",
+    responses={404: {"description": "unknown session"},
+               422: {"description": "a message the control channel would refuse; its error, bounded"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"id": {}, "type": {"type": "string"}, "params": {"type": "object"}},
+        "required": ["type"],
+    }}}}},
+)
+async def control(session_id: str, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    """One control channel message over HTTP (`{"type": "pause"}`, `{"type": "params", "params":
+    {...}}`, ...: for clients without the channel, e.g. a WHIP publisher) -> the channel's reply."""
+    # The body goes to the channel's own parser as it came: one check of every message, its
+    # size bounded by the route's body limit first.
+    try:
+        message = (await request.body()).decode()
+    except UnicodeDecodeError:
+        raise HTTPException(422, "a control message is JSON text in UTF-8") from None
+    reply = await runtime.control(session_id, message)
+    if not reply["ok"]:
+        raise HTTPException(422, reply["error"])
+    return reply
 
 
 @router.put("/{session_id}/reference", responses={404: {"description": "unknown session or reference"}})

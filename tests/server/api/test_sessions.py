@@ -34,3 +34,28 @@ def test_stats_and_character_of_a_live_session(client: TestClient, session: dict
     good = client.put(f"/api/sessions/{session_id}/reference", json={"reference_id": reference_id})
     assert good.status_code == 200 and good.json() == {"reference_id": reference_id}
     assert client.get(f"/api/sessions/{session_id}/stats").json()["reference_id"] == reference_id
+
+
+def test_control_messages_over_rest(client: TestClient, session: dict) -> None:
+    """`POST /api/sessions/{id}/control`: the control channel's messages and replies, for clients
+    without the channel; what the channel refuses is a 422 naming the problem."""
+    url = f"/api/sessions/{session['session_id']}/control"
+    paused = client.post(url, json={"type": "pause"})
+    assert paused.status_code == 200 and paused.json()["ok"] and paused.json()["paused"]
+    assert client.get(f"/api/sessions/{session['session_id']}/stats").json()["paused"]
+    changed = client.post(url, json={"id": 7, "type": "params", "params": {"fps": 9}})
+    assert changed.status_code == 200 and changed.json()["id"] == 7 and changed.json()["params"]["fps"] == 9
+    assert client.post(url, json={"type": "resume"}).json()["paused"] is False
+    for body, named in (
+        ({"type": "params", "params": {"fps": 10_000}}, "fps"),
+        ({"type": "launch"}, "launch"),
+        (b"{", "JSON"),
+        (b"\xff\xfe", "UTF-8"),
+    ):
+        refused = client.post(url, content=body if isinstance(body, bytes) else None, json=None
+                              if isinstance(body, bytes) else body)
+        assert refused.status_code == 422 and named in detail(refused), refused.text
+        assert len(refused.content) < 1024
+    too_big = client.post(url, json={"type": "params", "params": {"x": "y" * 100_000}})
+    assert too_big.status_code == 413
+    assert client.post("/api/sessions/nope/control", json={"type": "pause"}).status_code == 404
