@@ -62,8 +62,9 @@ def create_app(settings: Settings | None = None, runtime: RuntimeAPI | None = No
             # OPTIONS too: WHIP/WHEP clients send it themselves (RFC 9725), and a cross-origin
             # OPTIONS is preflighted like any other method.
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Content-Type", "Authorization"],
-            expose_headers=["Location", "Link", "Retry-After"],
+            # If-Match and ETag: a WHIP client's trickle ICE (RFC 9725).
+            allow_headers=["Content-Type", "Authorization", "If-Match"],
+            expose_headers=["Location", "Link", "Retry-After", "ETag", "Accept-Patch"],
         )
     app.add_middleware(BodyLimit, default=DEFAULT_BODY_BYTES, limits=route_body_limits(settings))
     add_error_handlers(app)

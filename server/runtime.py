@@ -40,6 +40,13 @@ from server.references import (
 from server.rtc.ice import PortsExhausted, include_loopback, use_port_range
 from server.rtc.receiver import loss_repair_policy, use_loss_repair
 from server.rtc.sdp import OfferError, parse_offer
+from server.rtc.trickle import (
+    FragmentError,
+    IceRestartRefused,
+    StaleIceSession,
+    add_trickled_candidates,
+    parse_ice_fragment,
+)
 from server.rtc.turn import ice_servers
 from server.sessions.control import ParamsError, check_params, notice
 from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
@@ -85,7 +92,7 @@ class RecordingFile:
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     OfferError, NoViewToken, BadViewToken, UnknownSession, UnknownViewer, UnknownReference, UnknownRecording,
     RecordingConflict, UploadTooLarge, NotAnImage, BadDimensions, ParamsError, CapacityError, PortsExhausted,
-    RecordingsFull,
+    RecordingsFull, FragmentError, IceRestartRefused, StaleIceSession,
 )
 # Between a cluster replica's name and its own token in a session id (`Runtime(name=...)`).
 SESSION_ID_SEPARATOR = "."
@@ -241,6 +248,12 @@ class Runtime:
 
     async def close_session(self, session_id: str) -> None:
         await self._registry.close(self._registry.get(session_id), "ended by the client")
+
+    async def trickle_ice(self, session_id: str, fragment: str, if_match: str | None = None) -> int:
+        """Candidates a publisher found after its offer (trickle ICE: a WHIP resource's PATCH, an
+        `application/trickle-ice-sdpfrag` body) -> how many were given to the session's ICE agent."""
+        session = self._registry.get(session_id)
+        return await add_trickled_candidates(session.pc, parse_ice_fragment(fragment), if_match)
 
     # Recordings ------------------------------------------------------------------------
     async def start_recording(self, session_id: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from rain_core.validation import describe_validation_error
 from server.references import BadDimensions, NotAnImage, UnknownReference, UploadTooLarge
 from server.rtc.ice import PortsExhausted
 from server.rtc.sdp import OfferError
+from server.rtc.trickle import FragmentError, IceRestartRefused, StaleIceSession
 from server.sessions.control import ParamsError
 from server.sessions.errors import BadViewToken, CapacityError, NoViewToken, UnknownSession, UnknownViewer
 from server.sessions.recordings import RecordingConflict, RecordingsFull, UnknownRecording
@@ -23,6 +24,7 @@ RETRY_AFTER_SECONDS = 5
 
 ERROR_STATUSES: dict[type[Exception], int] = {
     OfferError: 400,
+    FragmentError: 400,
     NoViewToken: 401,
     BadViewToken: 403,
     UnknownSession: 404,
@@ -30,10 +32,12 @@ ERROR_STATUSES: dict[type[Exception], int] = {
     UnknownReference: 404,
     UnknownRecording: 404,
     RecordingConflict: 409,
+    StaleIceSession: 412,
     UploadTooLarge: 413,
     NotAnImage: 415,
     BadDimensions: 422,
     ParamsError: 422,
+    IceRestartRefused: 422,
     CapacityError: 503,
     PortsExhausted: 503,
     RecordingsFull: 507,

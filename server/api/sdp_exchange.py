@@ -27,12 +27,17 @@ def sdp_endpoint_options() -> Response:
 async def read_sdp_offer(request: Request) -> str:
     """The request's SDP offer: 415 unless sent as application/sdp, 400 unless UTF-8 (its size is
     bounded by the app's body limit)."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
-        raise HTTPException(415, "send the offer as Content-Type: application/sdp")
+    return await read_sdp_body(request, "application/sdp", "the offer")
+
+
+async def read_sdp_body(request: Request, media_type: str, what: str) -> str:
+    """The request's body as SDP text of `media_type` (an offer, a trickle ICE fragment)."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != media_type:
+        raise HTTPException(415, f"send {what} as Content-Type: {media_type}")
     try:
         return (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
-        raise HTTPException(400, "SDP offer is not UTF-8 text") from None
+        raise HTTPException(400, f"{what} is not UTF-8 text") from None
 
 
 def ice_server_links(settings: Settings, name: str) -> list[str]:

@@ -88,3 +88,73 @@ async def _above(count, value: int) -> bool:
 
 async def _ended(http: httpx.AsyncClient) -> bool:
     return (await http.get("/api/health")).json()["sessions"] == 0
+
+
+def _without_candidates(sdp: str) -> str:
+    return "".join(
+        line for line in sdp.splitlines(keepends=True) if not line.startswith(("a=candidate:", "a=end-of-candidates"))
+    )
+
+
+def _trickle_fragment(sdp: str, *, ufrag: str | None = None) -> str:
+    """The fragment a trickling publisher PATCHes: its first section's credentials and candidates."""
+    section = sdp.split("\nm=")[1]
+    lines = [line.strip() for line in section.splitlines()]
+    wanted = ("a=mid:", "a=ice-ufrag:", "a=ice-pwd:", "a=candidate:")
+    kept = [line for line in lines if line.startswith(wanted)]
+    if ufrag is not None:
+        kept = [f"a=ice-ufrag:{ufrag}" if line.startswith("a=ice-ufrag:") else line for line in kept]
+    return "\r\n".join(["m=video 9 UDP/TLS/RTP/SAVPF 0", *kept, "a=end-of-candidates", ""])
+
+
+async def test_a_publisher_that_trickles_its_candidates_connects_through_them(live_server) -> None:
+    """The offer goes without candidates and the server's are kept from the publisher, so the two
+    meet only if the server takes the publisher's candidates from the PATCH (RFC 9725 trickle ICE)."""
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
+        publisher = RTCPeerConnection()
+        try:
+            publisher.addTransceiver(ClipTrack(), direction="sendonly")
+            await publisher.setLocalDescription(await publisher.createOffer())
+            gathered = publisher.localDescription.sdp
+            assert "a=candidate:" in gathered
+            response = await http.post(
+                "/whip", content=_without_candidates(gathered), headers={"Content-Type": "application/sdp"}
+            )
+            assert response.status_code == 201, response.text
+            assert response.headers["accept-patch"] == "application/trickle-ice-sdpfrag"
+            location, etag, session = response.headers["location"], response.headers["etag"], _link(response, "session")
+            await publisher.setRemoteDescription(
+                RTCSessionDescription(sdp=_without_candidates(response.text), type="answer")
+            )
+            trickle = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": etag}
+            fragment = _trickle_fragment(gathered)
+
+            # Refusals first, each naming its problem; none of them adds a candidate.
+            refusals = [
+                ({**trickle, "Content-Type": "application/sdp"}, fragment, 415, "application/trickle-ice-sdpfrag"),
+                ({**trickle, "If-Match": '"another-ice-session"'}, fragment, 412, "If-Match"),
+                (trickle, _trickle_fragment(gathered, ufrag="restart"), 422, "ICE restarts are not supported"),
+                (trickle, "a=candidate:nonsense\r\n", 400, "not an ICE candidate"),
+            ]
+            for headers, body, status, named in refusals:
+                refused = await http.patch(location, content=body, headers=headers)
+                assert refused.status_code == status and named in refused.json()["detail"], refused.text
+            assert (await http.patch("/whip/nope", content=fragment, headers=trickle)).status_code == 404
+            # Neither side has a candidate of the other yet: nothing can connect.
+            assert (await http.get(f"{session}/stats")).json()["state"] != "connected"
+
+            trickled = await http.patch(location, content=fragment, headers=trickle)
+            assert trickled.status_code == 204, trickled.text
+
+            async def engine_frames() -> int:
+                stats = await http.get(f"{session}/stats")
+                assert stats.status_code == 200, f"the session ended: {stats.text}"  # e.g. its ICE failed
+                return stats.json()["frames"]["engine_out"]
+
+            await eventually(lambda: _above(engine_frames, 0), timeout=FIRST_FRAME_TIMEOUT, what="engine frames")
+            assert (await http.get(f"{session}/stats")).json()["state"] == "connected"
+            # After its end-of-candidates, a later fragment changes nothing and is still answered.
+            assert (await http.patch(location, content=fragment, headers=trickle)).status_code == 204
+            assert (await http.delete(location)).status_code == 204
+        finally:
+            await publisher.close()

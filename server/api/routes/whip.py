@@ -6,8 +6,9 @@ any WHIP client opens a full avatar session, as the webcam page's offer does.
 `Location` (the session's WHIP resource, `DELETE` it to end the session) and `Link` headers:
 the ICE servers (`rel="ice-server"`, as WHEP), the session's view links (`rel="related"`, titled
 `obs-view` and `whep`: watching only) and its REST resource (`title="session"`: stats,
-parameters, recordings). The answer is complete: trickle ICE and ICE restarts (`PATCH`) are
-not offered, and answer 405 as RFC 9725 has it.
+parameters, recordings). The answer is complete. A publisher that sends its offer before it has
+every candidate trickles the rest (`PATCH` with an `application/trickle-ice-sdpfrag` body and
+`If-Match` the 201's `ETag`: 204); ICE restarts are not offered (422), as RFC 9725 allows.
 
 OBS does not show those headers: the server logs the webcam page's link to the new session
 (`/#whip={view_id}`, no credential in it), and the page lists the WHIP sessions, with their
@@ -28,10 +29,12 @@ from server.api.sdp_exchange import (
     SDP_OFFER_BODY,
     SDP_RESPONSES,
     ice_server_links,
+    read_sdp_body,
     read_sdp_offer,
     sdp_endpoint_options,
 )
 from server.core.config import MAX_WHIP_TOKEN, Settings
+from server.rtc.trickle import TRICKLE_MEDIA_TYPE, ice_session_tag
 from server.tokens import same_token
 
 logger = logging.getLogger(__name__)
@@ -101,7 +104,13 @@ async def whip_publish(
     related = session_links(opened.session_id, opened.view_id, opened.view_token)
     links = ice_server_links(settings, "whip")
     links += [f'<{target}>; rel="related"; title="{title}"' for title, target in related.items()]
-    headers = {"Location": f"/whip/{quote(opened.session_id, safe='')}", "Link": ", ".join(links)}
+    headers = {
+        "Location": f"/whip/{quote(opened.session_id, safe='')}",
+        "Link": ", ".join(links),
+        # Trickle ICE on the resource: the ICE session its PATCHes must name (If-Match).
+        "ETag": ice_session_tag(sdp),
+        "Accept-Patch": TRICKLE_MEDIA_TYPE,
+    }
     # For the streamer at the server (OBS shows none of the headers): where the session's controls
     # are. Named by its view id, which grants nothing alone: the page asks for the WHIP token.
     logger.info(
@@ -131,17 +140,20 @@ async def whip_stop(
 
 
 @router.patch(
-    "/{session_id}", status_code=405,
-    responses={401: {"description": "no or wrong bearer token"}, 404: {"description": "unknown session"},
-               405: {"description": "trickle ICE is not offered"}},
+    "/{session_id}", status_code=204, response_class=Response,
+    openapi_extra={"requestBody": {"required": True, "content": {TRICKLE_MEDIA_TYPE: {"schema": {"type": "string"}}}}},
+    responses={400: {"description": "not a usable fragment (names the line)"},
+               401: {"description": "no or wrong bearer token"}, 404: {"description": "unknown session"},
+               412: {"description": "If-Match names another ICE session"},
+               415: {"description": f"not {TRICKLE_MEDIA_TYPE}"},
+               422: {"description": "new ICE credentials: an ICE restart, not offered"}},
 )
-async def whip_patch(
-    session_id: str, runtime: RuntimeDep, settings: SettingsDep, authorization: Authorization = None
+async def whip_trickle(
+    session_id: str, request: Request, runtime: RuntimeDep, settings: SettingsDep,
+    authorization: Authorization = None, if_match: Annotated[str | None, Header(max_length=512)] = None,
 ) -> Response:
-    """Trickle ICE and ICE restarts: not offered (the answer already carries every candidate)."""
+    """Trickle ICE: candidates the publisher found after its offer, as an SDP fragment (RFC 8840)."""
     check_ingest_token(settings, authorization)
-    await runtime.stats(session_id)  # an unknown resource is a 404, as for DELETE
-    raise HTTPException(
-        405, "trickle ICE and ICE restarts are not supported: the answer carries every candidate",
-        headers={"Allow": "DELETE"},
-    )
+    fragment = await read_sdp_body(request, TRICKLE_MEDIA_TYPE, "trickled candidates")
+    await runtime.trickle_ice(session_id, fragment, if_match)
+    return Response(status_code=204)

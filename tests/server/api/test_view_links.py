@@ -21,13 +21,15 @@ def _session_routes(client: TestClient) -> list[tuple[str, str]]:
     return [(method.upper(), path) for path, methods in paths.items() if "{session_id}" in path for method in methods]
 
 
-def _valid_body(client: TestClient, method: str, path: str) -> dict | None:
+def _valid_body(client: TestClient, method: str, path: str) -> dict:
     """A body the route would take from the session's owner, so that only the id can be refused."""
     if path.endswith("/reference"):
-        return {"reference_id": upload(client, png(32, 32)).json()["reference_id"]}
+        return {"json": {"reference_id": upload(client, png(32, 32)).json()["reference_id"]}}
     if path.endswith("/params"):
-        return {"fps": 10}
-    return None
+        return {"json": {"fps": 10}}
+    if path == "/whip/{session_id}" and method == "PATCH":  # trickle ICE
+        return {"content": b"a=end-of-candidates\r\n", "headers": {"Content-Type": "application/trickle-ice-sdpfrag"}}
+    return {}
 
 
 def test_the_view_credentials_control_nothing(client: TestClient, session: dict) -> None:
@@ -43,9 +45,8 @@ def test_the_view_credentials_control_nothing(client: TestClient, session: dict)
         # The view id, and the view token, in the session id's place; the token also as a bearer token.
         for stand_in in (view_id, token):
             url = re.sub(r"\{recording_id\}", "x", path.replace("{session_id}", stand_in))
-            response = client.request(
-                method, url, json=body, params={"token": token}, headers={"Authorization": f"Bearer {token}"}
-            )
+            headers = {**body.get("headers", {}), "Authorization": f"Bearer {token}"}
+            response = client.request(method, url, **{**body, "headers": headers}, params={"token": token})
             assert response.status_code in (403, 404), (method, url, response.status_code, response.text)
     # Nothing of it reached the session: still live, not recording, its character unchanged.
     stats = client.get(f"/api/sessions/{session_id}/stats")

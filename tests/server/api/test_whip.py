@@ -90,9 +90,14 @@ def test_a_publisher_comes_goes_and_sets_params_over_rest(whip_client: TestClien
     assert whip_client.patch(params, content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
     assert whip_client.get(f"{session}/stats").json()["params"]["fps"] == 10  # refused changes left nothing
 
-    assert whip_client.patch(location, headers=auth).status_code == 405
-    assert whip_client.patch(location).status_code == 401
-    assert whip_client.patch("/whip/nope", headers=auth).status_code == 404
+    # The resource takes trickle ICE fragments only, from the token's holder.
+    trickle = {**auth, "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": response.headers["etag"]}
+    assert whip_client.patch(location, headers=auth).status_code == 415
+    assert whip_client.patch(location, content=b"a=end-of-candidates\r\n", headers=trickle).status_code == 204
+    assert whip_client.patch(location, content=b"a=end-of-candidates\r\n",
+                             headers={**trickle, "Authorization": ""}).status_code == 401
+    assert whip_client.patch(location, content=b"\xff", headers=trickle).status_code == 400
+    assert whip_client.patch("/whip/nope", content=b"a=end-of-candidates\r\n", headers=trickle).status_code == 404
     assert whip_client.delete(location).status_code == 401  # ending it needs the token too
     assert whip_client.delete(location, headers=auth).status_code == 204
     assert whip_client.get(f"{session}/stats").status_code == 404
