@@ -132,8 +132,10 @@ def parse_ice_fragment(text: str) -> IceFragment:
         raise FragmentError(
             f"{fragment.candidate_count} candidates in one fragment; at most {MAX_FRAGMENT_CANDIDATES} are taken"
         )
-    if not fragment.candidate_count and not fragment.ends_candidates:
-        raise FragmentError("the fragment has no candidate (a=candidate:...) and no a=end-of-candidates")
+    credentials = [fragment.ufrag, fragment.pwd, *(c for m in fragment.media for c in (m.ufrag, m.pwd))]
+    if not fragment.candidate_count and not fragment.ends_candidates and not any(credentials):
+        # An ICE restart's fragment may carry only credentials; anything else has to say something.
+        raise FragmentError("the fragment has no candidate (a=candidate:...), ICE credentials or a=end-of-candidates")
     return fragment
 
 

@@ -207,6 +207,12 @@ async def test_sessions_reach_their_own_replica(streams: Streams) -> None:
     try:
         listed = (await http.get("/api/whip/sessions")).json()["sessions"]
         assert [(s["session_id"], s["replica"]) for s in listed] == [(published, published.split(".")[0])]
+        # Trickle ICE reaches the owner, and its refusals come back as their statuses.
+        trickle = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": response.headers["etag"]}
+        restart = await http.patch(f"/whip/{published}", content="a=ice-ufrag:new\r\n", headers=trickle)
+        assert restart.status_code == 422 and "ICE restart" in restart.json()["detail"], restart.text
+        ended = await http.patch(f"/whip/{published}", content="a=end-of-candidates\r\n", headers=trickle)
+        assert ended.status_code == 204, ended.text
     finally:
         assert (await http.delete(f"/whip/{published}")).status_code == 204
     assert (await http.get("/api/whip/sessions")).json() == {"sessions": []}

@@ -41,6 +41,12 @@ def test_a_fragment_gives_each_section_its_credentials_and_candidates() -> None:
     assert audio.mid == "1" and audio.end and not audio.candidates and fragment.candidate_count == 2
 
 
+def test_credentials_alone_are_a_fragment() -> None:
+    """What an ICE restart sends (the session then refuses it unless the credentials are its own)."""
+    fragment = parse_ice_fragment("a=ice-ufrag:new1\r\na=ice-pwd:newpasswordnewpassword\r\n")
+    assert (fragment.ufrag, fragment.pwd, fragment.candidate_count) == ("new1", "newpasswordnewpassword", 0)
+
+
 def test_bare_candidate_lines_belong_to_the_first_section() -> None:
     fragment = parse_ice_fragment(f"a={HOST}\na=end-of-candidates\n")
     assert fragment.media[0].index == 0 and fragment.media[0].mid is None
@@ -54,8 +60,10 @@ def test_bare_candidate_lines_belong_to_the_first_section() -> None:
         ("m=video 9 UDP/TLS/RTP/SAVPF 0\na=mid:0\n", "no candidate"),
         ("a=candidate:what is this\n", "line 1: not an ICE candidate"),
         ("m=video 9 UDP/TLS/RTP/SAVPF 0\nhello\n", "line 2 is not an SDP line"),
-        ("".join(f"a=candidate:{i} 1 udp 1 192.0.2.1 {1000 + i} typ host\n" for i in range(MAX_FRAGMENT_CANDIDATES + 1)),
-         f"at most {MAX_FRAGMENT_CANDIDATES}"),
+        (
+            "".join(f"a=candidate:{i} 1 udp 1 192.0.2.1 {i+1} typ host\n" for i in range(MAX_FRAGMENT_CANDIDATES+1)),
+            f"at most {MAX_FRAGMENT_CANDIDATES}",
+        ),
     ],
 )
 def test_unusable_fragments_are_refused_naming_the_problem(body: str, named: str) -> None:
