@@ -23,6 +23,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,29 +107,64 @@ class _Forward(socketserver.BaseRequestHandler):
                     (upstream if end is self.request else self.request).sendall(data)
 
 
-@pytest.fixture
-def turn(namespaces, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """coturn on the turn namespace's address, secret-based credentials, nothing from /etc."""
-    secret = secrets.token_hex(32)
-    log = tmp_path / "turn.log"
+def start_coturn(secret: str, directory: Path) -> subprocess.Popen:
+    """coturn on the turn namespace's address, secret-based credentials, nothing from /etc; its
+    log in `directory / "turn.log"`."""
     command = [
         "ip", "netns", "exec", TURN_NS, "turnserver", "-n", "--no-cli", "-v", "--log-file=stdout",
-        f"--pidfile={tmp_path / 'turn.pid'}", f"--db={tmp_path / 'turndb'}", "--no-tls", "--no-dtls",
+        f"--pidfile={directory / 'turn.pid'}", f"--db={directory / 'turndb'}", "--no-tls", "--no-dtls",
         "--fingerprint", "--use-auth-secret", f"--static-auth-secret={secret}", "--realm=rain-avatar",
         f"--listening-ip={TURN_IP}", f"--relay-ip={TURN_IP}", "--listening-port=3478",
         "--min-port=49160", "--max-port=49200",
     ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    with open(directory / "turn.log", "wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
     try:
-        yield secret, log
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def start_signalling(directory: Path) -> tuple[socketserver.ThreadingUnixStreamServer, str]:
+    """The client's only way to the server's HTTP: a Unix socket forwarded to it -> (forwarder, path)."""
+    uds = str(directory / "signalling.sock")
+    forwarder = socketserver.ThreadingUnixStreamServer(uds, _Forward)
+    forwarder.daemon_threads = True
+    forwarder.target = (HTTP_SERVER_IP, 8000)
+    threading.Thread(target=forwarder.serve_forever, daemon=True).start()
+    return forwarder, uds
+
+
+def relay_server(directory: Path, secret: str, ttl: int):
+    """The server in its namespace, relaying through coturn with credentials valid `ttl` seconds."""
+    return start_live_server(
+        directory, netns=SERVER_NS, host=HTTP_SERVER_IP, RAIN_ICE_LOOPBACK="false",
+        RAIN_TURN_URLS=json.dumps([f"turn:{TURN_IP}:3478?transport=udp"]), RAIN_TURN_SECRET=secret,
+        RAIN_TURN_TTL=str(ttl),
+    )
+
+
+def run_client(uds: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """The webcam client (tests/server/relay_client.py) in the client namespace."""
+    return subprocess.run(
+        ["ip", "netns", "exec", CLIENT_NS, sys.executable, "-m", "tests.server.relay_client", "--uds", uds, *args],
+        capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+@pytest.fixture
+def turn(namespaces, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    secret = secrets.token_hex(32)
+    process = start_coturn(secret, tmp_path)
+    try:
+        yield secret, tmp_path / "turn.log"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process)
 
 
 def test_avatar_reaches_a_client_only_through_the_relay(turn, tmp_path: Path) -> None:
@@ -140,22 +176,10 @@ def test_avatar_reaches_a_client_only_through_the_relay(turn, tmp_path: Path) ->
                                 capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     assert forwarding == "0"
 
-    server = start_live_server(
-        tmp_path, netns=SERVER_NS, host=HTTP_SERVER_IP, RAIN_ICE_LOOPBACK="false",
-        RAIN_TURN_URLS=json.dumps([f"turn:{TURN_IP}:3478?transport=udp"]), RAIN_TURN_SECRET=secret,
-        RAIN_TURN_TTL="600",
-    )
-    uds = str(tmp_path / "signalling.sock")
-    forwarder = socketserver.ThreadingUnixStreamServer(uds, _Forward)
-    forwarder.daemon_threads = True
-    forwarder.target = (HTTP_SERVER_IP, 8000)
-    threading.Thread(target=forwarder.serve_forever, daemon=True).start()
+    server = relay_server(tmp_path, secret, ttl=600)
+    forwarder, uds = start_signalling(tmp_path)
     try:
-        client = subprocess.run(
-            ["ip", "netns", "exec", CLIENT_NS, sys.executable, "-m", "tests.server.relay_client", "--uds", uds,
-             "--frames", "15", "--timeout", "60"],
-            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
-        )
+        client = run_client(uds, "--frames", "15", "--timeout", "60", timeout=120)
         assert client.returncode == 0, f"client:\n{client.stderr[-4000:]}\nserver:\n{server.log()[-4000:]}"
     finally:
         forwarder.shutdown()
@@ -176,3 +200,54 @@ def test_avatar_reaches_a_client_only_through_the_relay(turn, tmp_path: Path) ->
                re.findall(r"peer usage: realm=<rain-avatar>, username=<\d+:\w+>, rp=(\d+), rb=\d+, sp=(\d+)", log)]
     assert sum(sent for _, sent in relayed) >= result["frames"], log[-4000:]
     assert sum(received for received, _ in relayed) > 0, log[-4000:]
+
+
+# A TURN allocation from the client's namespace: exits 0 once coturn granted one.
+ALLOCATE = """
+import asyncio, sys
+from aioice.turn import create_turn_endpoint
+
+async def allocate():
+    endpoint = create_turn_endpoint(asyncio.DatagramProtocol, (sys.argv[1], 3478), sys.argv[2], sys.argv[3])
+    transport, _ = await asyncio.wait_for(endpoint, 10)
+    transport.close()
+
+asyncio.run(allocate())
+"""
+
+
+def test_the_compose_turn_service_keeps_its_secret_off_the_command_line(namespaces, tmp_path: Path) -> None:
+    """docker/compose.yaml's coturn command, run as its container's shell runs it (with Debian's
+    coturn): the secret reaches coturn, which grants credentials minted from it, and is neither on
+    its command line nor in its environment, where other processes could read it."""
+    import yaml
+
+    from server.rtc.turn import mint_turn_credential
+
+    compose = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
+    command = yaml.safe_load(compose.read_text())["services"]["turn"]["command"][0].replace("$$", "$")
+    secret = secrets.token_hex(32)
+    env = {"PATH": os.environ["PATH"], "RAIN_TURN_SECRET": secret}
+    with open(tmp_path / "turn.log", "wb") as log:
+        # `ip netns exec` and the shell both exec: the process is coturn itself.
+        coturn = subprocess.Popen(["ip", "netns", "exec", TURN_NS, "sh", "-c", command], env=env, cwd=tmp_path,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        def allocate(key: str) -> subprocess.CompletedProcess:
+            username, credential = mint_turn_credential(key, "check", 60)
+            return subprocess.run(["ip", "netns", "exec", CLIENT_NS, sys.executable, "-c", ALLOCATE, TURN_IP,
+                                   username, credential], capture_output=True, text=True, timeout=60)
+
+        deadline = time.monotonic() + 30
+        while (granted := allocate(secret)).returncode != 0 and time.monotonic() < deadline:
+            assert coturn.poll() is None, (tmp_path / "turn.log").read_text(errors="replace")[-4000:]
+            time.sleep(0.5)
+        assert granted.returncode == 0, granted.stderr[-2000:] + (tmp_path / "turn.log").read_text(errors="replace")
+        assert allocate(secrets.token_hex(32)).returncode != 0  # another secret's credentials: refused
+        proc = Path(f"/proc/{coturn.pid}")
+        assert (proc / "exe").resolve().name == "turnserver"
+        assert secret.encode() not in (proc / "cmdline").read_bytes()
+        assert secret.encode() not in (proc / "environ").read_bytes()
+    finally:
+        stop(coturn)
