@@ -253,7 +253,9 @@ class Runtime:
         """Candidates a publisher found after its offer (trickle ICE: a WHIP resource's PATCH, an
         `application/trickle-ice-sdpfrag` body) -> how many were given to the session's ICE agent."""
         session = self._registry.get(session_id)
-        return await add_trickled_candidates(session.pc, parse_ice_fragment(fragment), if_match)
+        added = await add_trickled_candidates(session.pc, parse_ice_fragment(fragment), if_match)
+        session.trickled_candidates += added
+        return added
 
     # Recordings ------------------------------------------------------------------------
     async def start_recording(self, session_id: str) -> dict[str, Any]:

@@ -152,7 +152,8 @@ async def test_a_publisher_that_trickles_its_candidates_connects_through_them(li
                 return stats.json()["frames"]["engine_out"]
 
             await eventually(lambda: _above(engine_frames, 0), timeout=FIRST_FRAME_TIMEOUT, what="engine frames")
-            assert (await http.get(f"{session}/stats")).json()["state"] == "connected"
+            stats = (await http.get(f"{session}/stats")).json()
+            assert stats["state"] == "connected" and stats["trickled_candidates"] == fragment.count("a=candidate:")
             # After its end-of-candidates, a later fragment changes nothing and is still answered.
             assert (await http.patch(location, content=fragment, headers=trickle)).status_code == 204
             assert (await http.delete(location)).status_code == 204

@@ -3,7 +3,7 @@
 // player's <video> presents. The test calls these functions through page.evaluate.
 "use strict";
 
-let client = null; // the WHIPClient publishing this page's camera
+let client = null; // the WHIP client publishing this page's camera
 let player = null; // the WebRTCPlayer playing into <video id="video">
 // Every frame the player presents: its size, and its mean absolute difference (0-255) from the
 // frame before, sampled at 32x32.
@@ -18,6 +18,24 @@ async function publish(endpoint, token) {
   client = new thirdparty.WHIPClient({ endpoint, opts: { authkey: token, iceServers: [] } });
   await client.ingest(stream);
   return { resource: await client.getResourceUrl(), links: await client.getResourceExtensions() };
+}
+
+// Publish with Medooze's client (`whip-whep`): the offer goes before any candidate is gathered, and
+// each candidate follows by PATCH (trickle ICE); resolves with the resource URL.
+async function publishTrickling(endpoint, token) {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  for (const track of stream.getTracks()) {
+    pc.addTransceiver(track, { direction: "sendonly" });
+  }
+  client = new thirdparty.TricklingWHIPClient();
+  await client.publish(pc, endpoint, token);
+  return client.resourceURL.href;
+}
+
+// Medooze's client's end: its peer connection closed, then DELETE on its resource.
+async function unpublishTrickling() {
+  await client.stop();
 }
 
 // The library's own end of a publication: DELETE on its resource, then its peer connection closed.

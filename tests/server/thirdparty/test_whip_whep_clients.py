@@ -2,6 +2,7 @@
 headless Chromium's fake camera, the astronaut clip, to `POST /whip` with a bearer token, and
 Eyevinn's WebRTC player (`@eyevinn/webrtc-player`, its WHEP adapter) plays the session's WHEP view
 link in another window: the avatar moves there. The client's own `destroy()` ends the session.
+Medooze's WHIP client (`whip-whep`) publishes the same way, trickling its candidates by PATCH.
 
 The page runs on another origin than the server (conftest.py), so every request crosses origins,
 as from a page on another site: the server allows the page's origin with RAIN_CORS_ORIGINS.
@@ -129,3 +130,41 @@ async def _above(count, value: int) -> bool:
 async def _health_is(http: httpx.AsyncClient, **expected: int) -> bool:
     health = (await http.get("/api/health")).json()
     return all(health[key] == value for key, value in expected.items())
+
+
+async def test_a_third_party_whip_client_that_trickles_its_candidates_drives_an_avatar(
+    whip_server: LiveServer, page_origin: str, tmp_path
+) -> None:
+    """Medooze's WHIP client (`whip-whep`) posts its offer before it has any candidate and sends
+    each one after it by PATCH (trickle ICE, with `If-Match` the answer's `ETag`), across origins."""
+    from playwright.async_api import async_playwright
+
+    y4m = write_y4m(tmp_path / "webcam.y4m")
+    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={y4m}"]
+    endpoint = f"{whip_server.url}/whip"
+    async with async_playwright() as playwright, httpx.AsyncClient(base_url=whip_server.url, timeout=30) as http:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        errors: list[str] = []
+        try:
+            publisher = await _open(browser, f"{page_origin}/index.html", errors)
+            resource = await publisher.evaluate("([e, t]) => publishTrickling(e, t)", [endpoint, TOKEN])
+            assert re.fullmatch(rf"{re.escape(endpoint)}/[^/?]+", resource), resource
+            session = f"/api/sessions/{resource.rsplit('/', 1)[1]}"
+
+            async def stats() -> dict:
+                return (await http.get(f"{session}/stats")).json()
+
+            async def engine_frames() -> int:
+                return (await stats())["frames"]["engine_out"]
+
+            await eventually(lambda: _above(engine_frames, 0), timeout=TIMEOUT_MS / 1000, what="engine frames")
+            driven = await stats()
+            # Its candidates came by PATCH only: the offer it posted carried none.
+            assert driven["state"] == "connected" and driven["trickled_candidates"] > 0, driven
+            assert driven["frames"]["camera"] > 0 and driven["voice"] is not None
+
+            await publisher.evaluate("() => unpublishTrickling()")
+            await eventually(lambda: _health_is(http, sessions=0), timeout=60, what="the session's end")
+            assert not errors, errors
+        finally:
+            await browser.close()
