@@ -318,8 +318,8 @@ function uploadReference(file) {
 
 // --- WebRTC -----------------------------------------------------------------------
 
-function createPeerConnection() {
-  const connection = new RTCPeerConnection({ iceServers: config.ice_servers });
+function createPeerConnection(iceServers) {
+  const connection = new RTCPeerConnection({ iceServers });
   connection.addEventListener("connectionstatechange", () => {
     setState(connection.connectionState);
     log(`connection ${connection.connectionState}`);
@@ -371,7 +371,11 @@ function start() {
       camera = stream;
       $("webcam").srcObject = stream;
       listCameras().catch(showError);
-      pc = createPeerConnection();
+      return fetchIceServers(config.ice_servers).then((iceServers) => [stream, iceServers]);
+    })
+    .then(([stream, iceServers]) => {
+      if (camera !== stream) throw new Error("stopped while starting");
+      pc = createPeerConnection(iceServers);
       pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendrecv", streams: [stream] });
       pc.addTransceiver("video", { direction: "recvonly" });
       // After the video sections: the server answers the first video section with the avatar.
@@ -659,9 +663,17 @@ function watchWhipSession(listed) {
   clearError();
   if (pc) return Promise.resolve(showError(new Error("Stop this page's own session first.")));
   if (session) stop();
-  session = { session_id: listed.session_id, view_id: listed.view_id, view_token: listed.view_token, whip: true };
+  const watched = { session_id: listed.session_id, view_id: listed.view_id, view_token: listed.view_token, whip: true };
+  session = watched;
   setState("connecting");
-  const connection = createWhepConnection(config.ice_servers, (track) => {
+  return fetchIceServers(config.ice_servers).then((iceServers) => {
+    if (session !== watched) return null;  // left, or another picked, meanwhile
+    return connectToWhipSession(listed, iceServers);
+  });
+}
+
+function connectToWhipSession(listed, iceServers) {
+  const connection = createWhepConnection(iceServers, (track) => {
     $("output").srcObject = new MediaStream([track]);
   }, { audio: false });
   viewer = connection;

@@ -247,10 +247,16 @@ function negotiate() {
 function start() {
   retryTimer = null;
   status("connecting");
-  pc = createPeerConnection();
-  lastFrames = 0;
-  lastProgress = Date.now();
-  return negotiate().catch((error) => reconnect(error.message));
+  // Fresh ICE servers for every connection: a source runs for days, TURN credentials expire.
+  return fetchIceServers(iceServers)
+    .then((servers) => {
+      iceServers = servers;
+      pc = createPeerConnection();
+      lastFrames = 0;
+      lastProgress = Date.now();
+      return negotiate();
+    })
+    .catch((error) => reconnect(error.message));
 }
 
 function stop() {
@@ -306,11 +312,7 @@ function main() {
   sizeVideo();
   window.addEventListener("pagehide", stop);
   setInterval(watch, 2000);
-  fetch("/api/config")
-    .then((response) => (response.ok ? response.json() : { ice_servers: [] }))
-    .then((config) => { iceServers = config.ice_servers || []; })
-    .catch(() => null)
-    .then(start);
+  start();
 }
 
 main();

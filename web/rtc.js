@@ -17,6 +17,16 @@ function waitForIceGathering(connection) {
   });
 }
 
+// The ICE servers for a new connection, asked of the server each time: the TURN credentials it
+// mints expire (RAIN_TURN_TTL), and a page or an OBS source stays open for hours or days. If the
+// server cannot be asked, `fallback`.
+function fetchIceServers(fallback) {
+  return fetch("/api/config")
+    .then((response) => (response.ok ? response.json() : Promise.reject(new Error(`${response.status}`))))
+    .then((config) => config.ice_servers || [])
+    .catch(() => fallback);
+}
+
 // --- WHEP: watching a session by its view link ---------------------------------------
 // The OBS view plays a session this way, and the webcam page a WHIP session it controls.
 

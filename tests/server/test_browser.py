@@ -65,6 +65,18 @@ async def _open_webcam_page(browser, url: str, errors: list[str] | None = None):
     return page
 
 
+def _config_requests(page) -> list[str]:
+    """The page's requests for /api/config from now on (where the ICE servers come from)."""
+    seen: list[str] = []
+
+    def on_request(request) -> None:
+        if urlsplit(request.url).path == "/api/config":
+            seen.append(request.url)
+
+    page.on("request", on_request)
+    return seen
+
+
 async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
     from playwright.async_api import async_playwright
 
@@ -88,8 +100,11 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             await page.wait_for_function(
                 "() => document.getElementById('log').textContent.includes('character uploaded')"
             )
+            # Each connection asks for fresh ICE servers (minted TURN credentials expire).
+            page_configs = _config_requests(page)
             await page.click("#start")
             await page.wait_for_function("() => document.body.dataset.state === 'connected'")
+            assert len(page_configs) == 1
             obs_link = await page.input_value("#obs-link")
             match = re.fullmatch(r".*/obs/([^?]+)\?token=(.+)", obs_link)
             assert match, obs_link
@@ -141,8 +156,10 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             obs.set_default_timeout(TIMEOUT_MS)
             obs_errors: list[str] = []
             obs.on("pageerror", lambda error: obs_errors.append(str(error)))
+            obs_configs = _config_requests(obs)
             await obs.goto(f"{live_server.url}{urlsplit(obs_link).path}?{urlsplit(obs_link).query}")
             await obs.wait_for_function("() => document.body.dataset.state === 'playing'")
+            assert len(obs_configs) == 1
             seen = await _frames(obs, "video")
             await obs.wait_for_function(f"() => ({FRAMES_JS})('video') >= {seen + 16}")
             assert await obs.evaluate("() => document.getElementById('video').videoWidth") == 64
@@ -159,6 +176,7 @@ async def test_webcam_page_and_obs_view(live_server, tmp_path) -> None:
             await obs.evaluate("() => pc.close()")
             await obs.wait_for_function("() => document.body.dataset.state === 'reconnecting'")
             await obs.wait_for_function("() => document.body.dataset.state === 'playing'")
+            assert len(obs_configs) >= 2  # the new connection's ICE servers asked for afresh
             await obs.reload()
             await obs.wait_for_function("() => document.body.dataset.state === 'playing'")
             seen = await _frames(obs, "video")
