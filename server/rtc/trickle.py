@@ -1,8 +1,8 @@
 """Trickle ICE: candidates a publisher found after its offer, sent as an SDP fragment (RFC 8840's
 `application/trickle-ice-sdpfrag`) in a `PATCH` of its WHIP resource (RFC 9725, section 4.3.1).
 
-A WHIP client that posts its offer before gathering every candidate (browsers' WHIP clients,
-GStreamer's `whipclientsink`) sends the rest this way; without them the server can reach the
+A WHIP client that posts its offer before gathering every candidate (browser WHIP clients such
+as Medooze's `whip-whep`) sends the rest this way; without them the server can reach the
 publisher only at the addresses its checks come from. ICE restarts (new ICE credentials) are
 not offered: the ICE session is the one the offer opened, named by an entity tag (`ETag` of the
 201, `If-Match` of each `PATCH`), and a fragment with other credentials is refused with 422,
