@@ -42,6 +42,10 @@ def main() -> int:
     parser.add_argument("--ttl", type=int, default=60, help="RAIN_TURN_TTL, seconds (60 or more)")
     parser.add_argument("--seconds", type=float, default=660, help="how long to hold the session")
     args = parser.parse_args()
+    if not 60 <= args.ttl <= 86400:
+        parser.error(f"--ttl must be 60 to 86400 seconds (RAIN_TURN_TTL's range), got {args.ttl}")
+    if not 0 < args.seconds <= 86400:
+        parser.error(f"--seconds must be above 0 and at most a day, got {args.seconds:g}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     directory = Path(tempfile.mkdtemp(prefix="turn-expiry-"))
     secret = secrets.token_hex(32)

@@ -21,14 +21,13 @@ from aiortc import RTCIceCandidate, RTCIceTransport, RTCPeerConnection
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from rain_core.validation import shorten
+from server.rtc.sdp import MAX_ECHO_CHARS
 
 TRICKLE_MEDIA_TYPE = "application/trickle-ice-sdpfrag"
 # Bounds on what one publisher makes the server check: a browser gathers a handful of candidates
 # per network interface; these leave room for many interfaces and relays.
 MAX_FRAGMENT_CANDIDATES = 32
 MAX_REMOTE_CANDIDATES = 64
-# What an error quotes of the fragment.
-MAX_ECHO_CHARS = 120
 
 
 class FragmentError(ValueError):
@@ -81,11 +80,14 @@ class IceFragment:
 
 
 def ice_session_tag(sdp: str) -> str:
-    """The entity tag of the ICE session a description opens (quoted, as `ETag` carries it):
-    derived from its first section's ICE username fragment, so that a restart changes it."""
-    media = SessionDescription.parse(sdp).media
-    ufrag = media[0].ice.usernameFragment if media and media[0].ice else ""
-    return '"' + hashlib.sha256((ufrag or "").encode()).hexdigest()[:20] + '"'
+    """The entity tag of the ICE session a description opens (quoted, as `ETag` carries it)."""
+    return _tag_of(SessionDescription.parse(sdp).media)
+
+
+def _tag_of(media: list) -> str:
+    """Derived from the first section's ICE username fragment, so that a restart changes it."""
+    ufrag = (media[0].ice.usernameFragment if media else None) or ""
+    return '"' + hashlib.sha256(ufrag.encode()).hexdigest()[:20] + '"'
 
 
 def parse_ice_fragment(text: str) -> IceFragment:
@@ -156,8 +158,8 @@ async def add_trickled_candidates(pc: RTCPeerConnection, fragment: IceFragment, 
     opened: `If-Match` and its credentials are checked before any candidate is added."""
     remote = pc.remoteDescription
     assert remote is not None, "a session answers its offer before it is listed"
-    check_if_match(if_match, ice_session_tag(remote.sdp))
     offered = SessionDescription.parse(remote.sdp).media
+    check_if_match(if_match, _tag_of(offered))
     _check_credentials(fragment.ufrag, fragment.pwd, offered[0])
     targets: list[tuple[MediaFragment, RTCIceTransport]] = []
     for section in fragment.media:
