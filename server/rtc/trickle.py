@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from aiortc import RTCIceCandidate, RTCIceTransport, RTCPeerConnection
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
 
 from rain_core.validation import shorten
 from server.rtc.sdp import MAX_ECHO_CHARS
@@ -84,7 +84,7 @@ def ice_session_tag(sdp: str) -> str:
     return _tag_of(SessionDescription.parse(sdp).media)
 
 
-def _tag_of(media: list) -> str:
+def _tag_of(media: list[MediaDescription]) -> str:
     """Derived from the first section's ICE username fragment, so that a restart changes it."""
     ufrag = (media[0].ice.usernameFragment if media else None) or ""
     return '"' + hashlib.sha256(ufrag.encode()).hexdigest()[:20] + '"'
@@ -161,37 +161,35 @@ async def add_trickled_candidates(pc: RTCPeerConnection, fragment: IceFragment, 
     offered = SessionDescription.parse(remote.sdp).media
     check_if_match(if_match, _tag_of(offered))
     _check_credentials(fragment.ufrag, fragment.pwd, offered[0])
-    targets: list[tuple[MediaFragment, RTCIceTransport]] = []
+    # Sections bundled together share one transport: their candidates are added, and bounded, per transport.
+    candidates_for: dict[RTCIceTransport, list[RTCIceCandidate]] = {}
     for section in fragment.media:
         index = _offered_index(offered, section)
         _check_credentials(section.ufrag, section.pwd, offered[index])
-        targets.append((section, _ice_transport(pc, offered, index)))
-
-    # Sections bundled together share one transport: bound what each transport would hold.
-    adding: dict[int, int] = {}
-    for section, transport in targets:
-        adding[id(transport)] = adding.get(id(transport), 0) + len(section.candidates)
-        if len(transport.getRemoteCandidates()) + adding[id(transport)] > MAX_REMOTE_CANDIDATES:
+        candidates_for.setdefault(_ice_transport(pc, offered, index), []).extend(section.candidates)
+    for transport, candidates in candidates_for.items():
+        if len(transport.getRemoteCandidates()) + len(candidates) > MAX_REMOTE_CANDIDATES:
             raise FragmentError(f"more than {MAX_REMOTE_CANDIDATES} remote candidates for one session")
-    for section, transport in targets:
-        for candidate in section.candidates:
+    for transport, candidates in candidates_for.items():
+        for candidate in candidates:
             await transport.addRemoteCandidate(candidate)
     if fragment.ends_candidates:
-        ended = [transport for _, transport in targets] or [
+        # A fragment with no section ends every transport of the session.
+        ended = list(candidates_for) or list(dict.fromkeys(
             t.receiver.transport.transport for t in pc.getTransceivers() if t.receiver.transport is not None
-        ]
-        for transport in {id(t): t for t in ended}.values():
+        ))
+        for transport in ended:
             await transport.addRemoteCandidate(None)
     return fragment.candidate_count
 
 
-def _check_credentials(ufrag: str | None, pwd: str | None, offered) -> None:
+def _check_credentials(ufrag: str | None, pwd: str | None, offered: MediaDescription) -> None:
     """Credentials other than the offer's ask for an ICE restart."""
     if ufrag not in (None, offered.ice.usernameFragment) or pwd not in (None, offered.ice.password):
         raise IceRestartRefused()
 
 
-def _offered_index(offered: list, section: MediaFragment) -> int:
+def _offered_index(offered: list[MediaDescription], section: MediaFragment) -> int:
     """The offer's section a fragment's section is about: by its `a=mid`, else by position."""
     if section.mid is not None:
         for index, media in enumerate(offered):
@@ -203,7 +201,7 @@ def _offered_index(offered: list, section: MediaFragment) -> int:
     return section.index
 
 
-def _ice_transport(pc: RTCPeerConnection, offered: list, index: int) -> RTCIceTransport:
+def _ice_transport(pc: RTCPeerConnection, offered: list[MediaDescription], index: int) -> RTCIceTransport:
     """The ICE transport of the offer's section `index` (the sections of a BUNDLE group share one)."""
     mid = offered[index].rtp.muxId
     for transceiver in pc.getTransceivers():

@@ -100,7 +100,7 @@ class Session:
         self.recording: Recording | None = None  # the latest recording, under way or not
         self.page_track: SubscriberTrack | None = None  # the avatar as the page's connection sends it
         self.camera_receiver: RepairingReceiver | None = None  # the webcam's, when loss repair is on
-        self.trickled_candidates = 0  # given after the offer (WHIP trickle ICE): how the publisher was found
+        self.trickled_candidates = 0  # received after the offer, by PATCH (WHIP trickle ICE)
         self._discarded = DiscardedTracks()
         self._tasks: set[asyncio.Task] = set()
         self._control: asyncio.Queue = asyncio.Queue()

@@ -105,6 +105,43 @@ def test_a_publisher_comes_goes_and_sets_params_over_rest(whip_client: TestClien
     assert whip_client.delete(location, headers=auth).status_code == 404
 
 
+def test_a_publisher_cannot_trickle_without_end(whip_client: TestClient, offers) -> None:
+    """Each fragment is bounded, and so is what a session takes in all: a publisher cannot make the
+    server check an endless list of addresses."""
+    from server.rtc.trickle import MAX_FRAGMENT_CANDIDATES
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # As a trickling publisher offers: more candidates to come (after an end-of-candidates the agent ignores them).
+    trickling = "".join(line for line in offers["send_only"].splitlines(keepends=True)
+                        if not line.startswith("a=end-of-candidates"))
+    response = whip_client.post("/whip", content=trickling, headers={**SDP, **auth})
+    assert response.status_code == 201, response.text
+    location, session = response.headers["location"], _links(response)["session"]
+    trickle = {**auth, "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": response.headers["etag"]}
+    try:
+        port = iter(range(40000, 50000))  # every candidate a new address (the agent drops repeats)
+
+        def fragment(count: int) -> str:
+            return "".join(f"a=candidate:{n} 1 udp 1 192.0.2.1 {next(port)} typ host\r\n" for n in range(count))
+
+        oversized = whip_client.patch(location, content=fragment(MAX_FRAGMENT_CANDIDATES + 1), headers=trickle)
+        assert oversized.status_code == 400 and f"at most {MAX_FRAGMENT_CANDIDATES}" in detail(oversized)
+        taken, refused = 0, None
+        while refused is None and taken < 100 * MAX_FRAGMENT_CANDIDATES:
+            answered = whip_client.patch(location, content=fragment(MAX_FRAGMENT_CANDIDATES), headers=trickle)
+            if answered.status_code == 204:
+                taken += MAX_FRAGMENT_CANDIDATES
+            else:
+                refused = answered
+        assert refused is not None and refused.status_code == 400, "a session took every candidate sent"
+        assert "remote candidates for one session" in detail(refused) and len(detail(refused)) < 300
+        # The refused fragment added nothing, and the session goes on.
+        stats = whip_client.get(f"{session}/stats").json()
+        assert stats["trickled_candidates"] == taken and taken > 0
+    finally:
+        assert whip_client.delete(location, headers=auth).status_code == 204
+
+
 def test_whip_is_refused_on_a_public_address_without_a_token(offers) -> None:
     settings = tiny_settings(MAX_SESSIONS=1, ICE_SERVERS=[], ICE_LOOPBACK=False, HOST="0.0.0.0")
     with TestClient(create_app(settings)) as client:
